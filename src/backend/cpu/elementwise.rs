@@ -1,0 +1,202 @@
+//! Elementwise kernels: unary maps, broadcast binary ops, comparisons, `where`, strided copies
+//! and dtype casts. All walk their inputs through a [`RowPlan`], so any layout (transposed,
+//! sliced, broadcast) is read in place, and write a fresh contiguous output.
+
+use super::strided::RowPlan;
+use crate::autograd::backward::{GELU_C, GELU_K};
+use crate::autograd::{BinaryOp, UnaryOp};
+use crate::tensor::{Float, Layout};
+
+/// Comparisons producing 1.0 where true and 0.0 where false.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompareOp {
+    /// a > b
+    Gt,
+    /// a >= b
+    Ge,
+    /// a < b
+    Lt,
+    /// a <= b
+    Le,
+    /// a == b
+    Eq,
+}
+
+/// Fills `out` with `f` of the elements of `x` starting at `start`, stepping by `stride`.
+#[inline(always)]
+fn map1<T: Float>(out: &mut [T], x: &[T], start: usize, stride: usize, f: impl Fn(T) -> T) {
+    if stride == 1 {
+        let n = out.len();
+        for (o, &v) in out.iter_mut().zip(&x[start..start + n]) {
+            *o = f(v);
+        }
+    } else {
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = f(x[start + j * stride]);
+        }
+    }
+}
+
+/// Fills `out` with `f(a, b)`; the unit-stride and broadcast-scalar cases get their own loops
+/// so the compiler can vectorize them.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn map2<T: Float>(out: &mut [T], a: &[T], sa: usize, ia: usize, b: &[T], sb: usize, ib: usize, f: impl Fn(T, T) -> T) {
+    let n = out.len();
+    match (ia, ib) {
+        (1, 1) => {
+            for ((o, &x), &y) in out.iter_mut().zip(&a[sa..sa + n]).zip(&b[sb..sb + n]) {
+                *o = f(x, y);
+            }
+        }
+        (1, 0) => {
+            let y = b[sb];
+            for (o, &x) in out.iter_mut().zip(&a[sa..sa + n]) {
+                *o = f(x, y);
+            }
+        }
+        (0, 1) => {
+            let x = a[sa];
+            for (o, &y) in out.iter_mut().zip(&b[sb..sb + n]) {
+                *o = f(x, y);
+            }
+        }
+        _ => {
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = f(a[sa + j * ia], b[sb + j * ib]);
+            }
+        }
+    }
+}
+
+/// The scalar function of a unary op (shared by the kernel and its tests).
+#[inline(always)]
+pub fn unary_scalar<T: Float>(op: UnaryOp, v: T) -> T {
+    match op {
+        UnaryOp::Neg => -v,
+        UnaryOp::Exp => v.exp(),
+        UnaryOp::Log => v.ln(),
+        UnaryOp::Sqrt => v.sqrt(),
+        UnaryOp::Abs => v.abs(),
+        UnaryOp::Relu => v.max(T::ZERO),
+        UnaryOp::Sigmoid => sigmoid(v),
+        UnaryOp::Tanh => v.tanh(),
+        UnaryOp::Gelu => {
+            let inner = T::from_f64(GELU_K) * (v + T::from_f64(GELU_C) * v * v * v);
+            T::from_f64(0.5) * v * (T::ONE + inner.tanh())
+        }
+        UnaryOp::Powf(p) => v.powf(T::from_f64(p)),
+        UnaryOp::Affine { mul, add } => v * T::from_f64(mul) + T::from_f64(add),
+    }
+}
+
+/// 1 / (1 + e^-v), computed so neither branch overflows.
+#[inline(always)]
+fn sigmoid<T: Float>(v: T) -> T {
+    if v >= T::ZERO {
+        T::ONE / (T::ONE + (-v).exp())
+    } else {
+        let e = v.exp();
+        e / (T::ONE + e)
+    }
+}
+
+/// `op` applied to every element of the view `(x, layout)`.
+pub fn unary<T: Float>(op: UnaryOp, x: &[T], layout: &Layout) -> Vec<T> {
+    let plan = RowPlan::new([layout]);
+    let mut out = vec![T::ZERO; layout.numel()];
+    // One match outside the loops, so each arm's loop is compiled for its own function.
+    plan.for_each_segment(&mut out, |seg, [s]| {
+        let i = plan.inner[0];
+        match op {
+            UnaryOp::Neg => map1(seg, x, s, i, |v| -v),
+            UnaryOp::Relu => map1(seg, x, s, i, |v| if v > T::ZERO { v } else { T::ZERO }),
+            UnaryOp::Affine { mul, add } => {
+                let (m, a) = (T::from_f64(mul), T::from_f64(add));
+                map1(seg, x, s, i, |v| v * m + a)
+            }
+            other => map1(seg, x, s, i, |v| unary_scalar(other, v)),
+        }
+    });
+    out
+}
+
+/// `a op b` for two views already broadcast to the same shape.
+pub fn binary<T: Float>(op: BinaryOp, a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
+    let plan = RowPlan::new([la, lb]);
+    let mut out = vec![T::ZERO; la.numel()];
+    let [ia, ib] = plan.inner;
+    plan.for_each_segment(&mut out, |seg, [sa, sb]| match op {
+        BinaryOp::Add => map2(seg, a, sa, ia, b, sb, ib, |x, y| x + y),
+        BinaryOp::Sub => map2(seg, a, sa, ia, b, sb, ib, |x, y| x - y),
+        BinaryOp::Mul => map2(seg, a, sa, ia, b, sb, ib, |x, y| x * y),
+        BinaryOp::Div => map2(seg, a, sa, ia, b, sb, ib, |x, y| x / y),
+    });
+    out
+}
+
+/// 1.0 where `a op b` holds, else 0.0, for two views of the same shape.
+pub fn compare<T: Float>(op: CompareOp, a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
+    let plan = RowPlan::new([la, lb]);
+    let mut out = vec![T::ZERO; la.numel()];
+    let [ia, ib] = plan.inner;
+    let to_float = |c: bool| if c { T::ONE } else { T::ZERO };
+    plan.for_each_segment(&mut out, |seg, [sa, sb]| match op {
+        CompareOp::Gt => map2(seg, a, sa, ia, b, sb, ib, |x, y| to_float(x > y)),
+        CompareOp::Ge => map2(seg, a, sa, ia, b, sb, ib, |x, y| to_float(x >= y)),
+        CompareOp::Lt => map2(seg, a, sa, ia, b, sb, ib, |x, y| to_float(x < y)),
+        CompareOp::Le => map2(seg, a, sa, ia, b, sb, ib, |x, y| to_float(x <= y)),
+        CompareOp::Eq => map2(seg, a, sa, ia, b, sb, ib, |x, y| to_float(x == y)),
+    });
+    out
+}
+
+/// `on_true` where `cond` is non-zero, else `on_false`; three views of one shape.
+pub fn where_cond<T: Float>(cond: (&[T], &Layout), on_true: (&[T], &Layout), on_false: (&[T], &Layout)) -> Vec<T> {
+    let plan = RowPlan::new([cond.1, on_true.1, on_false.1]);
+    let mut out = vec![T::ZERO; cond.1.numel()];
+    let [ic, it, iff] = plan.inner;
+    plan.for_each_segment(&mut out, |seg, [sc, st, sf]| {
+        for (j, o) in seg.iter_mut().enumerate() {
+            *o = if cond.0[sc + j * ic] != T::ZERO { on_true.0[st + j * it] } else { on_false.0[sf + j * iff] };
+        }
+    });
+    out
+}
+
+/// The elements of a view, packed contiguously in row-major order.
+pub fn copy_strided<T: Float>(x: &[T], layout: &Layout) -> Vec<T> {
+    if layout.is_contiguous() {
+        return x[layout.offset()..layout.offset() + layout.numel()].to_vec();
+    }
+    let plan = RowPlan::new([layout]);
+    let mut out = vec![T::ZERO; layout.numel()];
+    plan.for_each_segment(&mut out, |seg, [s]| map1(seg, x, s, plan.inner[0], |v| v));
+    out
+}
+
+/// The elements of a view converted to another float type, packed contiguously.
+pub fn cast<S: Float, D: Float>(x: &[S], layout: &Layout) -> Vec<D> {
+    let plan = RowPlan::new([layout]);
+    let mut out = vec![D::ZERO; layout.numel()];
+    let i = plan.inner[0];
+    plan.for_each_segment(&mut out, |seg, [s]| {
+        for (j, o) in seg.iter_mut().enumerate() {
+            *o = D::from_f64(x[s + j * i].to_f64());
+        }
+    });
+    out
+}
+
+/// Copies the view `(src, src_layout)` into the same-shaped view `dst_layout` of `dst`.
+/// The destination view must not overlap itself (no stride-0 dims).
+pub fn assign<T: Float>(dst: &mut [T], dst_layout: &Layout, src: &[T], src_layout: &Layout) {
+    let plan = RowPlan::new([dst_layout, src_layout]);
+    let [id, is] = plan.inner;
+    for row in 0..plan.rows {
+        let (sd, ss) = (plan.starts[0][row], plan.starts[1][row]);
+        for j in 0..plan.row_len {
+            dst[sd + j * id] = src[ss + j * is];
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Indexing kernels: `index_select` and `gather`, and their adjoints `index_add` and
+//! `scatter_add` (which the backward passes use: a value read from one place sends its
+//! gradient back to that place, summing where a place was read more than once).
+
+use crate::tensor::{contiguous_strides, Float, Layout};
+
+/// Splits a shape around `dim` into (outer count, inner count).
+fn around(shape: &[usize], dim: usize) -> (usize, usize) {
+    (shape[..dim].iter().product(), shape[dim + 1..].iter().product())
+}
+
+/// Slices `indices` of `dim` of the view `(x, layout)`, stacked in order along `dim`.
+pub fn index_select<T: Float>(x: &[T], layout: &Layout, dim: usize, indices: &[usize]) -> Vec<T> {
+    let shape = layout.shape();
+    let (outer, inner) = around(shape, dim);
+    let outer_offsets: Vec<usize> =
+        Layout::from_parts(shape[..dim].to_vec(), layout.strides()[..dim].to_vec(), layout.offset()).offsets().collect();
+    let inner_layout = |offset| Layout::from_parts(shape[dim + 1..].to_vec(), layout.strides()[dim + 1..].to_vec(), offset);
+    let inner_contiguous = inner_layout(0).is_contiguous();
+    let mut out = Vec::with_capacity(outer * indices.len() * inner);
+    for &base in &outer_offsets {
+        for &idx in indices {
+            let start = base + idx * layout.strides()[dim];
+            if inner_contiguous {
+                out.extend_from_slice(&x[start..start + inner]);
+            } else {
+                out.extend(inner_layout(start).offsets().map(|o| x[o]));
+            }
+        }
+    }
+    out
+}
+
+/// Zeros of `shape` with the contiguous `src` (shape `shape` with `dim` of length
+/// `indices.len()`) added at `indices` along `dim`.
+pub fn index_add<T: Float>(shape: &[usize], dim: usize, indices: &[usize], src: &[T]) -> Vec<T> {
+    let (outer, inner) = around(shape, dim);
+    let mut out = vec![T::ZERO; shape.iter().product()];
+    for o in 0..outer {
+        for (k, &idx) in indices.iter().enumerate() {
+            let from = (o * indices.len() + k) * inner;
+            let to = (o * shape[dim] + idx) * inner;
+            for (d, &s) in out[to..to + inner].iter_mut().zip(&src[from..from + inner]) {
+                *d += s;
+            }
+        }
+    }
+    out
+}
+
+/// `out[p] = x[p with coordinate dim replaced by index[p]]` over every position `p` of
+/// `index_shape` (row-major).
+pub fn gather<T: Float>(x: &[T], layout: &Layout, dim: usize, index: &[usize], index_shape: &[usize]) -> Vec<T> {
+    let mut strides = layout.strides().to_vec();
+    let step = strides[dim];
+    strides[dim] = 0;
+    let bases = Layout::from_parts(index_shape.to_vec(), strides, layout.offset()).offsets();
+    bases.zip(index).map(|(base, &i)| x[base + i * step]).collect()
+}
+
+/// Zeros of `shape` with each element of the contiguous `src` (shape of `index`) added at
+/// the position `gather` would have read it from.
+pub fn scatter_add<T: Float>(shape: &[usize], dim: usize, index: &[usize], index_shape: &[usize], src: &[T]) -> Vec<T> {
+    let mut out = vec![T::ZERO; shape.iter().product()];
+    let mut strides = contiguous_strides(shape);
+    let step = strides[dim];
+    strides[dim] = 0;
+    let bases = Layout::from_parts(index_shape.to_vec(), strides, 0).offsets();
+    for ((base, &i), &s) in bases.zip(index).zip(src) {
+        out[base + i * step] += s;
+    }
+    out
+}

@@ -1,0 +1,20 @@
+//! CPU kernels. They see slices and [`Layout`](crate::tensor::Layout)s, never tensors or the
+//! graph, and are generic over the element type ([`Float`](crate::tensor::Float)).
+//!
+//! | file | kernels |
+//! |---|---|
+//! | `strided.rs` | the row walker every elementwise kernel uses |
+//! | `elementwise.rs` | unary, binary, compare, where, copy, cast, assign |
+//! | `reduce.rs` | sum, max over dims |
+//! | `matmul.rs` | the GEMM ladder (naive to packed + parallel) and batching |
+//! | `softmax.rs` | softmax, log-softmax, cross-entropy, forward and backward |
+//! | `index.rs` | index_select / index_add, gather / scatter_add |
+//! | `optim.rs` | fused SGD, Adam/AdamW, RMSprop updates |
+
+pub mod elementwise;
+pub mod index;
+pub mod matmul;
+pub mod optim;
+pub mod reduce;
+pub mod softmax;
+pub mod strided;

@@ -1,0 +1,88 @@
+//! Fused, in-place optimizer updates: one pass over each parameter, its gradient and its
+//! state, instead of a chain of tensor ops that would each allocate a temporary.
+
+use rayon::prelude::*;
+
+use super::strided::PARALLEL_MIN_ELEMENTS;
+use crate::tensor::Float;
+
+/// Runs `f` on matching chunks of `w`, `g` and one or two state buffers, in parallel when large.
+fn zip_chunks<T: Float>(w: &mut [T], g: &[T], s1: &mut [T], s2: &mut [T], f: impl Fn(&mut [T], &[T], &mut [T], &mut [T]) + Sync) {
+    const CHUNK: usize = 1 << 14;
+    if w.len() >= PARALLEL_MIN_ELEMENTS {
+        let s2_chunks: Vec<&mut [T]> = if s2.is_empty() { (0..w.len().div_ceil(CHUNK)).map(|_| &mut [][..]).collect() } else { s2.chunks_mut(CHUNK).collect() };
+        w.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .zip(s1.par_chunks_mut(CHUNK))
+            .zip(s2_chunks.into_par_iter())
+            .for_each(|(((w, g), s1), s2)| f(w, g, s1, s2));
+    } else {
+        f(w, g, s1, s2);
+    }
+}
+
+/// SGD with momentum `mu` and L2 weight decay `wd` (PyTorch's formulation, no dampening):
+/// `d = g + wd w; buf = mu buf + d; w -= lr buf` (with `mu = 0`, `w -= lr d`).
+pub fn sgd<T: Float>(w: &mut [T], g: &[T], buf: &mut [T], lr: f64, mu: f64, wd: f64) {
+    let (lr, mu, wd) = (T::from_f64(lr), T::from_f64(mu), T::from_f64(wd));
+    zip_chunks(w, g, buf, &mut [], |w, g, buf, _| {
+        for ((w, &g), b) in w.iter_mut().zip(g).zip(buf.iter_mut()) {
+            let d = g + wd * *w;
+            *b = mu * *b + d;
+            *w -= lr * *b;
+        }
+    });
+}
+
+/// Hyper-parameters of one Adam / AdamW step.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamStep {
+    /// Learning rate.
+    pub lr: f64,
+    /// Decay of the first-moment average.
+    pub beta1: f64,
+    /// Decay of the second-moment average.
+    pub beta2: f64,
+    /// Added to the root of the second moment.
+    pub eps: f64,
+    /// Weight decay.
+    pub weight_decay: f64,
+    /// AdamW (decay the weights directly) rather than Adam (add `wd w` to the gradient).
+    pub decoupled: bool,
+    /// 1-based step number, for bias correction.
+    pub step: u64,
+}
+
+/// Adam (Kingma and Ba, 2015) and AdamW (Loshchilov and Hutter, 2019):
+/// `m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; w -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)`.
+pub fn adam<T: Float>(w: &mut [T], g: &[T], m: &mut [T], v: &mut [T], h: AdamStep) {
+    let t = h.step as i32;
+    let c1 = 1.0 / (1.0 - h.beta1.powi(t));
+    let c2 = 1.0 / (1.0 - h.beta2.powi(t));
+    let [b1, b2, eps, lr, wd] = [h.beta1, h.beta2, h.eps, h.lr, h.weight_decay].map(T::from_f64);
+    let (c1, c2_sqrt) = (T::from_f64(c1), T::from_f64(c2.sqrt()));
+    let shrink = if h.decoupled { T::ONE - lr * wd } else { T::ONE };
+    let l2 = if h.decoupled { T::ZERO } else { wd };
+    zip_chunks(w, g, m, v, |w, g, m, v| {
+        for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            let g = g + l2 * *w;
+            *m = b1 * *m + (T::ONE - b1) * g;
+            *v = b2 * *v + (T::ONE - b2) * g * g;
+            // sqrt(v / (1 - b2^t)) = sqrt(v) * sqrt(c2)
+            *w = *w * shrink - lr * (*m * c1) / ((*v).sqrt() * c2_sqrt + eps);
+        }
+    });
+}
+
+/// RMSprop (Hinton's lecture 6e, as PyTorch has it, without momentum):
+/// `s = alpha s + (1 - alpha) g^2; w -= lr g / (sqrt(s) + eps)`, `g` including `wd w`.
+pub fn rmsprop<T: Float>(w: &mut [T], g: &[T], s: &mut [T], lr: f64, alpha: f64, eps: f64, wd: f64) {
+    let [lr, alpha, eps, wd] = [lr, alpha, eps, wd].map(T::from_f64);
+    zip_chunks(w, g, s, &mut [], |w, g, s, _| {
+        for ((w, &g), s) in w.iter_mut().zip(g).zip(s.iter_mut()) {
+            let g = g + wd * *w;
+            *s = alpha * *s + (T::ONE - alpha) * g * g;
+            *w -= lr * g / ((*s).sqrt() + eps);
+        }
+    });
+}

@@ -1,0 +1,108 @@
+//! Reductions (sum, max) over any set of dimensions.
+//!
+//! The trick: view the small output as if it had the input's shape, with stride 0 along the
+//! reduced dims. Then "reduce" is just "walk the input and the stretched output together and
+//! fold each input element into the output element it lands on". When the reduced dims are
+//! the innermost ones, each row of the walk folds into one output element, so rows run in
+//! parallel; otherwise (e.g. column sums for a bias gradient) the walk accumulates in order.
+
+use rayon::prelude::*;
+
+use super::strided::{RowPlan, PARALLEL_MIN_ELEMENTS};
+use crate::tensor::{Float, Layout};
+
+/// The reductions with a kernel (mean is a scaled sum).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReduceKind {
+    /// Sum.
+    Sum,
+    /// Maximum.
+    Max,
+}
+
+/// Reduces the view `(x, layout)` over `dims`; the result is contiguous in the input's shape
+/// with each reduced dim set to 1.
+pub fn reduce<T: Float>(kind: ReduceKind, x: &[T], layout: &Layout, dims: &[usize]) -> Vec<T> {
+    let mut kept = layout.shape().to_vec();
+    for &d in dims {
+        kept[d] = 1;
+    }
+    let out_numel: usize = kept.iter().product();
+    let stretched = Layout::contiguous(&kept).broadcast_to(layout.shape()).expect("kept shape broadcasts back");
+    let plan = RowPlan::new([layout, &stretched]);
+    let identity = match kind {
+        ReduceKind::Sum => T::ZERO,
+        ReduceKind::Max => T::NEG_INFINITY,
+    };
+    let fold_row = |start: usize, stride: usize| -> T {
+        let row = (0..plan.row_len).map(|j| x[start + j * stride]);
+        match kind {
+            ReduceKind::Sum => {
+                if stride == 1 {
+                    sum_contiguous(&x[start..start + plan.row_len])
+                } else {
+                    row.sum()
+                }
+            }
+            ReduceKind::Max => row.fold(T::NEG_INFINITY, |m, v| if v > m || v.to_f64().is_nan() { v } else { m }),
+        }
+    };
+
+    let (ix, io) = (plan.inner[0], plan.inner[1]);
+    let one_row_per_output = io == 0 && plan.rows == out_numel && plan.starts[1].iter().enumerate().all(|(r, &s)| s == r);
+    if one_row_per_output {
+        let fold_one = |r: usize| fold_row(plan.starts[0][r], ix);
+        return if layout.numel() >= PARALLEL_MIN_ELEMENTS {
+            (0..plan.rows).into_par_iter().map(fold_one).collect()
+        } else {
+            (0..plan.rows).map(fold_one).collect()
+        };
+    }
+
+    let mut out = vec![identity; out_numel];
+    for row in 0..plan.rows {
+        let (sx, so) = (plan.starts[0][row], plan.starts[1][row]);
+        if io == 0 {
+            let folded = fold_row(sx, ix);
+            out[so] = combine(kind, out[so], folded);
+        } else {
+            for j in 0..plan.row_len {
+                let o = so + j * io;
+                out[o] = combine(kind, out[o], x[sx + j * ix]);
+            }
+        }
+    }
+    out
+}
+
+#[inline(always)]
+fn combine<T: Float>(kind: ReduceKind, acc: T, v: T) -> T {
+    match kind {
+        ReduceKind::Sum => acc + v,
+        ReduceKind::Max => {
+            if v > acc || v.to_f64().is_nan() {
+                v
+            } else {
+                acc
+            }
+        }
+    }
+}
+
+/// Sum with eight independent accumulators: breaks the add dependency chain so the loop can
+/// use SIMD lanes, and (as a bonus) loses less precision than one running sum.
+#[inline(always)]
+pub fn sum_contiguous<T: Float>(xs: &[T]) -> T {
+    let mut acc = [T::ZERO; 8];
+    let mut chunks = xs.chunks_exact(8);
+    for c in &mut chunks {
+        for k in 0..8 {
+            acc[k] += c[k];
+        }
+    }
+    let mut total = chunks.remainder().iter().fold(T::ZERO, |a, &v| a + v);
+    for a in acc {
+        total += a;
+    }
+    total
+}

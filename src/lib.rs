@@ -1,0 +1,27 @@
+//! # glassbox
+//!
+//! A from-scratch tensor engine with reverse-mode autograd and hand-written kernels, built to
+//! be read. Start at [`Tensor`]; every op's front door is in `ops/`, its gradient formula in
+//! [`autograd::backward`], its CPU kernel in `backend/cpu/`.
+//!
+//! ```
+//! use glassbox::Tensor;
+//! let w = Tensor::randn(&[3, 2], 0).requires_grad_();
+//! let x = Tensor::ones(&[4, 3]);
+//! let loss = x.matmul(&w).relu().mean_all();
+//! loss.backward();
+//! assert_eq!(w.grad().unwrap().shape(), &[3, 2]);
+//! ```
+
+pub mod autograd;
+pub mod backend;
+pub mod data;
+pub mod metrics;
+pub mod nn;
+pub mod ops;
+pub mod optim;
+pub mod rng;
+pub mod tensor;
+
+pub use autograd::no_grad;
+pub use tensor::{DType, Device, Tensor};

@@ -1,0 +1,25 @@
+//! Layers. A layer is a [`Module`]: a `forward` from tensors to tensors built from public
+//! tensor ops (so autograd handles its backward), plus the list of its parameters.
+//!
+//! | file | what |
+//! |---|---|
+//! | `module.rs` | the [`Module`] trait |
+//! | `linear.rs` | [`Linear`]: `y = x W^T + b` |
+//! | `activation.rs` | [`Relu`], [`Sigmoid`], [`Tanh`], [`Gelu`] as modules |
+//! | `dropout.rs` | [`Dropout`] with a seeded mask stream |
+//! | `sequential.rs` | [`Sequential`] container and the [`Sequential::mlp`] builder |
+//! | `init.rs` | Kaiming, Xavier and LeCun (std 1/sqrt(fan_in)) initializers |
+
+mod activation;
+mod dropout;
+pub mod init;
+mod linear;
+mod module;
+mod sequential;
+
+pub use activation::{Activation, Gelu, Relu, Sigmoid, Tanh};
+pub use dropout::Dropout;
+pub use init::Init;
+pub use linear::Linear;
+pub use module::Module;
+pub use sequential::Sequential;

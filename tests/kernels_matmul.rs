@@ -1,0 +1,64 @@
+//! Every version of the CPU GEMM ladder against the naive reference, on odd shapes and on
+//! transposed (strided) operands, in f32 and f64.
+
+mod common;
+
+use common::{assert_close, F32_ACCUMULATED, F64_TIGHT};
+use glassbox::backend::cpu::matmul::{matmul_v1_naive, versions, MatRef};
+use glassbox::rng::Rng;
+use glassbox::tensor::Float;
+
+fn random<T: Float>(n: usize, rng: &mut Rng) -> Vec<T> {
+    (0..n).map(|_| T::from_f64(rng.normal())).collect()
+}
+
+fn check_all_versions<T: Float>(tol: f64) {
+    let shapes = [(1, 1, 1), (1, 7, 3), (7, 1, 5), (5, 3, 1), (17, 33, 9), (129, 65, 130), (64, 300, 17), (200, 257, 100)];
+    let mut rng = Rng::new(42);
+    for &(m, k, n) in &shapes {
+        let a = random::<T>(m * k, &mut rng);
+        let b = random::<T>(k * n, &mut rng);
+        // The same matrices stored transposed, to exercise strided reads.
+        let at: Vec<T> = (0..k * m).map(|idx| a[(idx % m) * k + idx / m]).collect();
+        let bt: Vec<T> = (0..n * k).map(|idx| b[(idx % k) * n + idx / k]).collect();
+        let mut reference = vec![T::ZERO; m * n];
+        matmul_v1_naive(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut reference);
+        let reference: Vec<f64> = reference.iter().map(|v| v.to_f64()).collect();
+        for (name, f) in versions::<T>() {
+            let operands = [
+                ("row-major", MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n)),
+                ("transposed", MatRef::row_major(&at, k, m).t(), MatRef::row_major(&bt, n, k).t()),
+            ];
+            for (layout, ma, mb) in operands {
+                let mut c = vec![T::from_f64(f64::NAN); m * n];
+                f(ma, mb, &mut c);
+                let got: Vec<f64> = c.iter().map(|v| v.to_f64()).collect();
+                assert_close(&got, &reference, tol * (k as f64).sqrt(), &format!("{name} {layout} {m}x{k}x{n}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn every_f32_matmul_version_matches_naive_on_odd_shapes() {
+    check_all_versions::<f32>(F32_ACCUMULATED);
+}
+
+#[test]
+fn every_f64_matmul_version_matches_naive_on_odd_shapes() {
+    check_all_versions::<f64>(F64_TIGHT);
+}
+
+#[test]
+fn large_product_takes_the_parallel_path_and_stays_correct() {
+    let (m, k, n) = (300, 520, 1100);
+    let mut rng = Rng::new(7);
+    let a = random::<f32>(m * k, &mut rng);
+    let b = random::<f32>(k * n, &mut rng);
+    let mut reference = vec![0.0f32; m * n];
+    matmul_v1_naive(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut reference);
+    let mut c = vec![0.0f32; m * n];
+    glassbox::backend::cpu::matmul::matmul_v5_packed_parallel(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut c);
+    let to64 = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+    assert_close(&to64(&c), &to64(&reference), F32_ACCUMULATED * (k as f64).sqrt(), "v5 300x520x1100");
+}
