@@ -23,7 +23,8 @@ fn main() {
     let lr: f64 = flags.get("lr", 1e-3, "Adam learning rate (cosine-decayed to 0 over the run)");
     let seed: u64 = flags.get("seed", 0, "seed for initialization and shuffling");
     let threads: Option<usize> = flags.optional("threads", "worker threads (default: RAYON_NUM_THREADS or all cores)");
-    let data: PathBuf = flags.get("data", glassbox::data::default_dir(), "folder with the four MNIST-format IDX files");
+    let data: PathBuf =
+        flags.get("data", glassbox::data::mnist::default_dir(), "folder with the four MNIST-format IDX files");
     flags.finish("glassbox MNIST: an MLP 784-256-128-10 trained with Adam");
     if batch_size == 0 || epochs == 0 {
         eprintln!("error: --batch-size and --epochs must be positive");
@@ -106,7 +107,8 @@ fn evaluate(model: &Sequential, set: &ImageSet) -> ConfusionMatrix {
         for batch in sequential_batches(set.len(), 1000) {
             set.gather_normalized(&batch, &mut x_buf);
             set.gather_labels(&batch, &mut y_buf);
-            let logits = model.forward(&Tensor::from_vec(std::mem::take(&mut x_buf), &[batch.len(), set.pixels_per_image()]));
+            let logits =
+                model.forward(&Tensor::from_vec(std::mem::take(&mut x_buf), &[batch.len(), set.pixels_per_image()]));
             for (&truth, pred) in y_buf.iter().zip(argmax_rows(&logits.to_vec(), NUM_CLASSES)) {
                 confusion.add(truth, pred);
             }

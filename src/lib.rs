@@ -25,3 +25,8 @@ pub mod tensor;
 
 pub use autograd::no_grad;
 pub use tensor::{DType, Device, Tensor};
+
+/// The README's examples, compiled and run as doctests so they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -102,17 +102,11 @@ impl ConfusionMatrix {
     ///
     /// Panics if `classes` is 0.
     pub fn new(classes: usize) -> ConfusionMatrix {
-        assert!(
-            classes > 0,
-            "ConfusionMatrix::new: need at least 1 class, got 0"
-        );
-        let cells = classes.checked_mul(classes).unwrap_or_else(|| {
-            panic!("ConfusionMatrix::new: {classes} x {classes} cells overflow usize")
-        });
-        ConfusionMatrix {
-            classes,
-            counts: vec![0; cells],
-        }
+        assert!(classes > 0, "ConfusionMatrix::new: need at least 1 class, got 0");
+        let cells = classes
+            .checked_mul(classes)
+            .unwrap_or_else(|| panic!("ConfusionMatrix::new: {classes} x {classes} cells overflow usize"));
+        ConfusionMatrix { classes, counts: vec![0; cells] }
     }
 
     /// A matrix counting each `(truth[i], predicted[i])` pair.
@@ -160,9 +154,7 @@ impl ConfusionMatrix {
     /// Panics if `class` is out of range.
     pub fn support(&self, class: usize) -> usize {
         self.check_class("support", class);
-        self.counts[class * self.classes..(class + 1) * self.classes]
-            .iter()
-            .sum()
+        self.counts[class * self.classes..(class + 1) * self.classes].iter().sum()
     }
 
     /// Samples predicted as `class` (the column sum).
@@ -170,16 +162,12 @@ impl ConfusionMatrix {
     /// Panics if `class` is out of range.
     pub fn predicted_count(&self, class: usize) -> usize {
         self.check_class("predicted_count", class);
-        (0..self.classes)
-            .map(|t| self.counts[t * self.classes + class])
-            .sum()
+        (0..self.classes).map(|t| self.counts[t * self.classes + class]).sum()
     }
 
     /// The fraction of samples on the diagonal; 0 when the matrix is empty.
     pub fn accuracy(&self) -> f64 {
-        let correct = (0..self.classes)
-            .map(|c| self.counts[c * self.classes + c])
-            .sum();
+        let correct = (0..self.classes).map(|c| self.counts[c * self.classes + c]).sum();
         ratio(correct, self.total())
     }
 
@@ -246,10 +234,8 @@ impl ConfusionMatrix {
     /// ```
     pub fn per_class_report(&self) -> String {
         let label_width = "macro avg".len().max(digit_count(self.classes - 1));
-        let mut report = format!(
-            "{:>label_width$}  {:>9}  {:>9}  {:>9}  {:>9}\n",
-            "class", "precision", "recall", "f1", "support"
-        );
+        let mut report =
+            format!("{:>label_width$}  {:>9}  {:>9}  {:>9}  {:>9}\n", "class", "precision", "recall", "f1", "support");
         for class in 0..self.classes {
             report += &format!(
                 "{class:>label_width$}  {:>9.4}  {:>9.4}  {:>9.4}  {:>9}\n",

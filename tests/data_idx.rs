@@ -12,8 +12,7 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use glassbox::data::mnist::{default_dir, PIXEL_MEAN, PIXEL_STD};
 use glassbox::data::{
-    read_idx, read_idx_from_bytes, sequential_batches, shuffled_batches, DataError, ImageSet,
-    Mnist, NUM_CLASSES,
+    read_idx, read_idx_from_bytes, sequential_batches, shuffled_batches, DataError, ImageSet, Mnist, NUM_CLASSES,
 };
 use glassbox::rng::Rng;
 
@@ -26,11 +25,8 @@ struct TempDir(PathBuf);
 impl TempDir {
     fn new(tag: &str) -> TempDir {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let unique = format!(
-            "glassbox-data-test-{}-{}-{tag}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+        let unique =
+            format!("glassbox-data-test-{}-{}-{tag}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         let path = std::env::temp_dir().join(unique);
         fs::create_dir_all(&path).expect("create temp dir");
         TempDir(path)
@@ -69,9 +65,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 
 fn gunzip(bytes: &[u8]) -> Vec<u8> {
     let mut plain = Vec::new();
-    GzDecoder::new(bytes)
-        .read_to_end(&mut plain)
-        .expect("gunzip in memory");
+    GzDecoder::new(bytes).read_to_end(&mut plain).expect("gunzip in memory");
     plain
 }
 
@@ -101,16 +95,10 @@ fn assert_read_fails(path: &Path, expected: &[&str]) -> DataError {
 fn assert_error(err: &DataError, path: &Path, expected: &[&str]) {
     let text = err.to_string();
     assert_eq!(err.path(), path, "{text}");
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .expect("utf-8 name");
+    let name = path.file_name().and_then(|n| n.to_str()).expect("utf-8 name");
     assert!(text.contains(name), "error should name {name}: {text}");
     for needle in expected {
-        assert!(
-            text.contains(needle),
-            "error should contain {needle:?}: {text}"
-        );
+        assert!(text.contains(needle), "error should contain {needle:?}: {text}");
     }
 }
 
@@ -133,18 +121,12 @@ fn real_mnist_has_the_published_shapes_and_labels() {
     assert_eq!((train.len(), train.rows, train.cols), (60_000, 28, 28));
     assert_eq!(train.images.len(), 60_000 * 784);
     assert_eq!(train.labels[..5], [5, 0, 4, 1, 9]);
-    assert_eq!(
-        label_histogram(train),
-        [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
-    );
+    assert_eq!(label_histogram(train), [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]);
 
     assert_eq!((test.len(), test.rows, test.cols), (10_000, 28, 28));
     assert_eq!(test.images.len(), 10_000 * 784);
     assert_eq!(test.labels[..5], [7, 2, 1, 0, 4]);
-    assert_eq!(
-        label_histogram(test),
-        [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-    );
+    assert_eq!(label_histogram(test), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]);
 }
 
 #[test]
@@ -157,10 +139,7 @@ fn standardized_training_pixels_have_zero_mean_and_unit_variance() {
         train.gather_normalized(&indices, &mut batch);
         assert_eq!(batch.len(), indices.len() * 784);
         sum += batch.iter().map(|&x| f64::from(x)).sum::<f64>();
-        sum_sq += batch
-            .iter()
-            .map(|&x| f64::from(x) * f64::from(x))
-            .sum::<f64>();
+        sum_sq += batch.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>();
         count += batch.len();
     }
     let mean = sum / count as f64;
@@ -171,10 +150,7 @@ fn standardized_training_pixels_have_zero_mean_and_unit_variance() {
     let mut first = Vec::new();
     train.gather_normalized(&[0], &mut first);
     let background = (0.0 - PIXEL_MEAN) / PIXEL_STD;
-    assert_eq!(
-        first[0], background,
-        "the top-left pixel of a digit is background"
-    );
+    assert_eq!(first[0], background, "the top-left pixel of a digit is background");
 }
 
 #[test]
@@ -187,10 +163,7 @@ fn plain_files_load_exactly_like_gzipped_ones() {
     let from_gz = read_idx(&gz_path).unwrap_or_else(|e| panic!("{e}"));
     let from_plain = read_idx(&plain_path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(from_gz.dims, vec![10_000, 28, 28]);
-    assert!(
-        from_gz == from_plain,
-        "plain and gzipped decode differently"
-    );
+    assert!(from_gz == from_plain, "plain and gzipped decode differently");
     let from_memory = read_idx_from_bytes("in memory", &gz_bytes).unwrap_or_else(|e| panic!("{e}"));
     assert!(from_memory == from_gz);
 }
@@ -200,19 +173,10 @@ fn a_directory_mixing_plain_and_gzipped_files_loads_like_the_original() {
     let dir = TempDir::new("mixed");
     let read = |name: &str| fs::read(real_file(name)).expect("read real file");
     // Gzipped under its usual name.
-    dir.write(
-        "train-images-idx3-ubyte.gz",
-        &read("train-images-idx3-ubyte.gz"),
-    );
+    dir.write("train-images-idx3-ubyte.gz", &read("train-images-idx3-ubyte.gz"));
     // Decompressed, under the plain name.
-    dir.write(
-        "train-labels-idx1-ubyte",
-        &gunzip(&read("train-labels-idx1-ubyte.gz")),
-    );
-    dir.write(
-        "t10k-images-idx3-ubyte",
-        &gunzip(&read("t10k-images-idx3-ubyte.gz")),
-    );
+    dir.write("train-labels-idx1-ubyte", &gunzip(&read("train-labels-idx1-ubyte.gz")));
+    dir.write("t10k-images-idx3-ubyte", &gunzip(&read("t10k-images-idx3-ubyte.gz")));
     // Gzipped but named like a plain file: the content, not the name, decides.
     dir.write("t10k-labels-idx1-ubyte", &read("t10k-labels-idx1-ubyte.gz"));
 
@@ -233,10 +197,7 @@ fn a_missing_file_is_reported() {
 fn truncated_headers_are_reported() {
     let dir = TempDir::new("header");
     let empty = dir.write("empty-idx1-ubyte", &[]);
-    assert_read_fails(
-        &empty,
-        &["truncated header", "4-byte magic", "holds only 0 bytes"],
-    );
+    assert_read_fails(&empty, &["truncated header", "4-byte magic", "holds only 0 bytes"]);
 
     let short_magic = dir.write("short-idx1-ubyte", &[0, 0]);
     assert_read_fails(&short_magic, &["truncated header", "holds only 2 bytes"]);
@@ -244,47 +205,29 @@ fn truncated_headers_are_reported() {
     let short_dims = dir.write("dims-idx3-ubyte", &[0, 0, 8, 3, 0, 0, 0, 5, 0, 0]);
     assert_read_fails(
         &short_dims,
-        &[
-            "truncated header",
-            "declares 3 dimensions, which take 16 header bytes",
-            "holds only 10",
-        ],
+        &["truncated header", "declares 3 dimensions, which take 16 header bytes", "holds only 10"],
     );
 
     let gz_short = dir.write("dims-idx3-ubyte.gz", &gzip(&[0, 0, 8, 3, 0, 0, 0, 5]));
-    assert_read_fails(
-        &gz_short,
-        &["truncated header", "decompressed data holds only 8"],
-    );
+    assert_read_fails(&gz_short, &["truncated header", "decompressed data holds only 8"]);
 }
 
 #[test]
 fn truncated_data_is_reported_for_plain_and_gzipped_files() {
     let dir = TempDir::new("truncated");
     let plain = dir.write("small-idx3-ubyte", &idx_bytes(8, &[2, 2, 2], &[1, 2, 3]));
-    assert_read_fails(
-        &plain,
-        &["truncated: header declares 2x2x2 = 8 bytes of data but the file holds only 3"],
-    );
+    assert_read_fails(&plain, &["truncated: header declares 2x2x2 = 8 bytes of data but the file holds only 3"]);
 
     let pixels = vec![7u8; 1000];
-    let gz = dir.write(
-        "train-images-idx3-ubyte.gz",
-        &gzip(&idx_bytes(8, &[60_000, 28, 28], &pixels)),
-    );
+    let gz = dir.write("train-images-idx3-ubyte.gz", &gzip(&idx_bytes(8, &[60_000, 28, 28], &pixels)));
     assert_read_fails(
         &gz,
-        &[
-            "truncated: header declares 60000x28x28 = 47040000 bytes of data but the decompressed \
-           data holds only 1000",
-        ],
+        &["truncated: header declares 60000x28x28 = 47040000 bytes of data but the decompressed \
+           data holds only 1000"],
     );
 
     let one_dim = dir.write("labels-idx1-ubyte", &idx_bytes(8, &[10], &[1; 4]));
-    assert_read_fails(
-        &one_dim,
-        &["truncated: header declares 10 bytes of data but the file holds only 4"],
-    );
+    assert_read_fails(&one_dim, &["truncated: header declares 10 bytes of data but the file holds only 4"]);
 }
 
 #[test]
@@ -295,10 +238,7 @@ fn a_gzip_file_cut_short_is_an_error() {
     let half = dir.write("half-idx1-ubyte.gz", &real[..real.len() / 2]);
     let err = assert_read_fails(&half, &[]);
     let text = err.to_string();
-    assert!(
-        text.contains("corrupt gzip stream") || text.contains("truncated"),
-        "{text}"
-    );
+    assert!(text.contains("corrupt gzip stream") || text.contains("truncated"), "{text}");
 
     // Everything but the 8-byte trailer (CRC and length): the data is complete, the file is not.
     let no_trailer = dir.write("notrailer-idx1-ubyte.gz", &real[..real.len() - 8]);
@@ -329,23 +269,10 @@ fn corrupt_gzip_streams_are_reported() {
 fn wrong_magic_and_unsupported_types_are_reported() {
     let dir = TempDir::new("magic");
     let png = dir.write("picture.png", b"\x89PNG\r\n\x1a\n rest of a png");
-    assert_read_fails(
-        &png,
-        &[
-            "not an IDX file",
-            "starts with bytes 89 50 4e 47",
-            "two zero bytes",
-        ],
-    );
+    assert_read_fails(&png, &["not an IDX file", "starts with bytes 89 50 4e 47", "two zero bytes"]);
 
     let floats = dir.write("floats-idx1-ubyte", &idx_bytes(0x0D, &[1], &[0, 0, 0, 0]));
-    assert_read_fails(
-        &floats,
-        &[
-            "unsupported element type 0x0d (32-bit float)",
-            "only 0x08 (unsigned byte)",
-        ],
-    );
+    assert_read_fails(&floats, &["unsupported element type 0x0d (32-bit float)", "only 0x08 (unsigned byte)"]);
 
     let unknown = dir.write("unknown-idx1-ubyte", &idx_bytes(0x42, &[1], &[0]));
     assert_read_fails(&unknown, &["unknown element type 0x42"]);
@@ -358,26 +285,17 @@ fn wrong_magic_and_unsupported_types_are_reported() {
 fn huge_declared_sizes_neither_overflow_nor_allocate() {
     let dir = TempDir::new("huge");
     let unaddressable = idx_bytes(8, &[4_000_000_000, 4_000_000_000], &[0; 8]);
-    for (name, bytes) in [
-        ("huge-idx2-ubyte", unaddressable.clone()),
-        ("huge-idx2-ubyte.gz", gzip(&unaddressable)),
-    ] {
+    for (name, bytes) in [("huge-idx2-ubyte", unaddressable.clone()), ("huge-idx2-ubyte.gz", gzip(&unaddressable))] {
         let path = dir.write(name, &bytes);
         assert_read_fails(
             &path,
-            &[
-                "4000000000x4000000000 = 16000000000000000000 bytes",
-                "more than this machine can address",
-            ],
+            &["4000000000x4000000000 = 16000000000000000000 bytes", "more than this machine can address"],
         );
     }
 
     let overflowing = idx_bytes(8, &[4_000_000_000; 3], &[0; 8]);
     let path = dir.write("overflow-idx3-ubyte", &overflowing);
-    assert_read_fails(
-        &path,
-        &["4000000000x4000000000x4000000000 elements, more than 2^64"],
-    );
+    assert_read_fails(&path, &["4000000000x4000000000x4000000000 elements, more than 2^64"]);
 
     // Addressable but absurd: a terabyte declared in a few dozen gzipped bytes. Were the reader
     // to reserve the declared size this would abort the test process.
@@ -387,10 +305,7 @@ fn huge_declared_sizes_neither_overflow_nor_allocate() {
         &path,
         &["1000000x1000000 = 1000000000000 bytes of data but the decompressed data holds only 10"],
     );
-    let path = dir.write(
-        "terabyte-idx2-ubyte",
-        &idx_bytes(8, &[1_000_000, 1_000_000], &[0; 10]),
-    );
+    let path = dir.write("terabyte-idx2-ubyte", &idx_bytes(8, &[1_000_000, 1_000_000], &[0; 10]));
     assert_read_fails(&path, &["the file holds only 10"]);
 }
 
@@ -399,10 +314,7 @@ fn trailing_bytes_are_reported() {
     let dir = TempDir::new("trailing");
     let bytes = idx_bytes(8, &[4], &[1, 2, 3, 4, 5, 6, 7, 8, 9]);
     let plain = dir.write("extra-idx1-ubyte", &bytes);
-    assert_read_fails(
-        &plain,
-        &["trailing bytes: header declares 4 bytes of data but the file holds 9, 5 more"],
-    );
+    assert_read_fails(&plain, &["trailing bytes: header declares 4 bytes of data but the file holds 9, 5 more"]);
     let gz = dir.write("extra-idx1-ubyte.gz", &gzip(&bytes));
     assert_read_fails(
         &gz,
@@ -430,14 +342,8 @@ fn write_tiny_mnist(tag: &str, train: (u32, &[u8]), test: (u32, &[u8])) -> TempD
     let dir = TempDir::new(tag);
     for (prefix, (count, labels)) in [("train", train), ("t10k", test)] {
         let pixels: Vec<u8> = (0..count * 4).map(|i| (i * 37 % 256) as u8).collect();
-        dir.write(
-            &format!("{prefix}-images-idx3-ubyte"),
-            &idx_bytes(8, &[count, 2, 2], &pixels),
-        );
-        dir.write(
-            &format!("{prefix}-labels-idx1-ubyte.gz"),
-            &gzip(&idx_bytes(8, &[labels.len() as u32], labels)),
-        );
+        dir.write(&format!("{prefix}-images-idx3-ubyte"), &idx_bytes(8, &[count, 2, 2], &pixels));
+        dir.write(&format!("{prefix}-labels-idx1-ubyte.gz"), &gzip(&idx_bytes(8, &[labels.len() as u32], labels)));
     }
     dir
 }
@@ -482,10 +388,7 @@ fn label_and_image_counts_must_match() {
     assert_error(
         &err,
         &dir.0.join("train-labels-idx1-ubyte.gz"),
-        &[
-            "holds 2 labels but",
-            "train-images-idx3-ubyte holds 3 images",
-        ],
+        &["holds 2 labels but", "train-images-idx3-ubyte holds 3 images"],
     );
 }
 
@@ -493,11 +396,7 @@ fn label_and_image_counts_must_match() {
 fn labels_must_be_below_ten() {
     let dir = write_tiny_mnist("label", (1, &[0]), (3, &[1, 10, 3]));
     let err = Mnist::load(&dir.0).expect_err("label 10");
-    assert_error(
-        &err,
-        &dir.0.join("t10k-labels-idx1-ubyte.gz"),
-        &["label 10 at index 1 is out of range", "0 to 9"],
-    );
+    assert_error(&err, &dir.0.join("t10k-labels-idx1-ubyte.gz"), &["label 10 at index 1 is out of range", "0 to 9"]);
 }
 
 #[test]
@@ -525,11 +424,7 @@ fn files_with_the_wrong_shape_are_reported() {
     fs::write(&labels, fs::read(&images).expect("read")).expect("write");
     let two_dims = dir.write("train-images-idx3-ubyte", &idx_bytes(8, &[2, 4], &[0; 8]));
     let err = Mnist::load(&dir.0).expect_err("2-d images");
-    assert_error(
-        &err,
-        &two_dims,
-        &["expected an image file", "(2 dimensions)"],
-    );
+    assert_error(&err, &two_dims, &["expected an image file", "(2 dimensions)"]);
 
     let no_pixels = dir.write("train-images-idx3-ubyte", &idx_bytes(8, &[2, 0, 5], &[]));
     let err = Mnist::load(&dir.0).expect_err("0x5 images");
@@ -550,11 +445,7 @@ fn shuffled_batches_are_reproducible_and_cover_every_index_once() {
     let sizes: Vec<usize> = a.iter().map(Vec::len).collect();
     assert_eq!(sizes, [10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 3]);
     let mut all: Vec<usize> = a.concat();
-    assert_ne!(
-        all,
-        (0..103).collect::<Vec<_>>(),
-        "the order should be shuffled"
-    );
+    assert_ne!(all, (0..103).collect::<Vec<_>>(), "the order should be shuffled");
     all.sort_unstable();
     assert_eq!(all, (0..103).collect::<Vec<_>>());
 
@@ -569,10 +460,7 @@ fn shuffled_batches_are_reproducible_and_cover_every_index_once() {
 fn batch_sizes_at_the_edges() {
     assert_eq!(shuffled_batches(30, 10, &mut Rng::new(1)).len(), 3);
     assert_eq!(shuffled_batches(5, 100, &mut Rng::new(1))[0].len(), 5);
-    assert_eq!(
-        sequential_batches(7, 3),
-        vec![vec![0, 1, 2], vec![3, 4, 5], vec![6]]
-    );
+    assert_eq!(sequential_batches(7, 3), vec![vec![0, 1, 2], vec![3, 4, 5], vec![6]]);
     assert_eq!(sequential_batches(3, usize::MAX), vec![vec![0, 1, 2]]);
 }
 

@@ -58,7 +58,11 @@ const CASES: &[Case] = &[
     Case { name: "max_dims", inputs: &[(&[3, 5], Any)], f: |x| x[0].max(&[1], false) },
     Case { name: "max_keepdim_dim0", inputs: &[(&[4, 3], Any)], f: |x| x[0].max(&[0], true) },
     Case { name: "matmul_2d", inputs: &[(&[3, 4], Any), (&[4, 5], Any)], f: |x| x[0].matmul(&x[1]) },
-    Case { name: "matmul_transposed_operands", inputs: &[(&[4, 3], Any), (&[5, 4], Any)], f: |x| x[0].t().matmul(&x[1].t()) },
+    Case {
+        name: "matmul_transposed_operands",
+        inputs: &[(&[4, 3], Any), (&[5, 4], Any)],
+        f: |x| x[0].t().matmul(&x[1].t()),
+    },
     Case {
         name: "matmul_batched_broadcast",
         inputs: &[(&[2, 1, 3, 4], Any), (&[3, 4, 2], Any)],
@@ -82,8 +86,16 @@ const CASES: &[Case] = &[
         f: |x| x[0].binary_cross_entropy_with_logits(&x[1]),
     },
     Case { name: "dropout", inputs: &[(&[4, 5], Any)], f: |x| x[0].dropout(0.3, true, &mut Rng::new(11)) },
-    Case { name: "concat", inputs: &[(&[2, 3], Any), (&[2, 2], Any)], f: |x| Tensor::concat(&[x[0].clone(), x[1].clone()], 1) },
-    Case { name: "stack", inputs: &[(&[2, 3], Any), (&[2, 3], Any)], f: |x| Tensor::stack(&[x[0].clone(), x[1].clone()], 1) },
+    Case {
+        name: "concat",
+        inputs: &[(&[2, 3], Any), (&[2, 2], Any)],
+        f: |x| Tensor::concat(&[x[0].clone(), x[1].clone()], 1),
+    },
+    Case {
+        name: "stack",
+        inputs: &[(&[2, 3], Any), (&[2, 3], Any)],
+        f: |x| Tensor::stack(&[x[0].clone(), x[1].clone()], 1),
+    },
     Case {
         name: "split",
         inputs: &[(&[5, 2], Any)],

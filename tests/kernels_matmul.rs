@@ -13,7 +13,8 @@ fn random<T: Float>(n: usize, rng: &mut Rng) -> Vec<T> {
 }
 
 fn check_all_versions<T: Float>(tol: f64) {
-    let shapes = [(1, 1, 1), (1, 7, 3), (7, 1, 5), (5, 3, 1), (17, 33, 9), (129, 65, 130), (64, 300, 17), (200, 257, 100)];
+    let shapes =
+        [(1, 1, 1), (1, 7, 3), (7, 1, 5), (5, 3, 1), (17, 33, 9), (129, 65, 130), (64, 300, 17), (200, 257, 100)];
     let mut rng = Rng::new(42);
     for &(m, k, n) in &shapes {
         let a = random::<T>(m * k, &mut rng);
@@ -58,7 +59,11 @@ fn large_product_takes_the_parallel_path_and_stays_correct() {
     let mut reference = vec![0.0f32; m * n];
     matmul_v1_naive(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut reference);
     let mut c = vec![0.0f32; m * n];
-    glassbox::backend::cpu::matmul::matmul_v5_packed_parallel(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut c);
+    glassbox::backend::cpu::matmul::matmul_v5_packed_parallel(
+        MatRef::row_major(&a, m, k),
+        MatRef::row_major(&b, k, n),
+        &mut c,
+    );
     let to64 = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
     assert_close(&to64(&c), &to64(&reference), F32_ACCUMULATED * (k as f64).sqrt(), "v5 300x520x1100");
 }

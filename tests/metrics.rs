@@ -30,14 +30,7 @@ fn counts_match_the_hand_computed_table() {
     assert_eq!(m.num_classes(), 3);
     assert_eq!(m.total(), 10);
     assert_eq!([m.support(0), m.support(1), m.support(2)], [3, 4, 3]);
-    assert_eq!(
-        [
-            m.predicted_count(0),
-            m.predicted_count(1),
-            m.predicted_count(2)
-        ],
-        [4, 6, 0]
-    );
+    assert_eq!([m.predicted_count(0), m.predicted_count(1), m.predicted_count(2)], [4, 6, 0]);
 }
 
 #[test]
@@ -66,11 +59,7 @@ fn every_score_matches_the_hand_computation() {
     // 41/105. Macro F1 is the mean of the F1s, not the F1 of the macro precision and recall
     // (which would be 34/87 here).
     let close = |a: f64, b: f64| (a - b).abs() < 1e-15;
-    assert!(
-        close(m.macro_precision(), 1.0 / 3.0),
-        "{}",
-        m.macro_precision()
-    );
+    assert!(close(m.macro_precision(), 1.0 / 3.0), "{}", m.macro_precision());
     assert!(close(m.macro_recall(), 17.0 / 36.0), "{}", m.macro_recall());
     assert!(close(m.macro_f1(), 41.0 / 105.0), "{}", m.macro_f1());
 }
@@ -137,9 +126,7 @@ fn argmax_rows_picks_one_class_per_row() {
 }
 
 #[test]
-#[should_panic(
-    expected = "argmax_rows: 7 values do not split into rows of 3 columns (1 left over)"
-)]
+#[should_panic(expected = "argmax_rows: 7 values do not split into rows of 3 columns (1 left over)")]
 fn argmax_rows_rejects_a_ragged_matrix() {
     argmax_rows(&[0.0; 7], 3);
 }

@@ -113,7 +113,12 @@ fn softmax_rows_sum_to_one_and_extreme_logits_stay_finite() {
     let x = t(&[1.0, 2.0, 3.0, -1e4, 0.0, 1e4], &[2, 3]);
     let s = x.softmax(1).to_vec();
     assert!((s[0] + s[1] + s[2] - 1.0).abs() < 1e-6);
-    assert_close(&s[..3].iter().map(|&v| v as f64).collect::<Vec<_>>(), &[0.09003057, 0.24472847, 0.66524096], F32_TIGHT, "softmax");
+    assert_close(
+        &s[..3].iter().map(|&v| v as f64).collect::<Vec<_>>(),
+        &[0.09003057, 0.24472847, 0.66524096],
+        F32_TIGHT,
+        "softmax",
+    );
     assert_eq!(&s[3..], &[0.0, 0.0, 1.0]);
     let ls = x.log_softmax(1).to_vec();
     assert!(ls.iter().all(|v| v.is_finite()), "{ls:?}");
@@ -145,7 +150,14 @@ fn mse_matches_definition() {
 #[test]
 fn views_share_storage_and_contiguous_copies_only_when_needed() {
     let a = Tensor::arange(12).reshape(&[3, 4]);
-    let views = [a.t(), a.narrow(1, 1, 2), a.reshape(&[2, 6]), a.unsqueeze(0), a.permute(&[1, 0]), a.sum(&[0], true).broadcast_to(&[5, 4])];
+    let views = [
+        a.t(),
+        a.narrow(1, 1, 2),
+        a.reshape(&[2, 6]),
+        a.unsqueeze(0),
+        a.permute(&[1, 0]),
+        a.sum(&[0], true).broadcast_to(&[5, 4]),
+    ];
     for v in &views[..5] {
         assert!(v.shares_storage_with(&a), "{v:?} should be a view");
     }
@@ -215,7 +227,11 @@ fn to_dtype_round_trips_and_display_is_readable() {
 /// Runs `f`, expecting a panic whose message contains every one of `parts`.
 fn assert_panics_with(f: impl FnOnce() + std::panic::UnwindSafe, parts: &[&str]) {
     let err = std::panic::catch_unwind(f).expect_err("expected a panic");
-    let msg = err.downcast_ref::<String>().cloned().or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+    let msg = err
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
     for p in parts {
         assert!(msg.contains(p), "panic message {msg:?} should mention {p:?}");
     }
@@ -238,7 +254,12 @@ fn shape_misuse_panics_with_op_shapes_and_expectation() {
     assert_panics_with(|| drop(a.mse_loss(&Tensor::zeros(&[3, 2]))), &["mse_loss", "[2, 3]", "[3, 2]"]);
     assert_panics_with(|| drop(a.add(&a.to_dtype(DType::F64))), &["add", "dtypes differ", "f32", "f64"]);
     assert_panics_with(|| drop(Tensor::from_vec(vec![1.0; 5], &[2, 3])), &["5 values", "[2, 3]"]);
-    assert_panics_with(|| { let _ = a.item(); }, &["item", "[2, 3]"]);
+    assert_panics_with(
+        || {
+            let _ = a.item();
+        },
+        &["item", "[2, 3]"],
+    );
 }
 
 #[test]

@@ -40,10 +40,8 @@ pub fn op_backward(op: &Op, out: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
                 let x2 = x.mul(x);
                 let t = x.add(&x2.mul(x).mul_scalar(GELU_C)).mul_scalar(GELU_K).tanh();
                 let left = t.affine(0.5, 0.5);
-                let right = x
-                    .mul(&t.mul(&t).affine(-1.0, 1.0))
-                    .mul(&x2.affine(3.0 * GELU_C * GELU_K, GELU_K))
-                    .mul_scalar(0.5);
+                let right =
+                    x.mul(&t.mul(&t).affine(-1.0, 1.0)).mul(&x2.affine(3.0 * GELU_C * GELU_K, GELU_K)).mul_scalar(0.5);
                 g.mul(&left.add(&right))
             }
             // d x^p = p x^(p-1)
@@ -84,10 +82,9 @@ pub fn op_backward(op: &Op, out: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
         }
 
         // C = A B: dA = dC B^T, dB = A^T dC (batch dims that were broadcast are summed away).
-        Op::Matmul(a, b) => vec![
-            Some(g.matmul(&b.t()).sum_to_shape(a.shape())),
-            Some(a.t().matmul(g).sum_to_shape(b.shape())),
-        ],
+        Op::Matmul(a, b) => {
+            vec![Some(g.matmul(&b.t()).sum_to_shape(a.shape())), Some(a.t().matmul(g).sum_to_shape(b.shape()))]
+        }
 
         // y = softmax(x): dx = y * (g - sum(g * y))
         Op::Softmax { dim, .. } => vec![Some(crate::ops::softmax_backward(out, g, *dim, false))],

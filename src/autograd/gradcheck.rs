@@ -80,10 +80,8 @@ pub fn gradcheck(
         return Err("gradcheck: the output does not depend on any input through recorded ops".into());
     }
     y.backward_with_grad(&upstream);
-    let analytic: Vec<Vec<f64>> = xs
-        .iter()
-        .map(|x| x.grad().map(|g| g.to_vec_f64()).unwrap_or_else(|| vec![0.0; x.numel()]))
-        .collect();
+    let analytic: Vec<Vec<f64>> =
+        xs.iter().map(|x| x.grad().map(|g| g.to_vec_f64()).unwrap_or_else(|| vec![0.0; x.numel()])).collect();
 
     let u = upstream.to_vec_f64();
     let loss_at = |vals: &[Vec<f64>]| -> f64 {

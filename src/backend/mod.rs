@@ -52,7 +52,9 @@ pub fn contiguous(x: &Storage, layout: &Layout) -> Storage {
 /// A contiguous copy of a view converted to `dtype`.
 pub fn cast(x: &Storage, layout: &Layout, dtype: DType) -> Storage {
     let s = x.cpu();
-    Storage::Cpu(with_float!(s.dtype(), S => with_float!(dtype, D => D::wrap(cpu::elementwise::cast::<S, D>(S::slice(s), layout)))))
+    Storage::Cpu(
+        with_float!(s.dtype(), S => with_float!(dtype, D => D::wrap(cpu::elementwise::cast::<S, D>(S::slice(s), layout)))),
+    )
 }
 
 /// Sum or max over `dims`, contiguous in the input's shape with those dims set to 1.
@@ -133,7 +135,15 @@ pub fn adam_update(w: &mut Storage, g: &Storage, m: &mut Storage, v: &mut Storag
 }
 
 /// In-place RMSprop step.
-pub fn rmsprop_update(w: &mut Storage, g: &Storage, sq: &mut Storage, lr: f64, alpha: f64, eps: f64, weight_decay: f64) {
+pub fn rmsprop_update(
+    w: &mut Storage,
+    g: &Storage,
+    sq: &mut Storage,
+    lr: f64,
+    alpha: f64,
+    eps: f64,
+    weight_decay: f64,
+) {
     let (w, sq) = (w.cpu_mut(), sq.cpu_mut());
     with_float!(w.dtype(), T => cpu::optim::rmsprop::<T>(T::slice_mut(w), T::slice(g.cpu()), T::slice_mut(sq), lr, alpha, eps, weight_decay))
 }

@@ -41,17 +41,11 @@ pub fn shuffled_batches(n: usize, batch_size: usize, rng: &mut Rng) -> Vec<Vec<u
 /// ```
 pub fn sequential_batches(n: usize, batch_size: usize) -> Vec<Vec<usize>> {
     check_batch_size("sequential_batches", batch_size);
-    (0..n)
-        .step_by(batch_size)
-        .map(|start| (start..n.min(start.saturating_add(batch_size))).collect())
-        .collect()
+    (0..n).step_by(batch_size).map(|start| (start..n.min(start.saturating_add(batch_size))).collect()).collect()
 }
 
 fn check_batch_size(caller: &str, batch_size: usize) {
-    assert!(
-        batch_size > 0,
-        "{caller}: batch_size must be at least 1, got 0"
-    );
+    assert!(batch_size > 0, "{caller}: batch_size must be at least 1, got 0");
 }
 
 #[cfg(test)]

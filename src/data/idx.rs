@@ -56,10 +56,7 @@ pub struct IdxArray {
 // A derived Debug would print every element: tens of millions of numbers for MNIST.
 impl std::fmt::Debug for IdxArray {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IdxArray")
-            .field("dims", &self.dims)
-            .field("data_len", &self.data.len())
-            .finish_non_exhaustive()
+        f.debug_struct("IdxArray").field("dims", &self.dims).field("data_len", &self.data.len()).finish_non_exhaustive()
     }
 }
 
@@ -71,10 +68,7 @@ impl std::fmt::Debug for IdxArray {
 pub fn read_idx(path: &Path) -> Result<IdxArray, DataError> {
     let fail = |message: String| DataError::new(path, message);
     let mut file = File::open(path).map_err(|e| fail(format!("cannot open: {e}")))?;
-    let file_len = file
-        .metadata()
-        .map_err(|e| fail(format!("cannot read the file's metadata: {e}")))?
-        .len();
+    let file_len = file.metadata().map_err(|e| fail(format!("cannot read the file's metadata: {e}")))?.len();
 
     // Peek at the first two bytes to tell gzip from plain, then put them back in front.
     let mut prefix = Vec::with_capacity(GZIP_MAGIC.len());
@@ -86,18 +80,10 @@ pub fn read_idx(path: &Path) -> Result<IdxArray, DataError> {
     let reader = Cursor::new(prefix).chain(file);
 
     if is_gzip {
-        let source = Source::Gzip {
-            compressed_len: file_len,
-        };
+        let source = Source::Gzip { compressed_len: file_len };
         parse(path, MultiGzDecoder::new(reader), source)
     } else {
-        parse(
-            path,
-            reader,
-            Source::Plain {
-                total_len: file_len,
-            },
-        )
+        parse(path, reader, Source::Plain { total_len: file_len })
     }
 }
 
@@ -107,14 +93,10 @@ pub fn read_idx(path: &Path) -> Result<IdxArray, DataError> {
 pub fn read_idx_from_bytes(name: &str, bytes: &[u8]) -> Result<IdxArray, DataError> {
     let path = Path::new(name);
     if bytes.starts_with(&GZIP_MAGIC) {
-        let source = Source::Gzip {
-            compressed_len: bytes.len() as u64,
-        };
+        let source = Source::Gzip { compressed_len: bytes.len() as u64 };
         parse(path, MultiGzDecoder::new(bytes), source)
     } else {
-        let source = Source::Plain {
-            total_len: bytes.len() as u64,
-        };
+        let source = Source::Plain { total_len: bytes.len() as u64 };
         parse(path, bytes, source)
     }
 }
@@ -142,9 +124,9 @@ fn parse<R: Read>(path: &Path, mut reader: R, source: Source) -> Result<IdxArray
     let fail = |message: String| DataError::new(path, message);
     let io_fail = |e: io::Error| match source {
         Source::Plain { .. } => fail(format!("read failed: {e}")),
-        Source::Gzip { .. } => fail(format!(
-            "corrupt gzip stream ({e}): the .gz file is damaged or cut short; download it again"
-        )),
+        Source::Gzip { .. } => {
+            fail(format!("corrupt gzip stream ({e}): the .gz file is damaged or cut short; download it again"))
+        }
     };
     let holder = source.holder();
 
@@ -169,9 +151,7 @@ fn parse<R: Read>(path: &Path, mut reader: R, source: Source) -> Result<IdxArray
     }
     let ndims = usize::from(magic[3]);
     if ndims == 0 {
-        return Err(fail(
-            "header declares 0 dimensions; an IDX array needs at least one".to_string(),
-        ));
+        return Err(fail("header declares 0 dimensions; an IDX array needs at least one".to_string()));
     }
 
     let header_len = 4 + 4 * ndims;
@@ -183,18 +163,12 @@ fn parse<R: Read>(path: &Path, mut reader: R, source: Source) -> Result<IdxArray
             4 + dim_bytes.len()
         )));
     }
-    let dims: Vec<u64> = dim_bytes
-        .chunks_exact(4)
-        .map(|b| u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])))
-        .collect();
+    let dims: Vec<u64> =
+        dim_bytes.chunks_exact(4).map(|b| u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))).collect();
     let shape = shape_text(&dims);
 
     let declared = match dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)) {
-        None => {
-            return Err(fail(format!(
-                "header declares {shape} elements, more than 2^64; the header is corrupt"
-            )))
-        }
+        None => return Err(fail(format!("header declares {shape} elements, more than 2^64; the header is corrupt"))),
         // Vec lengths are capped at isize::MAX bytes, so anything larger cannot be held at all.
         Some(n) if n > isize::MAX as u64 => {
             return Err(fail(format!(
@@ -204,11 +178,7 @@ fn parse<R: Read>(path: &Path, mut reader: R, source: Source) -> Result<IdxArray
         }
         Some(n) => n,
     };
-    let declared_text = if dims.len() == 1 {
-        declared.to_string()
-    } else {
-        format!("{shape} = {declared}")
-    };
+    let declared_text = if dims.len() == 1 { declared.to_string() } else { format!("{shape} = {declared}") };
     let truncated = |actual: u64| {
         fail(format!(
             "truncated: header declares {declared_text} bytes of data but {holder} holds only \
@@ -232,19 +202,14 @@ fn parse<R: Read>(path: &Path, mut reader: R, source: Source) -> Result<IdxArray
             }
             declared
         }
-        Source::Gzip { compressed_len } => {
-            declared.min(compressed_len.saturating_mul(DEFLATE_MAX_EXPANSION))
-        }
+        Source::Gzip { compressed_len } => declared.min(compressed_len.saturating_mul(DEFLATE_MAX_EXPANSION)),
     };
     let reservation = reservation.min(MAX_UP_FRONT_RESERVATION);
     let mut data = Vec::with_capacity(usize::try_from(reservation).unwrap_or(0));
     // One byte past the declared size is enough to detect trailing data without buffering an
     // unbounded amount of it. For gzip, reaching the end of the stream inside this limit is
     // also what makes the decoder verify the CRC and length in the gzip trailer.
-    (&mut reader)
-        .take(declared + 1)
-        .read_to_end(&mut data)
-        .map_err(io_fail)?;
+    (&mut reader).take(declared + 1).read_to_end(&mut data).map_err(io_fail)?;
     let actual = data.len() as u64;
     if actual < declared {
         return Err(truncated(actual));
@@ -273,11 +238,7 @@ fn parse<R: Read>(path: &Path, mut reader: R, source: Source) -> Result<IdxArray
         .iter()
         .map(|&d| usize::try_from(d))
         .collect::<Result<Vec<usize>, _>>()
-        .map_err(|_| {
-            fail(format!(
-                "header dimensions {shape} do not fit this machine's usize"
-            ))
-        })?;
+        .map_err(|_| fail(format!("header dimensions {shape} do not fit this machine's usize")))?;
     Ok(IdxArray { dims, data })
 }
 
@@ -290,10 +251,7 @@ fn read_at_most<R: Read>(reader: &mut R, limit: usize) -> io::Result<Vec<u8>> {
 
 /// Dimensions written the way people write them: `60000x28x28`.
 fn shape_text(dims: &[u64]) -> String {
-    dims.iter()
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join("x")
+    dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x")
 }
 
 fn unsupported_type_message(type_code: u8) -> String {
@@ -344,10 +302,7 @@ mod tests {
 
     #[test]
     fn debug_output_does_not_dump_the_data() {
-        let array = IdxArray {
-            dims: vec![1000],
-            data: vec![0; 1000],
-        };
+        let array = IdxArray { dims: vec![1000], data: vec![0; 1000] };
         let text = format!("{array:?}");
         assert!(text.contains("data_len: 1000"), "{text}");
         assert!(text.len() < 100, "{text}");

@@ -71,12 +71,7 @@ impl ImageSet {
     /// differ, images with no pixels, or a label that is not below [`NUM_CLASSES`].
     pub fn load(images_path: &Path, labels_path: &Path) -> Result<ImageSet, DataError> {
         let images = read_idx(images_path)?;
-        check_magic(
-            images_path,
-            &images,
-            IMAGES_MAGIC,
-            "an image file: count x rows x cols",
-        )?;
+        check_magic(images_path, &images, IMAGES_MAGIC, "an image file: count x rows x cols")?;
 
         let (count, rows, cols) = (images.dims[0], images.dims[1], images.dims[2]);
         if rows == 0 || cols == 0 {
@@ -91,12 +86,7 @@ impl ImageSet {
         // The images are checked completely before the labels are read, so the first error
         // reported is the first problem a person reading the files in order would meet.
         let labels = read_idx(labels_path)?;
-        check_magic(
-            labels_path,
-            &labels,
-            LABELS_MAGIC,
-            "a label file: one label per image",
-        )?;
+        check_magic(labels_path, &labels, LABELS_MAGIC, "a label file: one label per image")?;
         if labels.dims[0] != count {
             return Err(DataError::new(
                 labels_path,
@@ -108,11 +98,8 @@ impl ImageSet {
                 ),
             ));
         }
-        if let Some((index, &label)) = labels
-            .data
-            .iter()
-            .enumerate()
-            .find(|&(_, &label)| usize::from(label) >= NUM_CLASSES)
+        if let Some((index, &label)) =
+            labels.data.iter().enumerate().find(|&(_, &label)| usize::from(label) >= NUM_CLASSES)
         {
             return Err(DataError::new(
                 labels_path,
@@ -123,12 +110,7 @@ impl ImageSet {
                 ),
             ));
         }
-        Ok(ImageSet {
-            images: images.data,
-            labels: labels.data,
-            rows,
-            cols,
-        })
+        Ok(ImageSet { images: images.data, labels: labels.data, rows, cols })
     }
 
     /// The number of images (and labels).
@@ -171,11 +153,7 @@ impl ImageSet {
         out.clear();
         out.reserve(indices.len() * self.pixels_per_image());
         for &index in indices {
-            out.extend(
-                self.image_checked("gather_normalized", index)
-                    .iter()
-                    .map(|&p| table[usize::from(p)]),
-            );
+            out.extend(self.image_checked("gather_normalized", index).iter().map(|&p| table[usize::from(p)]));
         }
     }
 
@@ -246,9 +224,7 @@ impl Mnist {
 
 /// Where the MNIST files live in this repository: `<crate root>/data/mnist`.
 pub fn default_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("data")
-        .join("mnist")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join("mnist")
 }
 
 /// Finds `dir/name` or `dir/name.gz`, preferring the plain file.
@@ -261,10 +237,7 @@ fn locate(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
     if gzipped.is_file() {
         return Ok(gzipped);
     }
-    Err(DataError::new(
-        dir,
-        format!("missing {name}: looked for {name} and {name}.gz in this directory"),
-    ))
+    Err(DataError::new(dir, format!("missing {name}: looked for {name} and {name}.gz in this directory")))
 }
 
 /// Checks the array's magic number, reconstructed from what `read_idx` accepted: it only accepts
@@ -275,11 +248,8 @@ fn check_magic(path: &Path, array: &IdxArray, expected: u32, what: &str) -> Resu
     if magic == expected {
         return Ok(());
     }
-    let swapped_hint = if magic == IMAGES_MAGIC || magic == LABELS_MAGIC {
-        "; are the image and label files swapped?"
-    } else {
-        ""
-    };
+    let swapped_hint =
+        if magic == IMAGES_MAGIC || magic == LABELS_MAGIC { "; are the image and label files swapped?" } else { "" };
     Err(DataError::new(
         path,
         format!(
@@ -297,12 +267,7 @@ mod tests {
     use super::*;
 
     fn tiny_set() -> ImageSet {
-        ImageSet {
-            images: vec![0, 255, 51, 102, 10, 20, 30, 40],
-            labels: vec![3, 7],
-            rows: 2,
-            cols: 2,
-        }
+        ImageSet { images: vec![0, 255, 51, 102, 10, 20, 30, 40], labels: vec![3, 7], rows: 2, cols: 2 }
     }
 
     #[test]
@@ -315,16 +280,8 @@ mod tests {
         assert_eq!(out[0], expect(10));
         assert_eq!(out[4], expect(0));
         assert_eq!(out[5], expect(255));
-        assert!(
-            (out[4] + 0.4242).abs() < 1e-4,
-            "black is about -0.4242: {}",
-            out[4]
-        );
-        assert!(
-            (out[5] - 2.8215).abs() < 1e-4,
-            "white is about 2.8215: {}",
-            out[5]
-        );
+        assert!((out[4] + 0.4242).abs() < 1e-4, "black is about -0.4242: {}", out[4]);
+        assert!((out[5] - 2.8215).abs() < 1e-4, "white is about 2.8215: {}", out[5]);
     }
 
     #[test]
@@ -337,16 +294,11 @@ mod tests {
         assert!(!set.is_empty());
         assert_eq!(set.pixels_per_image(), 4);
         assert_eq!(set.image(1), &[10, 20, 30, 40]);
-        assert_eq!(
-            format!("{set:?}"),
-            "ImageSet { len: 2, rows: 2, cols: 2, .. }"
-        );
+        assert_eq!(format!("{set:?}"), "ImageSet { len: 2, rows: 2, cols: 2, .. }");
     }
 
     #[test]
-    #[should_panic(
-        expected = "ImageSet::gather_normalized: index 2 is out of range for a set of 2 images"
-    )]
+    #[should_panic(expected = "ImageSet::gather_normalized: index 2 is out of range for a set of 2 images")]
     fn gather_normalized_rejects_a_bad_index() {
         tiny_set().gather_normalized(&[0, 2], &mut Vec::new());
     }

@@ -38,10 +38,7 @@ pub struct DataError {
 impl DataError {
     /// An error about `path` (a file, or a directory when the problem is a missing file).
     pub fn new(path: impl Into<PathBuf>, message: impl Into<String>) -> DataError {
-        DataError {
-            path: path.into(),
-            message: message.into(),
-        }
+        DataError { path: path.into(), message: message.into() }
     }
 
     /// The file or directory the error is about.

@@ -30,7 +30,8 @@ impl Init {
     pub fn tensor(self, shape: &[usize], fan_in: usize, fan_out: usize, dtype: DType, rng: &mut Rng) -> Tensor {
         let (fi, fo) = (fan_in.max(1) as f64, fan_out.max(1) as f64);
         let normal = |std: f64, rng: &mut Rng| Tensor::randn_dtype(shape, DType::F64, rng).mul_scalar(std);
-        let uniform = |bound: f64, rng: &mut Rng| Tensor::rand_dtype(shape, DType::F64, rng).affine(2.0 * bound, -bound);
+        let uniform =
+            |bound: f64, rng: &mut Rng| Tensor::rand_dtype(shape, DType::F64, rng).affine(2.0 * bound, -bound);
         let t = match self {
             Init::KaimingNormal => normal((2.0 / fi).sqrt(), rng),
             Init::KaimingUniform => uniform((6.0 / fi).sqrt(), rng),

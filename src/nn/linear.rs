@@ -23,7 +23,8 @@ impl Linear {
     /// A layer with a chosen weight initializer (bias, if any, starts at zero unless the
     /// scheme is PyTorch's default, which draws it like the weight).
     pub fn with_init(in_features: usize, out_features: usize, init: Init, bias: bool, rng: &mut Rng) -> Linear {
-        let weight = init.tensor(&[out_features, in_features], in_features, out_features, DType::F32, rng).requires_grad_();
+        let weight =
+            init.tensor(&[out_features, in_features], in_features, out_features, DType::F32, rng).requires_grad_();
         let bias = bias.then(|| {
             let scheme = if init == Init::TorchDefault { Init::TorchDefault } else { Init::Zeros };
             scheme.tensor(&[out_features], in_features, out_features, DType::F32, rng).requires_grad_()
@@ -65,6 +66,11 @@ impl Module for Linear {
     }
 
     fn describe(&self) -> String {
-        format!("Linear({} -> {}{})", self.weight.shape()[1], self.weight.shape()[0], if self.bias.is_some() { "" } else { ", no bias" })
+        format!(
+            "Linear({} -> {}{})",
+            self.weight.shape()[1],
+            self.weight.shape()[0],
+            if self.bias.is_some() { "" } else { ", no bias" }
+        )
     }
 }

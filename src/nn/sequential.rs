@@ -68,7 +68,9 @@ impl Module for Sequential {
         self.layers
             .iter()
             .enumerate()
-            .flat_map(|(i, layer)| layer.named_parameters().into_iter().map(move |(name, t)| (format!("{i}.{name}"), t)))
+            .flat_map(|(i, layer)| {
+                layer.named_parameters().into_iter().map(move |(name, t)| (format!("{i}.{name}"), t))
+            })
             .collect()
     }
 

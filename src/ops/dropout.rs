@@ -11,13 +11,16 @@ impl Tensor {
     /// Dropout with probability `p` when `training`, the identity otherwise. The mask comes
     /// from `rng`, so a seeded generator gives reproducible masks.
     pub fn dropout(&self, p: f64, training: bool, rng: &mut Rng) -> Tensor {
-        assert!((0.0..=1.0).contains(&p), "dropout: probability {p} is outside [0, 1] (input shape {:?})", self.shape());
+        assert!(
+            (0.0..=1.0).contains(&p),
+            "dropout: probability {p} is outside [0, 1] (input shape {:?})",
+            self.shape()
+        );
         if !training || p == 0.0 {
             return self.clone();
         }
         let keep_scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
-        let mask: Vec<f64> =
-            (0..self.numel()).map(|_| if rng.uniform() >= p { keep_scale } else { 0.0 }).collect();
+        let mask: Vec<f64> = (0..self.numel()).map(|_| if rng.uniform() >= p { keep_scale } else { 0.0 }).collect();
         let mask = Tensor::from_vec_f64(mask, self.shape()).to_dtype(self.dtype()).detach();
         let out = crate::autograd::no_grad(|| self.mul(&mask));
         let op = Op::Dropout { input: self.clone(), mask };

@@ -15,7 +15,10 @@ impl Tensor {
         let dim = self.check_dim("index_select", dim);
         let size = self.shape()[dim];
         if let Some((i, &bad)) = indices.iter().enumerate().find(|(_, &v)| v >= size) {
-            panic!("index_select: index {i} is {bad}, out of range for dim {dim} of size {size} (shape {:?})", self.shape());
+            panic!(
+                "index_select: index {i} is {bad}, out of range for dim {dim} of size {size} (shape {:?})",
+                self.shape()
+            );
         }
         let out = backend::index_select(&self.storage(), self.layout(), dim, indices);
         let mut shape = self.shape().to_vec();
@@ -51,7 +54,10 @@ impl Tensor {
         assert!(count == index.len(), "gather: {} index values cannot fill shape {:?}", index.len(), index_shape);
         let size = self.shape()[dim];
         if let Some((i, &bad)) = index.iter().enumerate().find(|(_, &v)| v >= size) {
-            panic!("gather: index value {bad} at position {i} is out of range for dim {dim} of size {size} (shape {:?})", self.shape());
+            panic!(
+                "gather: index value {bad} at position {i} is out of range for dim {dim} of size {size} (shape {:?})",
+                self.shape()
+            );
         }
         let out = backend::gather(&self.storage(), self.layout(), dim, index, index_shape);
         let op = Op::Gather { input: self.clone(), dim, index: Arc::from(index) };

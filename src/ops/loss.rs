@@ -17,7 +17,7 @@ impl Tensor {
     /// ```
     /// use glassbox::Tensor;
     /// let logits = Tensor::from_vec(vec![0.0, 0.0, 10.0, 0.0], &[2, 2]);
-    /// let loss = logits.cross_entropy(&[0, 0]).item();
+    /// let loss = logits.cross_entropy(&[0, 1]).item();
     /// assert!((loss - (2f32.ln() + 10.0) / 2.0).abs() < 1e-3);
     /// ```
     pub fn cross_entropy(&self, targets: &[usize]) -> Tensor {
@@ -30,7 +30,10 @@ impl Tensor {
             self.shape()
         );
         if let Some((i, &t)) = targets.iter().enumerate().find(|(_, &t)| t >= c) {
-            panic!("cross_entropy: target {i} is class {t}, but the logits have {c} classes (shape {:?})", self.shape());
+            panic!(
+                "cross_entropy: target {i} is class {t}, but the logits have {c} classes (shape {:?})",
+                self.shape()
+            );
         }
         let rows = dense(self, self.layout());
         let (loss, probs) = backend::cross_entropy_rows(&rows, c, targets);

@@ -32,7 +32,12 @@ impl Tensor {
 
     /// Flattens dims `start..` into one: `[a, b, c, d].flatten_from(1)` is `[a, b*c*d]`.
     pub fn flatten_from(&self, start: usize) -> Tensor {
-        assert!(start <= self.rank(), "flatten_from: start {start} is past rank {} (shape {:?})", self.rank(), self.shape());
+        assert!(
+            start <= self.rank(),
+            "flatten_from: start {start} is past rank {} (shape {:?})",
+            self.rank(),
+            self.shape()
+        );
         let mut shape = self.shape()[..start].to_vec();
         shape.push(self.shape()[start..].iter().product());
         self.reshape(&shape)
@@ -58,7 +63,13 @@ impl Tensor {
         let mut seen = vec![false; self.rank()];
         let valid = perm.len() == self.rank()
             && perm.iter().all(|&p| p < self.rank() && !std::mem::replace(&mut seen[p], true));
-        assert!(valid, "permute: {:?} is not a permutation of the {} dims of shape {:?}", perm, self.rank(), self.shape());
+        assert!(
+            valid,
+            "permute: {:?} is not a permutation of the {} dims of shape {:?}",
+            perm,
+            self.rank(),
+            self.shape()
+        );
         if perm.iter().enumerate().all(|(i, &p)| i == p) {
             return self.clone();
         }
@@ -85,7 +96,11 @@ impl Tensor {
             return self.clone();
         }
         let layout = self.layout().broadcast_to(shape).unwrap_or_else(|| {
-            panic!("broadcast_to: shape {:?} cannot be broadcast to {:?} (only size-1 dims stretch)", self.shape(), shape)
+            panic!(
+                "broadcast_to: shape {:?} cannot be broadcast to {:?} (only size-1 dims stretch)",
+                self.shape(),
+                shape
+            )
         });
         self.view_op(layout, Op::Expand(self.clone()))
     }
@@ -97,7 +112,12 @@ impl Tensor {
 
     /// Inserts a dim of size 1 at position `dim` (a view).
     pub fn unsqueeze(&self, dim: usize) -> Tensor {
-        assert!(dim <= self.rank(), "unsqueeze: dim {dim} is out of range for shape {:?} (at most {})", self.shape(), self.rank());
+        assert!(
+            dim <= self.rank(),
+            "unsqueeze: dim {dim} is out of range for shape {:?} (at most {})",
+            self.shape(),
+            self.rank()
+        );
         let (mut shape, mut strides) = (self.shape().to_vec(), self.layout().strides().to_vec());
         shape.insert(dim, 1);
         strides.insert(dim, 0);
@@ -108,7 +128,12 @@ impl Tensor {
     /// Removes dim `dim`, which must have size 1 (a view).
     pub fn squeeze(&self, dim: usize) -> Tensor {
         self.check_dim("squeeze", dim);
-        assert!(self.shape()[dim] == 1, "squeeze: dim {dim} has size {} (shape {:?}); only size-1 dims can be removed", self.shape()[dim], self.shape());
+        assert!(
+            self.shape()[dim] == 1,
+            "squeeze: dim {dim} has size {} (shape {:?}); only size-1 dims can be removed",
+            self.shape()[dim],
+            self.shape()
+        );
         let (mut shape, mut strides) = (self.shape().to_vec(), self.layout().strides().to_vec());
         shape.remove(dim);
         strides.remove(dim);
@@ -141,8 +166,8 @@ impl Tensor {
         first.check_dim("concat", dim);
         for (i, p) in parts.iter().enumerate() {
             first.check_same_kind("concat", p);
-            let same_elsewhere = p.rank() == first.rank()
-                && (0..first.rank()).all(|d| d == dim || p.shape()[d] == first.shape()[d]);
+            let same_elsewhere =
+                p.rank() == first.rank() && (0..first.rank()).all(|d| d == dim || p.shape()[d] == first.shape()[d]);
             assert!(
                 same_elsewhere,
                 "concat: part {i} has shape {:?} but part 0 has {:?}; all dims except {dim} must match",
@@ -167,7 +192,13 @@ impl Tensor {
     pub fn stack(parts: &[Tensor], dim: usize) -> Tensor {
         assert!(!parts.is_empty(), "stack: needs at least one tensor");
         for (i, p) in parts.iter().enumerate() {
-            assert_eq!(p.shape(), parts[0].shape(), "stack: part {i} has shape {:?} but part 0 has {:?}", p.shape(), parts[0].shape());
+            assert_eq!(
+                p.shape(),
+                parts[0].shape(),
+                "stack: part {i} has shape {:?} but part 0 has {:?}",
+                p.shape(),
+                parts[0].shape()
+            );
         }
         let lifted: Vec<Tensor> = parts.iter().map(|p| p.unsqueeze(dim)).collect();
         Tensor::concat(&lifted, dim)

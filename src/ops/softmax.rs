@@ -28,7 +28,8 @@ impl Tensor {
         let rows = dense(self, &moved);
         let out = backend::softmax_rows(&rows, self.shape()[dim], log);
         let layout = Layout::contiguous(moved.shape()).transpose(dim, last);
-        let op = if log { Op::LogSoftmax { input: self.clone(), dim } } else { Op::Softmax { input: self.clone(), dim } };
+        let op =
+            if log { Op::LogSoftmax { input: self.clone(), dim } } else { Op::Softmax { input: self.clone(), dim } };
         Tensor::from_op(out, layout, op)
     }
 }

@@ -37,7 +37,15 @@ fn format_value(v: f64) -> String {
 }
 
 /// Writes the sub-array of `shape[depth..]` starting at flat index `start`.
-fn write_block(out: &mut String, cells: &[String], shape: &[usize], depth: usize, start: usize, width: usize, indent: usize) {
+fn write_block(
+    out: &mut String,
+    cells: &[String],
+    shape: &[usize],
+    depth: usize,
+    start: usize,
+    width: usize,
+    indent: usize,
+) {
     if depth == shape.len() {
         let _ = write!(out, "{:>width$}", cells[start]);
         return;

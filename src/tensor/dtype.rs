@@ -161,21 +161,13 @@ macro_rules! impl_float {
             fn slice(storage: &CpuStorage) -> &[Self] {
                 match storage {
                     CpuStorage::$variant(v) => v,
-                    other => panic!(
-                        "internal: kernel for {} got {} storage",
-                        DType::$variant,
-                        other.dtype()
-                    ),
+                    other => panic!("internal: kernel for {} got {} storage", DType::$variant, other.dtype()),
                 }
             }
             fn slice_mut(storage: &mut CpuStorage) -> &mut [Self] {
                 match storage {
                     CpuStorage::$variant(v) => v,
-                    other => panic!(
-                        "internal: kernel for {} got {} storage",
-                        DType::$variant,
-                        other.dtype()
-                    ),
+                    other => panic!("internal: kernel for {} got {} storage", DType::$variant, other.dtype()),
                 }
             }
             fn wrap(data: Vec<Self>) -> CpuStorage {

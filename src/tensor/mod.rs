@@ -1,14 +1,14 @@
 //! The `Tensor` type: a shared handle to a storage, a layout over it, and (when it came from an
 //! op that needs gradients) the op that made it.
 
-mod dtype;
 mod device;
 mod display;
+mod dtype;
 mod layout;
 mod storage;
 
-pub use dtype::{DType, Float};
 pub use device::Device;
+pub use dtype::{DType, Float};
 pub use layout::{broadcast_shapes, contiguous_strides, Layout, StridedOffsets};
 pub use storage::{CpuStorage, Storage};
 
@@ -81,11 +81,8 @@ impl Tensor {
     /// The result of an op: records `op` in the graph when grad mode is on and some input
     /// needs a gradient; otherwise the tensor is a plain constant.
     pub(crate) fn from_op(storage: Storage, layout: Layout, op: Op) -> Tensor {
-        let op = if autograd::is_grad_enabled() && op.inputs().iter().any(|t| t.requires_grad()) {
-            Some(op)
-        } else {
-            None
-        };
+        let op =
+            if autograd::is_grad_enabled() && op.inputs().iter().any(|t| t.requires_grad()) { Some(op) } else { None };
         Tensor::build(Arc::new(Mutex::new(Arc::new(storage))), layout, op)
     }
 
@@ -360,7 +357,13 @@ impl Tensor {
     pub(crate) fn accumulate_grad(&self, g: Tensor) {
         let mut slot = self.0.grad.lock().expect("grad lock poisoned");
         *slot = Some(match slot.take() {
-            None => g.contiguous().detach(),
+            // Always an owned copy: the incoming gradient may share storage with another
+            // input's gradient (add hands both the same `g`) or with the caller's seed, and
+            // optimizers write gradients in place.
+            None => Tensor::from_storage(
+                crate::backend::contiguous(&g.storage(), g.layout()),
+                Layout::contiguous(g.shape()),
+            ),
             Some(old) => autograd::no_grad(|| old.add(&g)).detach(),
         });
     }

@@ -14,8 +14,11 @@ pub fn index_select<T: Float>(x: &[T], layout: &Layout, dim: usize, indices: &[u
     let shape = layout.shape();
     let (outer, inner) = around(shape, dim);
     let outer_offsets: Vec<usize> =
-        Layout::from_parts(shape[..dim].to_vec(), layout.strides()[..dim].to_vec(), layout.offset()).offsets().collect();
-    let inner_layout = |offset| Layout::from_parts(shape[dim + 1..].to_vec(), layout.strides()[dim + 1..].to_vec(), offset);
+        Layout::from_parts(shape[..dim].to_vec(), layout.strides()[..dim].to_vec(), layout.offset())
+            .offsets()
+            .collect();
+    let inner_layout =
+        |offset| Layout::from_parts(shape[dim + 1..].to_vec(), layout.strides()[dim + 1..].to_vec(), offset);
     let inner_contiguous = inner_layout(0).is_contiguous();
     let mut out = Vec::with_capacity(outer * indices.len() * inner);
     for &base in &outer_offsets {

@@ -71,7 +71,13 @@ pub fn versions<T: Float>() -> Vec<(&'static str, MatmulFn<T>)> {
 
 fn check_shapes<T>(a: &MatRef<'_, T>, b: &MatRef<'_, T>, c: &[T]) {
     assert_eq!(a.cols, b.rows, "matmul kernel: inner dims differ ({}x{} times {}x{})", a.rows, a.cols, b.rows, b.cols);
-    assert_eq!(c.len(), a.rows * b.cols, "matmul kernel: output holds {} values, expected {}", c.len(), a.rows * b.cols);
+    assert_eq!(
+        c.len(),
+        a.rows * b.cols,
+        "matmul kernel: output holds {} values, expected {}",
+        c.len(),
+        a.rows * b.cols
+    );
 }
 
 /// v1: the definition. One dot product per output element; the B column is read with stride N,
@@ -252,20 +258,48 @@ fn detect_isa() -> Isa {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn macro_kernel_avx512<T: Float>(kc: usize, mc: usize, nc: usize, a: &[T], b: &[T], c: &mut [T], ldc: usize, j0: usize) {
+unsafe fn macro_kernel_avx512<T: Float>(
+    kc: usize,
+    mc: usize,
+    nc: usize,
+    a: &[T],
+    b: &[T],
+    c: &mut [T],
+    ldc: usize,
+    j0: usize,
+) {
     macro_kernel::<T, true>(kc, mc, nc, a, b, c, ldc, j0)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn macro_kernel_avx2<T: Float>(kc: usize, mc: usize, nc: usize, a: &[T], b: &[T], c: &mut [T], ldc: usize, j0: usize) {
+unsafe fn macro_kernel_avx2<T: Float>(
+    kc: usize,
+    mc: usize,
+    nc: usize,
+    a: &[T],
+    b: &[T],
+    c: &mut [T],
+    ldc: usize,
+    j0: usize,
+) {
     macro_kernel::<T, true>(kc, mc, nc, a, b, c, ldc, j0)
 }
 
 /// Runs the macro kernel compiled for `isa`.
 #[allow(clippy::too_many_arguments)]
-fn run_macro_kernel<T: Float>(isa: Isa, kc: usize, mc: usize, nc: usize, a: &[T], b: &[T], c: &mut [T], ldc: usize, j0: usize) {
+fn run_macro_kernel<T: Float>(
+    isa: Isa,
+    kc: usize,
+    mc: usize,
+    nc: usize,
+    a: &[T],
+    b: &[T],
+    c: &mut [T],
+    ldc: usize,
+    j0: usize,
+) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `isa` is Avx512 only when detect_isa() saw avx512f and fma on this CPU, and

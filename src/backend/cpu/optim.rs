@@ -7,10 +7,20 @@ use super::strided::PARALLEL_MIN_ELEMENTS;
 use crate::tensor::Float;
 
 /// Runs `f` on matching chunks of `w`, `g` and one or two state buffers, in parallel when large.
-fn zip_chunks<T: Float>(w: &mut [T], g: &[T], s1: &mut [T], s2: &mut [T], f: impl Fn(&mut [T], &[T], &mut [T], &mut [T]) + Sync) {
+fn zip_chunks<T: Float>(
+    w: &mut [T],
+    g: &[T],
+    s1: &mut [T],
+    s2: &mut [T],
+    f: impl Fn(&mut [T], &[T], &mut [T], &mut [T]) + Sync,
+) {
     const CHUNK: usize = 1 << 14;
     if w.len() >= PARALLEL_MIN_ELEMENTS {
-        let s2_chunks: Vec<&mut [T]> = if s2.is_empty() { (0..w.len().div_ceil(CHUNK)).map(|_| &mut [][..]).collect() } else { s2.chunks_mut(CHUNK).collect() };
+        let s2_chunks: Vec<&mut [T]> = if s2.is_empty() {
+            (0..w.len().div_ceil(CHUNK)).map(|_| &mut [][..]).collect()
+        } else {
+            s2.chunks_mut(CHUNK).collect()
+        };
         w.par_chunks_mut(CHUNK)
             .zip(g.par_chunks(CHUNK))
             .zip(s1.par_chunks_mut(CHUNK))

@@ -49,7 +49,8 @@ pub fn reduce<T: Float>(kind: ReduceKind, x: &[T], layout: &Layout, dims: &[usiz
     };
 
     let (ix, io) = (plan.inner[0], plan.inner[1]);
-    let one_row_per_output = io == 0 && plan.rows == out_numel && plan.starts[1].iter().enumerate().all(|(r, &s)| s == r);
+    let one_row_per_output =
+        io == 0 && plan.rows == out_numel && plan.starts[1].iter().enumerate().all(|(r, &s)| s == r);
     if one_row_per_output {
         let fold_one = |r: usize| fold_row(plan.starts[0][r], ix);
         return if layout.numel() >= PARALLEL_MIN_ELEMENTS {

@@ -42,19 +42,19 @@ impl<const N: usize> RowPlan<N> {
         }
         // Simplified dims, outermost first: (size, stride of each view).
         let mut dims: Vec<(usize, [usize; N])> = Vec::new();
-        for d in 0..shape.len() {
-            if shape[d] == 1 {
+        for (d, &len) in shape.iter().enumerate() {
+            if len == 1 {
                 continue;
             }
             let strides: [usize; N] = std::array::from_fn(|k| layouts[k].strides()[d]);
             if let Some((size, prev)) = dims.last_mut() {
-                if (0..N).all(|k| prev[k] == strides[k] * shape[d]) {
-                    *size *= shape[d];
+                if (0..N).all(|k| prev[k] == strides[k] * len) {
+                    *size *= len;
                     *prev = strides;
                     continue;
                 }
             }
-            dims.push((shape[d], strides));
+            dims.push((len, strides));
         }
         let (row_len, inner) = dims.pop().unwrap_or((1, [0; N]));
         let rows: usize = dims.iter().map(|(size, _)| size).product();
