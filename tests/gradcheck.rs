@@ -128,6 +128,26 @@ const CASES: &[Case] = &[
     Case { name: "contiguous", inputs: &[(&[3, 4], Any)], f: |x| x[0].t().contiguous() },
     Case { name: "flatten_from", inputs: &[(&[2, 3, 2], Any)], f: |x| x[0].permute(&[0, 2, 1]).flatten_from(1) },
     Case {
+        name: "layer_norm",
+        inputs: &[(&[3, 5], Any), (&[5], Any), (&[5], Any)],
+        f: |x| x[0].layer_norm(&x[1], &x[2], 1e-5),
+    },
+    Case {
+        name: "layer_norm_3d_non_contiguous",
+        inputs: &[(&[4, 2, 3], Any), (&[4], Any), (&[4], Any)],
+        f: |x| x[0].permute(&[1, 2, 0]).layer_norm(&x[1], &x[2], 1e-5),
+    },
+    Case {
+        name: "attention_causal",
+        inputs: &[(&[2, 5, 4], Any), (&[2, 5, 4], Any), (&[2, 5, 4], Any)],
+        f: |x| Tensor::scaled_dot_product_attention(&x[0], &x[1], &x[2], true),
+    },
+    Case {
+        name: "attention_cross_lengths_non_contiguous",
+        inputs: &[(&[3, 2, 4], Any), (&[2, 5, 4], Any), (&[2, 5, 4], Any)],
+        f: |x| Tensor::scaled_dot_product_attention(&x[0].transpose(0, 1), &x[1], &x[2], false),
+    },
+    Case {
         name: "mlp_composition",
         inputs: &[(&[4, 3], Any), (&[5, 3], Any), (&[5], Any)],
         f: |x| x[0].matmul(&x[1].t()).add(&x[2]).gelu().log_softmax(1),

@@ -270,3 +270,36 @@ fn empty_and_zero_size_tensors_work() {
     assert_eq!(e.matmul(&Tensor::zeros(&[3, 2])).shape(), &[0, 2]);
     assert_eq!(Tensor::zeros(&[2, 0]).matmul(&Tensor::zeros(&[0, 3])).to_vec(), vec![0.0; 6]);
 }
+
+#[test]
+fn fused_attention_matches_the_naive_composition() {
+    let (b, t, d) = (3, 7, 5);
+    let q = Tensor::randn(&[b, t, d], 1);
+    let k = Tensor::randn(&[b, t, d], 2);
+    let v = Tensor::randn(&[b, t, d], 3);
+    for causal in [false, true] {
+        let fused = Tensor::scaled_dot_product_attention(&q, &k, &v, causal);
+        let mut scores = q.matmul(&k.t()).mul_scalar(1.0 / (d as f64).sqrt());
+        if causal {
+            // Mask where key index > query index.
+            let above: Vec<f32> = (0..t * t).map(|i| if i % t > i / t { 1.0 } else { 0.0 }).collect();
+            scores = scores.masked_fill(&Tensor::from_vec(above, &[t, t]), f64::NEG_INFINITY);
+        }
+        let naive = scores.softmax(2).matmul(&v);
+        let to64 = |x: &Tensor| x.to_vec_f64();
+        assert_close(&to64(&fused), &to64(&naive), F32_TIGHT, &format!("attention causal={causal}"));
+    }
+}
+
+#[test]
+fn layer_norm_matches_its_definition() {
+    let x = Tensor::randn(&[4, 6], 9);
+    let w = Tensor::randn(&[6], 10);
+    let b = Tensor::randn(&[6], 11);
+    let fused = x.layer_norm(&w, &b, 1e-5);
+    let mean = x.mean(&[1], true);
+    let centered = x.sub(&mean);
+    let var = centered.mul(&centered).mean(&[1], true);
+    let reference = centered.div(&var.add_scalar(1e-5).sqrt()).mul(&w).add(&b);
+    assert_close(&fused.to_vec_f64(), &reference.to_vec_f64(), F32_TIGHT, "layer_norm");
+}

@@ -35,15 +35,8 @@ pub fn op_backward(op: &Op, out: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
             // d tanh = 1 - tanh^2
             UnaryOp::Tanh => g.mul(&out.mul(out).affine(-1.0, 1.0)),
             // gelu = 0.5 x (1 + t), t = tanh(u), u = K (x + C x^3):
-            // d gelu = 0.5 (1 + t) + 0.5 x (1 - t^2) K (1 + 3 C x^2)
-            UnaryOp::Gelu => {
-                let x2 = x.mul(x);
-                let t = x.add(&x2.mul(x).mul_scalar(GELU_C)).mul_scalar(GELU_K).tanh();
-                let left = t.affine(0.5, 0.5);
-                let right =
-                    x.mul(&t.mul(&t).affine(-1.0, 1.0)).mul(&x2.affine(3.0 * GELU_C * GELU_K, GELU_K)).mul_scalar(0.5);
-                g.mul(&left.add(&right))
-            }
+            // d gelu = 0.5 (1 + t) + 0.5 x (1 - t^2) K (1 + 3 C x^2), fused into one pass
+            UnaryOp::Gelu => crate::ops::gelu_backward(x, g),
             // d x^p = p x^(p-1)
             UnaryOp::Powf(p) => g.mul(&x.powf(p - 1.0)).mul_scalar(p),
             // d (a x + b) = a
@@ -120,6 +113,19 @@ pub fn op_backward(op: &Op, out: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
             let dz = logits.sigmoid().sub(target).mul(g).mul_scalar(1.0 / n);
             let dt = logits.mul(g).mul_scalar(-1.0 / n);
             vec![Some(dz), Some(dt)]
+        }
+
+        // y = xhat * w + b with xhat = (x - mean) * rstd: formulas in backend/cpu/layernorm.rs
+        Op::LayerNorm { input, weight, mean, rstd, .. } => {
+            let (dx, dw, db) = crate::ops::layer_norm_backward(input, weight, mean, rstd, g);
+            vec![Some(dx), Some(dw), Some(db)]
+        }
+
+        // o = softmax(q k^T * scale) v, recomputing the probabilities from the saved
+        // log-sum-exp: formulas in backend/cpu/attention.rs
+        Op::Attention { q, k, v, causal, lse } => {
+            let (dq, dk, dv) = crate::ops::attention_backward(q, k, v, out, lse, g, *causal);
+            vec![Some(dq), Some(dk), Some(dv)]
         }
 
         // y = x * mask, with the mask already scaled by 1 / (1 - p)

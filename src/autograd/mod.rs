@@ -140,6 +140,32 @@ pub enum Op {
         /// targets in [0, 1]
         target: Tensor,
     },
+    /// Layer normalization over the last dim, with elementwise affine weight and bias.
+    LayerNorm {
+        /// the normalized tensor
+        input: Tensor,
+        /// per-feature scale
+        weight: Tensor,
+        /// per-feature shift
+        bias: Tensor,
+        /// each row's mean, saved by the forward pass
+        mean: Tensor,
+        /// each row's 1 / sqrt(var + eps), saved by the forward pass
+        rstd: Tensor,
+    },
+    /// Scaled dot-product attention `softmax(q k^T / sqrt(d)) v` (optionally causal).
+    Attention {
+        /// queries `[.., T_q, d]`
+        q: Tensor,
+        /// keys `[.., T_k, d]`
+        k: Tensor,
+        /// values `[.., T_k, d]`
+        v: Tensor,
+        /// whether query i saw only keys j <= i
+        causal: bool,
+        /// each query row's log-sum-exp of scores, saved by the forward pass
+        lse: Tensor,
+    },
     /// Inverted dropout: `input * mask`, where the mask holds 0 or 1/(1-p).
     Dropout {
         /// the input
@@ -236,6 +262,7 @@ op_kinds! {
     CrossEntropy => "cross_entropy", MseLoss => "mse_loss",
     BinaryCrossEntropy => "binary_cross_entropy",
     BinaryCrossEntropyWithLogits => "binary_cross_entropy_with_logits",
+    LayerNorm => "layer_norm", Attention => "scaled_dot_product_attention",
     Dropout => "dropout", Concat => "concat", IndexSelect => "index_select", Gather => "gather",
     Where => "where", Reshape => "reshape", Permute => "permute", Narrow => "narrow",
     Expand => "expand", Copy => "contiguous", Cast => "to_dtype",
@@ -276,6 +303,8 @@ impl Op {
             Op::MseLoss { .. } => OpKind::MseLoss,
             Op::BinaryCrossEntropy { .. } => OpKind::BinaryCrossEntropy,
             Op::BinaryCrossEntropyWithLogits { .. } => OpKind::BinaryCrossEntropyWithLogits,
+            Op::LayerNorm { .. } => OpKind::LayerNorm,
+            Op::Attention { .. } => OpKind::Attention,
             Op::Dropout { .. } => OpKind::Dropout,
             Op::Concat { .. } => OpKind::Concat,
             Op::IndexSelect { .. } => OpKind::IndexSelect,
@@ -313,6 +342,8 @@ impl Op {
             | Op::BinaryCrossEntropy { probs: a, target: b }
             | Op::BinaryCrossEntropyWithLogits { logits: a, target: b }
             | Op::Where { on_true: a, on_false: b, .. } => vec![a, b],
+            Op::LayerNorm { input, weight, bias, .. } => vec![input, weight, bias],
+            Op::Attention { q, k, v, .. } => vec![q, k, v],
             Op::Concat { inputs, .. } => inputs.iter().collect(),
         }
     }

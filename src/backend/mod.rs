@@ -8,6 +8,7 @@ use crate::autograd::{BinaryOp, UnaryOp};
 use crate::tensor::{DType, Float, Layout, Storage};
 use crate::with_float;
 
+pub use cpu::attention::AttentionShape;
 pub use cpu::elementwise::CompareOp;
 pub use cpu::optim::AdamStep;
 pub use cpu::reduce::ReduceKind;
@@ -28,6 +29,11 @@ pub fn unary(op: UnaryOp, x: &Storage, layout: &Layout) -> Storage {
 /// `a op b`; both layouts already broadcast to the output shape.
 pub fn binary(op: BinaryOp, a: &Storage, la: &Layout, b: &Storage, lb: &Layout) -> Storage {
     cpu_map!(a, T, |xs| cpu::elementwise::binary::<T>(op, xs, la, T::slice(b.cpu()), lb))
+}
+
+/// `g * gelu'(x)`; both layouts of one shape.
+pub fn gelu_backward(x: &Storage, lx: &Layout, g: &Storage, lg: &Layout) -> Storage {
+    cpu_map!(x, T, |xs| cpu::elementwise::gelu_backward::<T>(xs, lx, T::slice(g.cpu()), lg))
 }
 
 /// 1.0 where `a op b`, else 0.0; both layouts already broadcast to the output shape.
@@ -119,7 +125,7 @@ pub fn assign(dst: &mut Storage, dst_layout: &Layout, src: &Storage, src_layout:
 
 /// Fresh contiguous zeros.
 pub fn zeros(numel: usize, dtype: DType) -> Storage {
-    Storage::Cpu(with_float!(dtype, T => T::wrap(vec![T::ZERO; numel])))
+    Storage::Cpu(with_float!(dtype, T => T::wrap(cpu::pool::zeros::<T>(numel))))
 }
 
 /// In-place SGD step on contiguous parameter, gradient and momentum buffers.
@@ -146,4 +152,59 @@ pub fn rmsprop_update(
 ) {
     let (w, sq) = (w.cpu_mut(), sq.cpu_mut());
     with_float!(w.dtype(), T => cpu::optim::rmsprop::<T>(T::slice_mut(w), T::slice(g.cpu()), T::slice_mut(sq), lr, alpha, eps, weight_decay))
+}
+
+/// Layer norm over rows of a contiguous `[rows, cols]` buffer: `(y, mean, rstd)`.
+pub fn layer_norm(x: &Storage, w: &Storage, b: &Storage, cols: usize, eps: f64) -> (Storage, Storage, Storage) {
+    let s = x.cpu();
+    with_float!(s.dtype(), T => {
+        let (y, mean, rstd) = cpu::layernorm::layer_norm::<T>(T::slice(s), T::slice(w.cpu()), T::slice(b.cpu()), cols, eps);
+        (Storage::Cpu(T::wrap(y)), Storage::Cpu(T::wrap(mean)), Storage::Cpu(T::wrap(rstd)))
+    })
+}
+
+/// Layer norm gradients `(dx, dw, db)` over contiguous rows.
+pub fn layer_norm_backward(
+    x: &Storage,
+    w: &Storage,
+    mean: &Storage,
+    rstd: &Storage,
+    g: &Storage,
+    cols: usize,
+) -> (Storage, Storage, Storage) {
+    let s = x.cpu();
+    with_float!(s.dtype(), T => {
+        let (dx, dw, db) = cpu::layernorm::layer_norm_backward::<T>(
+            T::slice(s), T::slice(w.cpu()), T::slice(mean.cpu()), T::slice(rstd.cpu()), T::slice(g.cpu()), cols,
+        );
+        (Storage::Cpu(T::wrap(dx)), Storage::Cpu(T::wrap(dw)), Storage::Cpu(T::wrap(db)))
+    })
+}
+
+/// Attention over contiguous `[heads, T, d]` buffers: `(o, lse)`.
+pub fn attention_forward(q: &Storage, k: &Storage, v: &Storage, shape: AttentionShape) -> (Storage, Storage) {
+    let s = q.cpu();
+    with_float!(s.dtype(), T => {
+        let (o, lse) = cpu::attention::attention_forward::<T>(T::slice(s), T::slice(k.cpu()), T::slice(v.cpu()), shape);
+        (Storage::Cpu(T::wrap(o)), Storage::Cpu(T::wrap(lse)))
+    })
+}
+
+/// Attention gradients `(dq, dk, dv)` over contiguous `[heads, T, d]` buffers.
+pub fn attention_backward(
+    q: &Storage,
+    k: &Storage,
+    v: &Storage,
+    o: &Storage,
+    lse: &Storage,
+    d_o: &Storage,
+    shape: AttentionShape,
+) -> (Storage, Storage, Storage) {
+    let s = q.cpu();
+    with_float!(s.dtype(), T => {
+        let (dq, dk, dv) = cpu::attention::attention_backward::<T>(
+            T::slice(s), T::slice(k.cpu()), T::slice(v.cpu()), T::slice(o.cpu()), T::slice(lse.cpu()), T::slice(d_o.cpu()), shape,
+        );
+        (Storage::Cpu(T::wrap(dq)), Storage::Cpu(T::wrap(dk)), Storage::Cpu(T::wrap(dv)))
+    })
 }

@@ -12,6 +12,7 @@
 //! - [`idx`]: the IDX container (gzipped or plain), with bounded, overflow-checked reading.
 //! - [`mnist`]: MNIST-format data sets (MNIST, Fashion-MNIST, ...) built on top of IDX.
 //! - [`batch`]: shuffled and sequential mini-batch index lists.
+//! - [`text`]: character-level corpora: vocabulary, train/validation split, random windows.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -19,10 +20,12 @@ use std::path::{Path, PathBuf};
 pub mod batch;
 pub mod idx;
 pub mod mnist;
+pub mod text;
 
 pub use batch::{sequential_batches, shuffled_batches};
 pub use idx::{read_idx, read_idx_from_bytes, IdxArray};
 pub use mnist::{ImageSet, Mnist, NUM_CLASSES};
+pub use text::{random_windows, CharVocab, TextData};
 
 /// A failure to load a data file, naming the file (or directory) and what was wrong with it.
 ///

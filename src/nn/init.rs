@@ -21,6 +21,11 @@ pub enum Init {
     LecunNormal,
     /// PyTorch's `nn.Linear` default: `U(-b, b)` with `b = 1 / sqrt(fan_in)`.
     TorchDefault,
+    /// Normal with a fixed standard deviation (GPT-2 uses 0.02).
+    Normal {
+        /// standard deviation
+        std: f64,
+    },
     /// All zeros (biases).
     Zeros,
 }
@@ -39,6 +44,7 @@ impl Init {
             Init::XavierUniform => uniform((6.0 / (fi + fo)).sqrt(), rng),
             Init::LecunNormal => normal(1.0 / fi.sqrt(), rng),
             Init::TorchDefault => uniform(1.0 / fi.sqrt(), rng),
+            Init::Normal { std } => normal(std, rng),
             Init::Zeros => Tensor::full_dtype(shape, 0.0, DType::F64),
         };
         t.to_dtype(dtype).detach()

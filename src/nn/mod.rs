@@ -8,18 +8,27 @@
 //! | `activation.rs` | [`Relu`], [`Sigmoid`], [`Tanh`], [`Gelu`] as modules |
 //! | `dropout.rs` | [`Dropout`] with a seeded mask stream |
 //! | `sequential.rs` | [`Sequential`] container and the [`Sequential::mlp`] builder |
+//! | `embedding.rs` | [`Embedding`] lookup tables |
+//! | `layernorm.rs` | [`LayerNorm`] |
+//! | `gpt.rs` | causal self-attention, the transformer block, [`Gpt`] |
 //! | `init.rs` | Kaiming, Xavier and LeCun (std 1/sqrt(fan_in)) initializers |
 
 mod activation;
 mod dropout;
+mod embedding;
+pub mod gpt;
 pub mod init;
+mod layernorm;
 mod linear;
 mod module;
 mod sequential;
 
 pub use activation::{Activation, Gelu, Relu, Sigmoid, Tanh};
 pub use dropout::Dropout;
+pub use embedding::Embedding;
+pub use gpt::{Gpt, GptConfig};
 pub use init::Init;
+pub use layernorm::LayerNorm;
 pub use linear::Linear;
 pub use module::Module;
 pub use sequential::Sequential;

@@ -211,3 +211,9 @@ impl std::ops::Neg for &Tensor {
         Tensor::neg(self)
     }
 }
+
+/// `g * gelu'(x)` in one pass (the formula is in `backend/cpu/elementwise.rs`).
+pub(crate) fn gelu_backward(x: &Tensor, g: &Tensor) -> Tensor {
+    let out = backend::gelu_backward(&x.storage(), x.layout(), &g.storage(), g.layout());
+    Tensor::from_storage(out, Layout::contiguous(x.shape()))
+}

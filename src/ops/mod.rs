@@ -12,13 +12,17 @@
 //! | `softmax.rs` | softmax log_softmax |
 //! | `loss.rs` | cross_entropy mse_loss binary_cross_entropy(_with_logits) |
 //! | `index.rs` | index_select gather embedding |
+//! | `layernorm.rs` | layer_norm |
+//! | `attention.rs` | scaled_dot_product_attention |
 //! | `dropout.rs` | dropout |
 //! | `inplace.rs` | in-place writes for optimizers: copy_from_, fused SGD / Adam / RMSprop steps |
 
+mod attention;
 mod dropout;
 mod elementwise;
 mod index;
 mod inplace;
+mod layernorm;
 mod loss;
 mod matmul;
 mod reduce;
@@ -27,7 +31,10 @@ mod softmax;
 
 pub use inplace::AdamStep;
 
+pub(crate) use attention::attention_backward;
+pub(crate) use elementwise::gelu_backward;
 pub(crate) use index::{index_add_zeros, scatter_add_zeros};
+pub(crate) use layernorm::layer_norm_backward;
 pub(crate) use loss::cross_entropy_backward;
 pub(crate) use softmax::softmax_backward;
 

@@ -2,7 +2,8 @@
 
 use super::{DType, Device};
 
-/// Elements in host memory.
+/// Elements in host memory. Large buffers go back to the CPU buffer pool when dropped
+/// (see `backend::cpu::pool`).
 #[derive(Clone, Debug, PartialEq)]
 pub enum CpuStorage {
     /// 32-bit floats.
@@ -31,6 +32,26 @@ impl CpuStorage {
     /// True when no element is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Takes the buffer out, leaving an empty one behind (whose drop does nothing).
+    pub(crate) fn into_empty(mut self) -> CpuStorage {
+        match &mut self {
+            CpuStorage::F32(v) => CpuStorage::F32(std::mem::take(v)),
+            CpuStorage::F64(v) => CpuStorage::F64(std::mem::take(v)),
+        }
+    }
+}
+
+impl Drop for CpuStorage {
+    fn drop(&mut self) {
+        if self.len() >= crate::backend::cpu::pool::MIN_POOLED_ELEMENTS {
+            let taken = match self {
+                CpuStorage::F32(v) => CpuStorage::F32(std::mem::take(v)),
+                CpuStorage::F64(v) => CpuStorage::F64(std::mem::take(v)),
+            };
+            crate::backend::cpu::pool::recycle(taken);
+        }
     }
 }
 

@@ -90,32 +90,58 @@ pub fn unary_scalar<T: Float>(op: UnaryOp, v: T) -> T {
     }
 }
 
-/// 1 / (1 + e^-v), computed so neither branch overflows.
+/// 1 / (1 + e^-v). For very negative v, e^-v overflows to infinity and the result is
+/// exactly 0, the right limit; no branch is needed, so the loop vectorizes.
 #[inline(always)]
 fn sigmoid<T: Float>(v: T) -> T {
-    if v >= T::ZERO {
-        T::ONE / (T::ONE + (-v).exp())
-    } else {
-        let e = v.exp();
-        e / (T::ONE + e)
-    }
+    T::ONE / (T::ONE + (-v).exp())
+}
+
+/// GELU's derivative (tanh form). With `u = K (x + C x^3)` and `t = tanh(u)`,
+/// `gelu = 0.5 x (1 + t)`, so `gelu' = 0.5 (1 + t) + 0.5 x (1 - t^2) K (1 + 3 C x^2)`.
+#[inline(always)]
+fn gelu_derivative<T: Float>(x: T) -> T {
+    let (k, c, half) = (T::from_f64(GELU_K), T::from_f64(GELU_C), T::from_f64(0.5));
+    let x2 = x * x;
+    let t = (k * (x + c * x2 * x)).tanh();
+    half * (T::ONE + t) + half * x * (T::ONE - t * t) * k * (T::ONE + T::from_f64(3.0) * c * x2)
+}
+
+/// `g * gelu'(x)` for two views of one shape: GELU's backward in one pass.
+pub fn gelu_backward<T: Float>(x: &[T], lx: &Layout, g: &[T], lg: &Layout) -> Vec<T> {
+    let plan = RowPlan::new([lx, lg]);
+    let mut out = super::pool::zeros::<T>(lx.numel());
+    let [ix, ig] = plan.inner;
+    plan.for_each_segment(&mut out, |seg, [sx, sg]| map2(seg, x, sx, ix, g, sg, ig, |v, gv| gv * gelu_derivative(v)));
+    out
 }
 
 /// `op` applied to every element of the view `(x, layout)`.
 pub fn unary<T: Float>(op: UnaryOp, x: &[T], layout: &Layout) -> Vec<T> {
     let plan = RowPlan::new([layout]);
-    let mut out = vec![T::ZERO; layout.numel()];
-    // One match outside the loops, so each arm's loop is compiled for its own function.
+    let mut out = super::pool::zeros::<T>(layout.numel());
+    // One match outside the loops, so each arm's loop is compiled (and vectorized) for its
+    // own function.
     plan.for_each_segment(&mut out, |seg, [s]| {
         let i = plan.inner[0];
         match op {
             UnaryOp::Neg => map1(seg, x, s, i, |v| -v),
+            UnaryOp::Exp => map1(seg, x, s, i, |v| v.exp()),
+            UnaryOp::Log => map1(seg, x, s, i, |v| v.ln()),
+            UnaryOp::Sqrt => map1(seg, x, s, i, |v| v.sqrt()),
+            UnaryOp::Abs => map1(seg, x, s, i, |v| v.abs()),
             UnaryOp::Relu => map1(seg, x, s, i, |v| if v > T::ZERO { v } else { T::ZERO }),
+            UnaryOp::Sigmoid => map1(seg, x, s, i, sigmoid),
+            UnaryOp::Tanh => map1(seg, x, s, i, |v| v.tanh()),
+            UnaryOp::Gelu => map1(seg, x, s, i, |v| unary_scalar(UnaryOp::Gelu, v)),
+            UnaryOp::Powf(p) => {
+                let p = T::from_f64(p);
+                map1(seg, x, s, i, |v| v.powf(p))
+            }
             UnaryOp::Affine { mul, add } => {
                 let (m, a) = (T::from_f64(mul), T::from_f64(add));
                 map1(seg, x, s, i, |v| v * m + a)
             }
-            other => map1(seg, x, s, i, |v| unary_scalar(other, v)),
         }
     });
     out
@@ -124,7 +150,7 @@ pub fn unary<T: Float>(op: UnaryOp, x: &[T], layout: &Layout) -> Vec<T> {
 /// `a op b` for two views already broadcast to the same shape.
 pub fn binary<T: Float>(op: BinaryOp, a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
     let plan = RowPlan::new([la, lb]);
-    let mut out = vec![T::ZERO; la.numel()];
+    let mut out = super::pool::zeros::<T>(la.numel());
     let [ia, ib] = plan.inner;
     plan.for_each_segment(&mut out, |seg, [sa, sb]| match op {
         BinaryOp::Add => map2(seg, a, sa, ia, b, sb, ib, |x, y| x + y),
@@ -138,7 +164,7 @@ pub fn binary<T: Float>(op: BinaryOp, a: &[T], la: &Layout, b: &[T], lb: &Layout
 /// 1.0 where `a op b` holds, else 0.0, for two views of the same shape.
 pub fn compare<T: Float>(op: CompareOp, a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
     let plan = RowPlan::new([la, lb]);
-    let mut out = vec![T::ZERO; la.numel()];
+    let mut out = super::pool::zeros::<T>(la.numel());
     let [ia, ib] = plan.inner;
     let to_float = |c: bool| if c { T::ONE } else { T::ZERO };
     plan.for_each_segment(&mut out, |seg, [sa, sb]| match op {
@@ -154,7 +180,7 @@ pub fn compare<T: Float>(op: CompareOp, a: &[T], la: &Layout, b: &[T], lb: &Layo
 /// `on_true` where `cond` is non-zero, else `on_false`; three views of one shape.
 pub fn where_cond<T: Float>(cond: (&[T], &Layout), on_true: (&[T], &Layout), on_false: (&[T], &Layout)) -> Vec<T> {
     let plan = RowPlan::new([cond.1, on_true.1, on_false.1]);
-    let mut out = vec![T::ZERO; cond.1.numel()];
+    let mut out = super::pool::zeros::<T>(cond.1.numel());
     let [ic, it, iff] = plan.inner;
     plan.for_each_segment(&mut out, |seg, [sc, st, sf]| {
         for (j, o) in seg.iter_mut().enumerate() {
@@ -167,10 +193,12 @@ pub fn where_cond<T: Float>(cond: (&[T], &Layout), on_true: (&[T], &Layout), on_
 /// The elements of a view, packed contiguously in row-major order.
 pub fn copy_strided<T: Float>(x: &[T], layout: &Layout) -> Vec<T> {
     if layout.is_contiguous() {
-        return x[layout.offset()..layout.offset() + layout.numel()].to_vec();
+        let mut out = super::pool::zeros::<T>(layout.numel());
+        out.copy_from_slice(&x[layout.offset()..layout.offset() + layout.numel()]);
+        return out;
     }
     let plan = RowPlan::new([layout]);
-    let mut out = vec![T::ZERO; layout.numel()];
+    let mut out = super::pool::zeros::<T>(layout.numel());
     plan.for_each_segment(&mut out, |seg, [s]| map1(seg, x, s, plan.inner[0], |v| v));
     out
 }
@@ -178,7 +206,7 @@ pub fn copy_strided<T: Float>(x: &[T], layout: &Layout) -> Vec<T> {
 /// The elements of a view converted to another float type, packed contiguously.
 pub fn cast<S: Float, D: Float>(x: &[S], layout: &Layout) -> Vec<D> {
     let plan = RowPlan::new([layout]);
-    let mut out = vec![D::ZERO; layout.numel()];
+    let mut out = super::pool::zeros::<D>(layout.numel());
     let i = plan.inner[0];
     plan.for_each_segment(&mut out, |seg, [s]| {
         for (j, o) in seg.iter_mut().enumerate() {

@@ -38,7 +38,7 @@ pub fn index_select<T: Float>(x: &[T], layout: &Layout, dim: usize, indices: &[u
 /// `indices.len()`) added at `indices` along `dim`.
 pub fn index_add<T: Float>(shape: &[usize], dim: usize, indices: &[usize], src: &[T]) -> Vec<T> {
     let (outer, inner) = around(shape, dim);
-    let mut out = vec![T::ZERO; shape.iter().product()];
+    let mut out = super::pool::zeros::<T>(shape.iter().product());
     for o in 0..outer {
         for (k, &idx) in indices.iter().enumerate() {
             let from = (o * indices.len() + k) * inner;
@@ -64,7 +64,7 @@ pub fn gather<T: Float>(x: &[T], layout: &Layout, dim: usize, index: &[usize], i
 /// Zeros of `shape` with each element of the contiguous `src` (shape of `index`) added at
 /// the position `gather` would have read it from.
 pub fn scatter_add<T: Float>(shape: &[usize], dim: usize, index: &[usize], index_shape: &[usize], src: &[T]) -> Vec<T> {
-    let mut out = vec![T::ZERO; shape.iter().product()];
+    let mut out = super::pool::zeros::<T>(shape.iter().product());
     let mut strides = contiguous_strides(shape);
     let step = strides[dim];
     strides[dim] = 0;

@@ -165,10 +165,14 @@ const PARALLEL_MIN_FLOPS: usize = 1 << 21;
 /// stored depth-major (`MR` values per depth step), zero-padding the last panel.
 fn pack_a<T: Float>(a: &MatRef<'_, T>, i0: usize, mc: usize, p0: usize, kc: usize, out: &mut Vec<T>) {
     out.clear();
-    for ir in (0..mc).step_by(MR) {
-        for p in 0..kc {
-            for i in 0..MR {
-                out.push(if ir + i < mc { a.at(i0 + ir + i, p0 + p) } else { T::ZERO });
+    out.resize(mc.div_ceil(MR) * MR * kc, T::ZERO);
+    for (panel, dst) in out.chunks_exact_mut(MR * kc).enumerate() {
+        let rows = (mc - panel * MR).min(MR);
+        for i in 0..rows {
+            // Walk one row of A (unit stride when A is row-major), scattering into the panel.
+            let src = a.offset + (i0 + panel * MR + i) * a.row_stride + p0 * a.col_stride;
+            for p in 0..kc {
+                dst[p * MR + i] = a.data[src + p * a.col_stride];
             }
         }
     }
@@ -178,11 +182,19 @@ fn pack_a<T: Float>(a: &MatRef<'_, T>, i0: usize, mc: usize, p0: usize, kc: usiz
 /// stored depth-major (`NR` values per depth step), zero-padding the last panel.
 fn pack_b<T: Float>(b: &MatRef<'_, T>, p0: usize, kc: usize, j0: usize, nc: usize, out: &mut Vec<T>) {
     out.clear();
-    for jr in (0..nc).step_by(NR) {
+    out.resize(nc.div_ceil(NR) * NR * kc, T::ZERO);
+    for (panel, dst) in out.chunks_exact_mut(NR * kc).enumerate() {
+        let cols = (nc - panel * NR).min(NR);
+        let col0 = j0 + panel * NR;
         for p in 0..kc {
-            let row = b.offset + (p0 + p) * b.row_stride;
-            for j in 0..NR {
-                out.push(if jr + j < nc { b.data[row + (j0 + jr + j) * b.col_stride] } else { T::ZERO });
+            let row = b.offset + (p0 + p) * b.row_stride + col0 * b.col_stride;
+            let dst_row = &mut dst[p * NR..p * NR + cols];
+            if b.col_stride == 1 {
+                dst_row.copy_from_slice(&b.data[row..row + cols]);
+            } else {
+                for (j, d) in dst_row.iter_mut().enumerate() {
+                    *d = b.data[row + j * b.col_stride];
+                }
             }
         }
     }
@@ -376,7 +388,7 @@ pub fn matmul<T: Float>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
         let r = l.rank();
         MatRef { data, offset, rows, cols, row_stride: l.strides()[r - 2], col_stride: l.strides()[r - 1] }
     }
-    let mut out = vec![T::ZERO; a_offsets.len() * m * n];
+    let mut out = super::pool::zeros::<T>(a_offsets.len() * m * n);
     if m * n == 0 {
         return out;
     }

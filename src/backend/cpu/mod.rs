@@ -8,13 +8,19 @@
 //! | `reduce.rs` | sum, max over dims |
 //! | `matmul.rs` | the GEMM ladder (naive to packed + parallel) and batching |
 //! | `softmax.rs` | softmax, log-softmax, cross-entropy, forward and backward |
+//! | `layernorm.rs` | layer norm forward and backward |
+//! | `attention.rs` | flash-style attention forward and backward |
 //! | `index.rs` | index_select / index_add, gather / scatter_add |
 //! | `optim.rs` | fused SGD, Adam/AdamW, RMSprop updates |
+//! | `pool.rs` | recycled output buffers (no page faults in a steady training loop) |
 
+pub mod attention;
 pub mod elementwise;
 pub mod index;
+pub mod layernorm;
 pub mod matmul;
 pub mod optim;
+pub mod pool;
 pub mod reduce;
 pub mod softmax;
 pub mod strided;

@@ -60,7 +60,8 @@ pub fn reduce<T: Float>(kind: ReduceKind, x: &[T], layout: &Layout, dims: &[usiz
         };
     }
 
-    let mut out = vec![identity; out_numel];
+    let mut out = super::pool::zeros::<T>(out_numel);
+    out.fill(identity);
     for row in 0..plan.rows {
         let (sx, so) = (plan.starts[0][row], plan.starts[1][row]);
         if io == 0 {

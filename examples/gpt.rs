@@ -1,0 +1,117 @@
+//! Trains a character-level GPT on `data/shakespeare/input.txt` (first 90% for training, last
+//! 10% for validation), prints `val loss: X.XXXX` as it goes, and a generated sample at the end.
+//!
+//! `cargo run --release --example gpt -- --help` lists the flags.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use glassbox::data::text::{default_shakespeare_path, random_windows, TextData};
+use glassbox::nn::{Gpt, GptConfig};
+use glassbox::no_grad;
+use glassbox::optim::{AdamW, CosineSchedule, Optimizer};
+use glassbox::rng::Rng;
+
+fn main() {
+    let mut flags = common::Flags::from_env();
+    let n_layer: usize = flags.get("layers", 4, "transformer blocks");
+    let n_head: usize = flags.get("heads", 4, "attention heads per block");
+    let n_embd: usize = flags.get("width", 128, "width of the residual stream");
+    let block_size: usize = flags.get("block", 128, "context length in characters");
+    let batch: usize = flags.get("batch-size", 16, "sequences per step");
+    let steps: usize = flags.get("steps", 3000, "training steps");
+    let lr: f64 = flags.get("lr", 2e-3, "peak AdamW learning rate (warmup, then cosine decay)");
+    let min_lr: f64 = flags.get("min-lr", 1e-4, "learning rate at the end of the cosine decay");
+    let weight_decay: f64 = flags.get("weight-decay", 0.1, "AdamW weight decay (matrices only)");
+    let warmup: usize = flags.get("warmup", 100, "linear warmup steps");
+    let clip: f64 = flags.get("clip", 1.0, "clip the global gradient norm to this (0: off)");
+    let eval_every: usize = flags.get("eval-every", 250, "steps between validation estimates");
+    let eval_batches: usize = flags.get("eval-batches", 50, "batches per validation estimate");
+    let seed: u64 = flags.get("seed", 1337, "seed for initialization, batches and sampling");
+    let temperature: f64 = flags.get("temperature", 0.8, "sampling temperature");
+    let top_k: usize = flags.get("top-k", 0, "sample only from the k likeliest characters (0: all)");
+    let sample_len: usize = flags.get("sample-len", 500, "characters to generate at the end");
+    let threads: Option<usize> = flags.optional("threads", "worker threads (default: RAYON_NUM_THREADS or all cores)");
+    let data: PathBuf = flags.get("data", default_shakespeare_path(), "UTF-8 text corpus");
+    flags.finish("glassbox GPT: a character-level transformer language model");
+    let threads = common::init_threads(threads);
+
+    let corpus = TextData::load(&data, 0.1).unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(1)
+    });
+    let config = GptConfig { vocab_size: corpus.vocab.len(), block_size, n_layer, n_head, n_embd };
+    let mut rng = Rng::new(seed);
+    let model = Gpt::new(config, &mut rng);
+    println!(
+        "corpus {} chars ({} train / {} val), vocab {}; model {:?}, {} parameters; {threads} threads",
+        corpus.train.len() + corpus.val.len(),
+        corpus.train.len(),
+        corpus.val.len(),
+        corpus.vocab.len(),
+        config,
+        model.num_parameters()
+    );
+
+    // Decay only the matrices (weights of linear layers and embeddings), as GPT-2 does.
+    let (decayed, plain): (Vec<_>, Vec<_>) = model.named_parameters().into_iter().partition(|(_, t)| t.rank() >= 2);
+    let mut opt_decayed =
+        AdamW::new(decayed.into_iter().map(|(_, t)| t).collect(), lr).betas(0.9, 0.95).weight_decay(weight_decay);
+    let mut opt_plain = AdamW::new(plain.into_iter().map(|(_, t)| t).collect(), lr).betas(0.9, 0.95).weight_decay(0.0);
+    let schedule = CosineSchedule { base_lr: lr, min_lr, warmup_steps: warmup, total_steps: steps };
+    let params = model.parameters();
+
+    let start = Instant::now();
+    let mut eval_rng = Rng::new(seed ^ 0x5eed);
+    let mut train_loss_avg = None;
+    for step in 0..steps {
+        let (x, y) = random_windows(&corpus.train, batch, block_size, &mut rng);
+        let loss = model.loss(&x, &y, batch, block_size);
+        opt_decayed.zero_grad();
+        opt_plain.zero_grad();
+        loss.backward();
+        if clip > 0.0 {
+            glassbox::optim::clip_grad_norm(&params, clip);
+        }
+        let lr_now = schedule.lr_at(step);
+        opt_decayed.set_learning_rate(lr_now);
+        opt_plain.set_learning_rate(lr_now);
+        opt_decayed.step();
+        opt_plain.step();
+        let l = loss.item_f64();
+        train_loss_avg = Some(train_loss_avg.map_or(l, |a: f64| 0.95 * a + 0.05 * l));
+        let last = step + 1 == steps;
+        if (step + 1) % eval_every == 0 || last {
+            let val = estimate_loss(&model, &corpus.val, eval_batches, batch, block_size, &mut eval_rng);
+            let elapsed = start.elapsed().as_secs_f64();
+            println!(
+                "step {:>5}/{steps}  train loss {:.4}  lr {lr_now:.2e}  {:.0} ms/step  {elapsed:.0}s",
+                step + 1,
+                train_loss_avg.unwrap_or(f64::NAN),
+                1000.0 * elapsed / (step + 1) as f64
+            );
+            println!("val loss: {val:.4}");
+        }
+    }
+
+    let prompt = corpus.vocab.encode("\n").unwrap_or_else(|_| vec![0]);
+    let top_k = (top_k > 0).then_some(top_k);
+    let sample = model.generate(&prompt, sample_len, temperature, top_k, &mut rng);
+    println!("\n--- sample (temperature {temperature}) ---\n{}\n---", corpus.vocab.decode(&sample));
+    println!("total time {:.1}s", start.elapsed().as_secs_f64());
+}
+
+/// Mean loss over `batches` random validation windows, without a graph.
+fn estimate_loss(model: &Gpt, tokens: &[usize], batches: usize, batch: usize, block: usize, rng: &mut Rng) -> f64 {
+    no_grad(|| {
+        let total: f64 = (0..batches)
+            .map(|_| {
+                let (x, y) = random_windows(tokens, batch, block, rng);
+                model.loss(&x, &y, batch, block).item_f64()
+            })
+            .sum();
+        total / batches as f64
+    })
+}
