@@ -110,7 +110,7 @@ fn gelu_derivative<T: Float>(x: T) -> T {
 /// `g * gelu'(x)` for two views of one shape: GELU's backward in one pass.
 pub fn gelu_backward<T: Float>(x: &[T], lx: &Layout, g: &[T], lg: &Layout) -> Vec<T> {
     let plan = RowPlan::new([lx, lg]);
-    let mut out = super::pool::zeros::<T>(lx.numel());
+    let mut out = super::pool::reuse::<T>(lx.numel());
     let [ix, ig] = plan.inner;
     plan.for_each_segment(&mut out, |seg, [sx, sg]| map2(seg, x, sx, ix, g, sg, ig, |v, gv| gv * gelu_derivative(v)));
     out
@@ -119,7 +119,7 @@ pub fn gelu_backward<T: Float>(x: &[T], lx: &Layout, g: &[T], lg: &Layout) -> Ve
 /// `op` applied to every element of the view `(x, layout)`.
 pub fn unary<T: Float>(op: UnaryOp, x: &[T], layout: &Layout) -> Vec<T> {
     let plan = RowPlan::new([layout]);
-    let mut out = super::pool::zeros::<T>(layout.numel());
+    let mut out = super::pool::reuse::<T>(layout.numel());
     // One match outside the loops, so each arm's loop is compiled (and vectorized) for its
     // own function.
     plan.for_each_segment(&mut out, |seg, [s]| {
@@ -150,7 +150,7 @@ pub fn unary<T: Float>(op: UnaryOp, x: &[T], layout: &Layout) -> Vec<T> {
 /// `a op b` for two views already broadcast to the same shape.
 pub fn binary<T: Float>(op: BinaryOp, a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
     let plan = RowPlan::new([la, lb]);
-    let mut out = super::pool::zeros::<T>(la.numel());
+    let mut out = super::pool::reuse::<T>(la.numel());
     let [ia, ib] = plan.inner;
     plan.for_each_segment(&mut out, |seg, [sa, sb]| match op {
         BinaryOp::Add => map2(seg, a, sa, ia, b, sb, ib, |x, y| x + y),
@@ -164,7 +164,7 @@ pub fn binary<T: Float>(op: BinaryOp, a: &[T], la: &Layout, b: &[T], lb: &Layout
 /// 1.0 where `a op b` holds, else 0.0, for two views of the same shape.
 pub fn compare<T: Float>(op: CompareOp, a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
     let plan = RowPlan::new([la, lb]);
-    let mut out = super::pool::zeros::<T>(la.numel());
+    let mut out = super::pool::reuse::<T>(la.numel());
     let [ia, ib] = plan.inner;
     let to_float = |c: bool| if c { T::ONE } else { T::ZERO };
     plan.for_each_segment(&mut out, |seg, [sa, sb]| match op {
@@ -180,7 +180,7 @@ pub fn compare<T: Float>(op: CompareOp, a: &[T], la: &Layout, b: &[T], lb: &Layo
 /// `on_true` where `cond` is non-zero, else `on_false`; three views of one shape.
 pub fn where_cond<T: Float>(cond: (&[T], &Layout), on_true: (&[T], &Layout), on_false: (&[T], &Layout)) -> Vec<T> {
     let plan = RowPlan::new([cond.1, on_true.1, on_false.1]);
-    let mut out = super::pool::zeros::<T>(cond.1.numel());
+    let mut out = super::pool::reuse::<T>(cond.1.numel());
     let [ic, it, iff] = plan.inner;
     plan.for_each_segment(&mut out, |seg, [sc, st, sf]| {
         for (j, o) in seg.iter_mut().enumerate() {
@@ -193,12 +193,12 @@ pub fn where_cond<T: Float>(cond: (&[T], &Layout), on_true: (&[T], &Layout), on_
 /// The elements of a view, packed contiguously in row-major order.
 pub fn copy_strided<T: Float>(x: &[T], layout: &Layout) -> Vec<T> {
     if layout.is_contiguous() {
-        let mut out = super::pool::zeros::<T>(layout.numel());
+        let mut out = super::pool::reuse::<T>(layout.numel());
         out.copy_from_slice(&x[layout.offset()..layout.offset() + layout.numel()]);
         return out;
     }
     let plan = RowPlan::new([layout]);
-    let mut out = super::pool::zeros::<T>(layout.numel());
+    let mut out = super::pool::reuse::<T>(layout.numel());
     plan.for_each_segment(&mut out, |seg, [s]| map1(seg, x, s, plan.inner[0], |v| v));
     out
 }
@@ -206,7 +206,7 @@ pub fn copy_strided<T: Float>(x: &[T], layout: &Layout) -> Vec<T> {
 /// The elements of a view converted to another float type, packed contiguously.
 pub fn cast<S: Float, D: Float>(x: &[S], layout: &Layout) -> Vec<D> {
     let plan = RowPlan::new([layout]);
-    let mut out = super::pool::zeros::<D>(layout.numel());
+    let mut out = super::pool::reuse::<D>(layout.numel());
     let i = plan.inner[0];
     plan.for_each_segment(&mut out, |seg, [s]| {
         for (j, o) in seg.iter_mut().enumerate() {

@@ -24,7 +24,7 @@ const ROWS_PER_TASK: usize = 16;
 /// Normalizes each row; returns `(y, mean, rstd)`.
 pub fn layer_norm<T: Float>(x: &[T], w: &[T], b: &[T], cols: usize, eps: f64) -> (Vec<T>, Vec<T>, Vec<T>) {
     let rows = x.len().checked_div(cols).unwrap_or(0);
-    let mut y = super::pool::zeros::<T>(x.len());
+    let mut y = super::pool::reuse::<T>(x.len());
     let mut mean = super::pool::zeros::<T>(rows);
     let mut rstd = super::pool::zeros::<T>(rows);
     let inv_cols = T::from_f64(1.0 / cols.max(1) as f64);
@@ -65,7 +65,7 @@ pub fn layer_norm_backward<T: Float>(
     cols: usize,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     let rows = mean.len();
-    let mut dx = super::pool::zeros::<T>(x.len());
+    let mut dx = super::pool::reuse::<T>(x.len());
     let inv_cols = T::from_f64(1.0 / cols.max(1) as f64);
     // Each task handles a band of rows and returns its partial dw, db; bands are summed after.
     let band = |first_row: usize, dx_band: &mut [T]| -> (Vec<T>, Vec<T>) {

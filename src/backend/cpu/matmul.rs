@@ -16,6 +16,8 @@
 //! needs) run without materializing a transpose: the packing step reads through the strides.
 //! `benches/matmul.rs` measures the ladder; the dispatcher uses v5.
 
+use std::any::TypeId;
+
 use rayon::prelude::*;
 
 use crate::tensor::{Float, Layout};
@@ -148,13 +150,9 @@ pub fn matmul_v3_blocked<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [
     }
 }
 
-/// Rows of the register tile (one broadcast of A each).
-const MR: usize = 6;
-/// Columns of the register tile (16 f32 = one AVX-512 or two AVX2 registers per row).
-const NR: usize = 16;
-/// Depth of a packed block: a `KC x NR` panel of B (16 KiB in f32) stays in L1.
+/// Depth of a packed block: a `KC x NR` panel of B (16 KiB in f32 for NR = 16) stays in L1.
 const KC: usize = 256;
-/// Rows of a packed block of A: `MC x KC` (96 KiB in f32) stays in L2.
+/// Rows of a packed block of A: `MC x KC` (96 KiB in f32) stays in L2. A multiple of every MR.
 const MC: usize = 96;
 /// Columns of a packed block of B: `KC x NC` (1 MiB in f32) is reused from L2/L3 by every row block.
 const NC: usize = 1024;
@@ -163,7 +161,7 @@ const PARALLEL_MIN_FLOPS: usize = 1 << 21;
 
 /// Copies rows `i0..i0 + mc`, depth `p0..p0 + kc` of A into panels of `MR` rows, each panel
 /// stored depth-major (`MR` values per depth step), zero-padding the last panel.
-fn pack_a<T: Float>(a: &MatRef<'_, T>, i0: usize, mc: usize, p0: usize, kc: usize, out: &mut Vec<T>) {
+fn pack_a<T: Float, const MR: usize>(a: &MatRef<'_, T>, i0: usize, mc: usize, p0: usize, kc: usize, out: &mut Vec<T>) {
     out.clear();
     out.resize(mc.div_ceil(MR) * MR * kc, T::ZERO);
     for (panel, dst) in out.chunks_exact_mut(MR * kc).enumerate() {
@@ -180,7 +178,7 @@ fn pack_a<T: Float>(a: &MatRef<'_, T>, i0: usize, mc: usize, p0: usize, kc: usiz
 
 /// Copies depth `p0..p0 + kc`, columns `j0..j0 + nc` of B into panels of `NR` columns, each
 /// stored depth-major (`NR` values per depth step), zero-padding the last panel.
-fn pack_b<T: Float>(b: &MatRef<'_, T>, p0: usize, kc: usize, j0: usize, nc: usize, out: &mut Vec<T>) {
+fn pack_b<T: Float, const NR: usize>(b: &MatRef<'_, T>, p0: usize, kc: usize, j0: usize, nc: usize, out: &mut Vec<T>) {
     out.clear();
     out.resize(nc.div_ceil(NR) * NR * kc, T::ZERO);
     for (panel, dst) in out.chunks_exact_mut(NR * kc).enumerate() {
@@ -201,12 +199,18 @@ fn pack_b<T: Float>(b: &MatRef<'_, T>, p0: usize, kc: usize, j0: usize, nc: usiz
 }
 
 /// The register tile: `MR x NR` sums live in registers while `kc` depth steps stream through.
-/// With `FMA` the multiply-add is one fused instruction (only valid where FMA is enabled).
+/// Each step loads `NR` values of B and broadcasts `MR` values of A into `MR * NR`
+/// multiply-adds. `MR` independent accumulator rows hide the FMA latency (4 cycles, 2 per
+/// cycle on this machine: at least 8 chains in flight). With `FMA` the multiply-add is one
+/// fused instruction (only valid where FMA is enabled).
 #[inline(always)]
-fn micro_kernel<T: Float, const FMA: bool>(kc: usize, a: &[T], b: &[T], acc: &mut [[T; NR]; MR]) {
-    for p in 0..kc {
-        let a_p: &[T; MR] = a[p * MR..p * MR + MR].try_into().expect("packed A panel");
-        let b_p: &[T; NR] = b[p * NR..p * NR + NR].try_into().expect("packed B panel");
+fn micro_kernel<T: Float, const MR: usize, const NR: usize, const FMA: bool>(
+    a: &[T],
+    b: &[T],
+    acc: &mut [[T; NR]; MR],
+) {
+    // Zipped exact chunks: the compiler sees fixed sizes and drops every bounds check.
+    for (a_p, b_p) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
         for i in 0..MR {
             for j in 0..NR {
                 acc[i][j] = if FMA { a_p[i].mul_add(b_p[j], acc[i][j]) } else { acc[i][j] + a_p[i] * b_p[j] };
@@ -219,7 +223,7 @@ fn micro_kernel<T: Float, const FMA: bool>(kc: usize, a: &[T], b: &[T], acc: &mu
 /// `c` starts at the block's first row; the block's columns start at `j0`).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn macro_kernel<T: Float, const FMA: bool>(
+fn macro_kernel<T: Float, const MR: usize, const NR: usize, const FMA: bool>(
     kc: usize,
     mc: usize,
     nc: usize,
@@ -234,10 +238,10 @@ fn macro_kernel<T: Float, const FMA: bool>(
         for ir in (0..mc).step_by(MR) {
             let a_panel = &a_packed[ir * kc..(ir + MR) * kc];
             let mut acc = [[T::ZERO; NR]; MR];
-            micro_kernel::<T, FMA>(kc, a_panel, b_panel, &mut acc);
+            micro_kernel::<T, MR, NR, FMA>(a_panel, b_panel, &mut acc);
+            let width = (nc - jr).min(NR);
             for (i, acc_row) in acc.iter().enumerate().take((mc - ir).min(MR)) {
                 let row = (ir + i) * ldc + j0 + jr;
-                let width = (nc - jr).min(NR);
                 for (cv, &v) in c[row..row + width].iter_mut().zip(acc_row) {
                     *cv += v;
                 }
@@ -267,6 +271,102 @@ fn detect_isa() -> Isa {
     Isa::Portable
 }
 
+// Register tiles per instruction set. The compiler keeps an accumulator tile in registers only
+// up to about 96 scalars (6 x 16: larger tiles spill to the stack and run 20x slower), so the
+// tiles below are what auto-vectorization handles well: AVX2's 16 ymm registers hold 6 x 16
+// f32 as 12 accumulators plus two for B. For f32 on AVX-512 the hand-written 12 x 16 kernel
+// (`micro_kernel_avx512_f32`) keeps 12 independent zmm accumulators, enough to hide the FMA
+// latency; f64 and the other paths use the auto-vectorized tiles.
+const AVX512_TILE: (usize, usize) = (6, 16);
+const AVX2_TILE: (usize, usize) = (6, 16);
+const PORTABLE_TILE: (usize, usize) = (4, 8);
+
+/// Tile of the hand-written AVX-512 f32 kernel.
+const AVX512_F32_TILE: (usize, usize) = (12, 16);
+
+/// The f32 register tile in AVX-512 intrinsics: 12 rows of C as 12 zmm accumulators (16
+/// lanes each). Per depth step: one load of 16 B values, then 12 broadcasts of A fused into
+/// 12 FMAs. Twelve independent chains cover the FMA latency (4 cycles x 2 units).
+///
+/// # Safety
+/// The CPU must support AVX-512F. `a` must hold `12 * kc` and `b` `16 * kc` values (checked).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn micro_kernel_avx512_f32(a: &[f32], b: &[f32], acc: &mut [[f32; 16]; 12]) {
+    use std::arch::x86_64::{_mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps};
+    let kc = b.len() / 16;
+    assert!(
+        a.len() == 12 * kc && b.len() == 16 * kc,
+        "micro_kernel_avx512_f32: panels of {} and {} values",
+        a.len(),
+        b.len()
+    );
+    let mut c = [_mm512_setzero_ps(); 12];
+    for p in 0..kc {
+        // SAFETY: p < kc, so b[16p..16p + 16] and a[12p..12p + 12] are inside the slices
+        // (lengths asserted above); loadu has no alignment requirement.
+        let bv = _mm512_loadu_ps(b.as_ptr().add(16 * p));
+        let ap = a.as_ptr().add(12 * p);
+        for (i, ci) in c.iter_mut().enumerate() {
+            *ci = _mm512_fmadd_ps(_mm512_set1_ps(*ap.add(i)), bv, *ci);
+        }
+    }
+    for (row, ci) in acc.iter_mut().zip(c) {
+        // SAFETY: each row is a [f32; 16], exactly one unaligned 512-bit store.
+        _mm512_storeu_ps(row.as_mut_ptr(), ci);
+    }
+}
+
+/// The macro kernel over the hand-written AVX-512 f32 tile.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn macro_kernel_avx512_f32(
+    kc: usize,
+    mc: usize,
+    nc: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    ldc: usize,
+    j0: usize,
+) {
+    const MR: usize = AVX512_F32_TILE.0;
+    const NR: usize = AVX512_F32_TILE.1;
+    for jr in (0..nc).step_by(NR) {
+        let b_panel = &b[jr * kc..(jr + NR) * kc];
+        for ir in (0..mc).step_by(MR) {
+            let a_panel = &a[ir * kc..(ir + MR) * kc];
+            let mut acc = [[0.0f32; NR]; MR];
+            micro_kernel_avx512_f32(a_panel, b_panel, &mut acc);
+            let width = (nc - jr).min(NR);
+            for (i, acc_row) in acc.iter().enumerate().take((mc - ir).min(MR)) {
+                let row = (ir + i) * ldc + j0 + jr;
+                for (cv, &v) in c[row..row + width].iter_mut().zip(acc_row) {
+                    *cv += v;
+                }
+            }
+        }
+    }
+}
+
+/// `s` seen as `&[f32]` when `T` is f32.
+fn as_f32<T: Float>(s: &[T]) -> Option<&[f32]> {
+    (TypeId::of::<T>() == TypeId::of::<f32>()).then(|| {
+        // SAFETY: T and f32 have the same TypeId, so they are the same type: the memory is a
+        // valid [f32] of the same length and lifetime.
+        unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) }
+    })
+}
+
+/// `s` seen as `&mut [f32]` when `T` is f32.
+fn as_f32_mut<T: Float>(s: &mut [T]) -> Option<&mut [f32]> {
+    (TypeId::of::<T>() == TypeId::of::<f32>()).then(|| {
+        // SAFETY: as in `as_f32`; the exclusive borrow of `s` is moved into the result.
+        unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) }
+    })
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
@@ -280,7 +380,7 @@ unsafe fn macro_kernel_avx512<T: Float>(
     ldc: usize,
     j0: usize,
 ) {
-    macro_kernel::<T, true>(kc, mc, nc, a, b, c, ldc, j0)
+    macro_kernel::<T, { AVX512_TILE.0 }, { AVX512_TILE.1 }, true>(kc, mc, nc, a, b, c, ldc, j0)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -296,56 +396,90 @@ unsafe fn macro_kernel_avx2<T: Float>(
     ldc: usize,
     j0: usize,
 ) {
-    macro_kernel::<T, true>(kc, mc, nc, a, b, c, ldc, j0)
-}
-
-/// Runs the macro kernel compiled for `isa`.
-#[allow(clippy::too_many_arguments)]
-fn run_macro_kernel<T: Float>(
-    isa: Isa,
-    kc: usize,
-    mc: usize,
-    nc: usize,
-    a: &[T],
-    b: &[T],
-    c: &mut [T],
-    ldc: usize,
-    j0: usize,
-) {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa` is Avx512 only when detect_isa() saw avx512f and fma on this CPU, and
-        // the function body is safe Rust (slice indexing is bounds-checked).
-        Isa::Avx512 => unsafe { macro_kernel_avx512(kc, mc, nc, a, b, c, ldc, j0) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above, with avx2 and fma detected.
-        Isa::Avx2Fma => unsafe { macro_kernel_avx2(kc, mc, nc, a, b, c, ldc, j0) },
-        _ => macro_kernel::<T, false>(kc, mc, nc, a, b, c, ldc, j0),
-    }
+    macro_kernel::<T, { AVX2_TILE.0 }, { AVX2_TILE.1 }, true>(kc, mc, nc, a, b, c, ldc, j0)
 }
 
 /// v4: packing + register tiling, one thread. For each `KC`-deep slice of the product, B's
 /// `KC x NC` block is packed once and reused by every `MC`-row block of A.
 pub fn matmul_v4_packed<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T]) {
-    packed(a, b, c, false);
+    packed_for_isa(a, b, c, false);
 }
 
 /// v5: v4 with the row blocks of C computed by different rayon threads (each packs its own A
 /// block; the B block is packed once and shared). Row blocks are sized so every thread gets
-/// an equal share even when M is small (the MLP's M = 128 splits 66 + 62, not 96 + 32).
+/// an equal share even when M is small (the MLP's M = 128 splits 72 + 56, not 96 + 32).
 pub fn matmul_v5_packed_parallel<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T]) {
     let parallel = 2 * a.rows * a.cols * b.cols >= PARALLEL_MIN_FLOPS && rayon::current_num_threads() > 1;
-    packed(a, b, c, parallel);
+    packed_for_isa(a, b, c, parallel);
 }
 
-fn packed<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], parallel: bool) {
+/// Picks the tile size and compiled kernel for this CPU.
+fn packed_for_isa<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], parallel: bool) {
+    let isa = detect_isa();
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        if let (Some(a_data), Some(b_data)) = (as_f32(a.data), as_f32(b.data)) {
+            let c = as_f32_mut(c).expect("c has the element type of a");
+            let retype = |m: MatRef<'_, T>, data| MatRef {
+                data,
+                offset: m.offset,
+                rows: m.rows,
+                cols: m.cols,
+                row_stride: m.row_stride,
+                col_stride: m.col_stride,
+            };
+            let (a, b) = (retype(a, a_data), retype(b, b_data));
+            const MR: usize = AVX512_F32_TILE.0;
+            const NR: usize = AVX512_F32_TILE.1;
+            return packed::<f32, MR, NR>(a, b, c, parallel, |kc, mc, nc, ap, bp, c, ldc, j0| {
+                // SAFETY: isa is Avx512 only when detect_isa() saw avx512f on this CPU; the
+                // kernel checks its panel lengths before reading through pointers.
+                unsafe { macro_kernel_avx512_f32(kc, mc, nc, ap, bp, c, ldc, j0) }
+            });
+        }
+    }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            packed::<T, { AVX512_TILE.0 }, { AVX512_TILE.1 }>(a, b, c, parallel, |kc, mc, nc, ap, bp, c, ldc, j0| {
+                // SAFETY: this arm runs only when detect_isa() saw avx512f and fma on this CPU;
+                // the kernel body is safe Rust (every slice access is bounds-checked).
+                unsafe { macro_kernel_avx512(kc, mc, nc, ap, bp, c, ldc, j0) }
+            })
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma => {
+            packed::<T, { AVX2_TILE.0 }, { AVX2_TILE.1 }>(a, b, c, parallel, |kc, mc, nc, ap, bp, c, ldc, j0| {
+                // SAFETY: as above, with avx2 and fma detected.
+                unsafe { macro_kernel_avx2(kc, mc, nc, ap, bp, c, ldc, j0) }
+            })
+        }
+        _ => packed::<T, { PORTABLE_TILE.0 }, { PORTABLE_TILE.1 }>(
+            a,
+            b,
+            c,
+            parallel,
+            |kc, mc, nc, ap, bp, c, ldc, j0| {
+                macro_kernel::<T, { PORTABLE_TILE.0 }, { PORTABLE_TILE.1 }, false>(kc, mc, nc, ap, bp, c, ldc, j0)
+            },
+        ),
+    }
+}
+
+/// The blocked loop nest around a macro kernel compiled for an `MR x NR` tile.
+fn packed<T: Float, const MR: usize, const NR: usize>(
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    c: &mut [T],
+    parallel: bool,
+    kernel: impl Fn(usize, usize, usize, &[T], &[T], &mut [T], usize, usize) + Sync,
+) {
     check_shapes(&a, &b, c);
     let (m, k, n) = (a.rows, a.cols, b.cols);
     c.fill(T::ZERO);
     if m == 0 || n == 0 || k == 0 {
         return;
     }
-    let isa = detect_isa();
     let mc = if parallel {
         let per_thread = m.div_ceil(rayon::current_num_threads());
         per_thread.div_ceil(MR).clamp(1, MC / MR) * MR
@@ -357,13 +491,13 @@ fn packed<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], parallel: b
         let nc = NC.min(n - j0);
         for p0 in (0..k).step_by(KC) {
             let kc = KC.min(k - p0);
-            pack_b(&b, p0, kc, j0, nc, &mut b_packed);
+            pack_b::<T, NR>(&b, p0, kc, j0, nc, &mut b_packed);
             let block = |(blk, c_rows): (usize, &mut [T])| {
                 let i0 = blk * mc;
                 let rows = c_rows.len() / n;
                 let mut a_packed = Vec::with_capacity(mc.next_multiple_of(MR) * kc);
-                pack_a(&a, i0, rows, p0, kc, &mut a_packed);
-                run_macro_kernel(isa, kc, rows, nc, &a_packed, &b_packed, c_rows, n, j0);
+                pack_a::<T, MR>(&a, i0, rows, p0, kc, &mut a_packed);
+                kernel(kc, rows, nc, &a_packed, &b_packed, c_rows, n, j0);
             };
             if parallel {
                 c.par_chunks_mut(mc * n).enumerate().for_each(block);
@@ -388,7 +522,8 @@ pub fn matmul<T: Float>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
         let r = l.rank();
         MatRef { data, offset, rows, cols, row_stride: l.strides()[r - 2], col_stride: l.strides()[r - 1] }
     }
-    let mut out = super::pool::zeros::<T>(a_offsets.len() * m * n);
+    // Every version overwrites its output, so the buffer's old contents do not matter.
+    let mut out = super::pool::reuse::<T>(a_offsets.len() * m * n);
     if m * n == 0 {
         return out;
     }

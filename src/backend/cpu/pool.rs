@@ -60,6 +60,14 @@ pub fn clear() {
 
 /// A buffer of `len` zeros, recycled when one of that size is parked.
 pub fn zeros<T: Float>(len: usize) -> Vec<T> {
+    let mut v = reuse::<T>(len);
+    v.fill(T::ZERO);
+    v
+}
+
+/// A buffer of `len` elements whose values are unspecified (left over from an earlier use,
+/// or zeros): for kernels that overwrite every element, skipping a pass of zeroing.
+pub fn reuse<T: Float>(len: usize) -> Vec<T> {
     if len >= MIN_POOLED_ELEMENTS {
         let recycled = POOL.lock().ok().and_then(|mut guard| {
             let pool = guard.as_mut()?;
@@ -70,9 +78,7 @@ pub fn zeros<T: Float>(len: usize) -> Vec<T> {
         match recycled {
             Some(storage) => {
                 HITS.fetch_add(1, Ordering::Relaxed);
-                let mut v = T::unwrap_vec(storage);
-                v.fill(T::ZERO);
-                return v;
+                return T::unwrap_vec(storage);
             }
             None => {
                 MISSES.fetch_add(1, Ordering::Relaxed);

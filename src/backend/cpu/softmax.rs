@@ -28,7 +28,7 @@ fn max_and_log_sum_exp<T: Float>(row: &[T]) -> (T, T) {
 
 /// Softmax (or log-softmax when `log`) of each `cols`-long row of `x`.
 pub fn softmax_rows<T: Float>(x: &[T], cols: usize, log: bool) -> Vec<T> {
-    let mut out = super::pool::zeros::<T>(x.len());
+    let mut out = super::pool::reuse::<T>(x.len());
     if cols == 0 {
         return out;
     }
@@ -57,7 +57,7 @@ pub fn softmax_rows<T: Float>(x: &[T], cols: usize, log: bool) -> Vec<T> {
 /// Input gradient of softmax (`log = false`, `y` = softmax output): `y * (g - sum(g * y))`;
 /// of log-softmax (`log = true`, `y` = log-softmax output): `g - e^y * sum(g)`.
 pub fn softmax_backward_rows<T: Float>(y: &[T], g: &[T], cols: usize, log: bool) -> Vec<T> {
-    let mut out = super::pool::zeros::<T>(y.len());
+    let mut out = super::pool::reuse::<T>(y.len());
     if cols == 0 {
         return out;
     }
@@ -95,7 +95,7 @@ pub fn cross_entropy_rows<T: Float>(x: &[T], cols: usize, targets: &[usize]) -> 
 /// Gradient of the mean cross-entropy: `(p - onehot(t)) * scale`, with `scale` the upstream
 /// gradient divided by the number of rows.
 pub fn cross_entropy_backward_rows<T: Float>(probs: &[T], cols: usize, targets: &[usize], scale: T) -> Vec<T> {
-    let mut out = super::pool::zeros::<T>(probs.len());
+    let mut out = super::pool::reuse::<T>(probs.len());
     for_rows(&mut out, cols, |r, d| {
         for (j, (o, &p)) in d.iter_mut().zip(&probs[r * cols..(r + 1) * cols]).enumerate() {
             let onehot = if j == targets[r] { T::ONE } else { T::ZERO };
