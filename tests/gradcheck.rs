@@ -68,6 +68,12 @@ const CASES: &[Case] = &[
         inputs: &[(&[2, 1, 3, 4], Any), (&[3, 4, 2], Any)],
         f: |x| x[0].matmul(&x[1]),
     },
+    Case { name: "linear", inputs: &[(&[4, 3], Any), (&[5, 3], Any), (&[5], Any)], f: |x| x[0].linear(&x[1], &x[2]) },
+    Case {
+        name: "linear_3d_non_contiguous",
+        inputs: &[(&[3, 2, 4], Any), (&[2, 3], Any), (&[2], Any)],
+        f: |x| x[0].permute(&[2, 1, 0]).linear(&x[1], &x[2]),
+    },
     Case { name: "softmax_last_dim", inputs: &[(&[3, 5], Any)], f: |x| x[0].softmax(1) },
     Case { name: "softmax_first_dim", inputs: &[(&[4, 3], Any)], f: |x| x[0].softmax(0) },
     Case { name: "log_softmax", inputs: &[(&[3, 5], Any)], f: |x| x[0].log_softmax(1) },

@@ -67,3 +67,24 @@ fn large_product_takes_the_parallel_path_and_stays_correct() {
     let to64 = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
     assert_close(&to64(&c), &to64(&reference), F32_ACCUMULATED * (k as f64).sqrt(), "v5 300x520x1100");
 }
+
+#[test]
+fn matmul_bias_adds_the_bias_to_every_row() {
+    let (m, k, n) = (37, 70, 21);
+    let mut rng = Rng::new(9);
+    let a = random::<f32>(m * k, &mut rng);
+    let b = random::<f32>(k * n, &mut rng);
+    let bias = random::<f32>(n, &mut rng);
+    let mut reference = vec![0.0f32; m * n];
+    matmul_v1_naive(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut reference);
+    let expected: Vec<f64> = reference.iter().enumerate().map(|(i, &v)| (v + bias[i % n]) as f64).collect();
+    let mut c = vec![f32::NAN; m * n];
+    glassbox::backend::cpu::matmul::matmul_bias(
+        MatRef::row_major(&a, m, k),
+        MatRef::row_major(&b, k, n),
+        &bias,
+        &mut c,
+    );
+    let got: Vec<f64> = c.iter().map(|&v| v as f64).collect();
+    assert_close(&got, &expected, F32_ACCUMULATED * (k as f64).sqrt(), "matmul_bias");
+}

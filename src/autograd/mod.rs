@@ -96,6 +96,15 @@ pub enum Op {
     },
     /// Matrix product over the last two dims, batch dims broadcast.
     Matmul(Tensor, Tensor),
+    /// A linear layer's map `x W^T + b` over the last dim of `x` (bias fused into the GEMM).
+    Linear {
+        /// input `[.., in]`
+        input: Tensor,
+        /// weight `[out, in]`
+        weight: Tensor,
+        /// bias `[out]`
+        bias: Tensor,
+    },
     /// Softmax along `dim`.
     Softmax {
         /// the logits
@@ -258,7 +267,7 @@ op_kinds! {
     Sigmoid => "sigmoid", Tanh => "tanh", Gelu => "gelu", Powf => "powf", Affine => "affine",
     Add => "add", Sub => "sub", Mul => "mul", Div => "div",
     Sum => "sum", Mean => "mean", Max => "max",
-    Matmul => "matmul", Softmax => "softmax", LogSoftmax => "log_softmax",
+    Matmul => "matmul", Linear => "linear", Softmax => "softmax", LogSoftmax => "log_softmax",
     CrossEntropy => "cross_entropy", MseLoss => "mse_loss",
     BinaryCrossEntropy => "binary_cross_entropy",
     BinaryCrossEntropyWithLogits => "binary_cross_entropy_with_logits",
@@ -297,6 +306,7 @@ impl Op {
                 ReduceOp::Max => OpKind::Max,
             },
             Op::Matmul(..) => OpKind::Matmul,
+            Op::Linear { .. } => OpKind::Linear,
             Op::Softmax { .. } => OpKind::Softmax,
             Op::LogSoftmax { .. } => OpKind::LogSoftmax,
             Op::CrossEntropy { .. } => OpKind::CrossEntropy,
@@ -342,7 +352,7 @@ impl Op {
             | Op::BinaryCrossEntropy { probs: a, target: b }
             | Op::BinaryCrossEntropyWithLogits { logits: a, target: b }
             | Op::Where { on_true: a, on_false: b, .. } => vec![a, b],
-            Op::LayerNorm { input, weight, bias, .. } => vec![input, weight, bias],
+            Op::LayerNorm { input, weight, bias, .. } | Op::Linear { input, weight, bias } => vec![input, weight, bias],
             Op::Attention { q, k, v, .. } => vec![q, k, v],
             Op::Concat { inputs, .. } => inputs.iter().collect(),
         }

@@ -73,6 +73,17 @@ pub fn matmul(a: &Storage, la: &Layout, b: &Storage, lb: &Layout) -> Storage {
     cpu_map!(a, T, |xs| cpu::matmul::matmul::<T>(xs, la, T::slice(b.cpu()), lb))
 }
 
+/// `x W^T + b` for contiguous `x` `[rows, in]`, `W` `[out, in]` and `b` `[out]`.
+pub fn linear(x: &Storage, w: &Storage, b: &Storage, rows: usize, inputs: usize, outputs: usize) -> Storage {
+    cpu_map!(x, T, |xs| {
+        use cpu::matmul::MatRef;
+        let mut out = cpu::pool::reuse::<T>(rows * outputs);
+        let w_t = MatRef::row_major(T::slice(w.cpu()), outputs, inputs).t();
+        cpu::matmul::matmul_bias(MatRef::row_major(xs, rows, inputs), w_t, T::slice(b.cpu()), &mut out);
+        out
+    })
+}
+
 /// Softmax or log-softmax over rows of a contiguous `[rows, cols]` buffer.
 pub fn softmax_rows(x: &Storage, cols: usize, log: bool) -> Storage {
     cpu_map!(x, T, |xs| cpu::softmax::softmax_rows::<T>(xs, cols, log))

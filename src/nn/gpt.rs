@@ -38,7 +38,10 @@ impl CausalSelfAttention {
     /// output projection scaled down by `1 / sqrt(2 n_layer)` as in GPT-2, so the residual
     /// stream's variance does not grow with depth.
     pub fn new(n_embd: usize, n_head: usize, n_layer: usize, rng: &mut Rng) -> CausalSelfAttention {
-        assert!(n_embd.is_multiple_of(n_head), "CausalSelfAttention: width {n_embd} is not divisible by {n_head} heads");
+        assert!(
+            n_embd.is_multiple_of(n_head),
+            "CausalSelfAttention: width {n_embd} is not divisible by {n_head} heads"
+        );
         let proj_std = 0.02 / (2.0 * n_layer as f64).sqrt();
         CausalSelfAttention {
             c_attn: Linear::with_init(n_embd, 3 * n_embd, Init::Normal { std: 0.02 }, true, rng),

@@ -42,18 +42,16 @@ impl Module for Linear {
             x.shape(),
             x.shape().last()
         );
-        let y = if x.rank() == 2 {
-            x.matmul(&self.weight.t())
-        } else {
-            // Fold leading dims into one batch dim so one GEMM does the work.
-            let rows = x.numel() / in_features;
-            let mut shape = x.shape().to_vec();
-            *shape.last_mut().expect("rank >= 1") = self.weight.shape()[0];
-            x.reshape(&[rows, in_features]).matmul(&self.weight.t()).reshape(&shape)
-        };
         match &self.bias {
-            Some(b) => y.add(b),
-            None => y,
+            Some(b) => x.linear(&self.weight, b),
+            None if x.rank() == 2 => x.matmul(&self.weight.t()),
+            None => {
+                // Fold leading dims into one batch dim so one GEMM does the work.
+                let rows = x.numel() / in_features;
+                let mut shape = x.shape().to_vec();
+                *shape.last_mut().expect("rank >= 1") = self.weight.shape()[0];
+                x.reshape(&[rows, in_features]).matmul(&self.weight.t()).reshape(&shape)
+            }
         }
     }
 

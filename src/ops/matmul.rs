@@ -1,5 +1,6 @@
 //! Matrix product over the last two dims, with broadcast batch dims.
 
+use super::dense;
 use crate::autograd::Op;
 use crate::backend;
 use crate::tensor::{broadcast_shapes, Layout};
@@ -41,5 +42,37 @@ impl Tensor {
         let lb = other.layout().broadcast_to(&with([k, n])).expect("batch dims broadcast");
         let out = backend::matmul(&self.storage(), &la, &other.storage(), &lb);
         Tensor::from_op(out, Layout::contiguous(&with([m, n])), Op::Matmul(self.clone(), other.clone()))
+    }
+}
+
+impl Tensor {
+    /// A linear layer's map `self W^T + b` over the last dim: `self` is `[.., in]`, `weight`
+    /// `[out, in]` (PyTorch's layout), `bias` `[out]`; the result is `[.., out]`. The bias is
+    /// added inside the GEMM, not in a second pass.
+    pub fn linear(&self, weight: &Tensor, bias: &Tensor) -> Tensor {
+        self.check_same_kind("linear", weight);
+        self.check_same_kind("linear", bias);
+        assert!(weight.rank() == 2, "linear: weight must be [out, in], got shape {:?}", weight.shape());
+        let (outputs, inputs) = (weight.shape()[0], weight.shape()[1]);
+        assert!(
+            self.rank() >= 1 && self.shape()[self.rank() - 1] == inputs,
+            "linear: input of shape {:?} does not end in {inputs} features (weight {:?})",
+            self.shape(),
+            weight.shape()
+        );
+        assert!(bias.shape() == [outputs], "linear: bias has shape {:?}, expected [{outputs}]", bias.shape());
+        let rows = self.numel() / inputs.max(1);
+        let out = backend::linear(
+            &dense(self, self.layout()),
+            &dense(weight, weight.layout()),
+            &dense(bias, bias.layout()),
+            rows,
+            inputs,
+            outputs,
+        );
+        let mut shape = self.shape().to_vec();
+        *shape.last_mut().expect("rank >= 1") = outputs;
+        let op = Op::Linear { input: self.clone(), weight: weight.clone(), bias: bias.clone() };
+        Tensor::from_op(out, Layout::contiguous(&shape), op)
     }
 }

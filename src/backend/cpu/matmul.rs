@@ -402,19 +402,34 @@ unsafe fn macro_kernel_avx2<T: Float>(
 /// v4: packing + register tiling, one thread. For each `KC`-deep slice of the product, B's
 /// `KC x NC` block is packed once and reused by every `MC`-row block of A.
 pub fn matmul_v4_packed<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T]) {
-    packed_for_isa(a, b, c, false);
+    packed_for_isa(a, b, c, false, false);
 }
 
 /// v5: v4 with the row blocks of C computed by different rayon threads (each packs its own A
 /// block; the B block is packed once and shared). Row blocks are sized so every thread gets
 /// an equal share even when M is small (the MLP's M = 128 splits 72 + 56, not 96 + 32).
 pub fn matmul_v5_packed_parallel<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T]) {
-    let parallel = 2 * a.rows * a.cols * b.cols >= PARALLEL_MIN_FLOPS && rayon::current_num_threads() > 1;
-    packed_for_isa(a, b, c, parallel);
+    packed_for_isa(a, b, c, worth_parallel(&a, &b), false);
+}
+
+fn worth_parallel<T>(a: &MatRef<'_, T>, b: &MatRef<'_, T>) -> bool {
+    2 * a.rows * a.cols * b.cols >= PARALLEL_MIN_FLOPS && rayon::current_num_threads() > 1
+}
+
+/// `C = A B + bias` (bias added to every row): the product accumulates onto rows that start
+/// as copies of the bias, so a linear layer's bias costs no extra pass over its output.
+pub fn matmul_bias<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, bias: &[T], c: &mut [T]) {
+    assert_eq!(bias.len(), b.cols, "matmul_bias: bias of {} values for {} columns", bias.len(), b.cols);
+    if b.cols > 0 {
+        for row in c.chunks_exact_mut(b.cols) {
+            row.copy_from_slice(bias);
+        }
+    }
+    packed_for_isa(a, b, c, worth_parallel(&a, &b), true);
 }
 
 /// Picks the tile size and compiled kernel for this CPU.
-fn packed_for_isa<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], parallel: bool) {
+fn packed_for_isa<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], parallel: bool, accumulate: bool) {
     let isa = detect_isa();
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 {
@@ -431,7 +446,7 @@ fn packed_for_isa<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], par
             let (a, b) = (retype(a, a_data), retype(b, b_data));
             const MR: usize = AVX512_F32_TILE.0;
             const NR: usize = AVX512_F32_TILE.1;
-            return packed::<f32, MR, NR>(a, b, c, parallel, |kc, mc, nc, ap, bp, c, ldc, j0| {
+            return packed::<f32, MR, NR>(a, b, c, parallel, accumulate, |kc, mc, nc, ap, bp, c, ldc, j0| {
                 // SAFETY: isa is Avx512 only when detect_isa() saw avx512f on this CPU; the
                 // kernel checks its panel lengths before reading through pointers.
                 unsafe { macro_kernel_avx512_f32(kc, mc, nc, ap, bp, c, ldc, j0) }
@@ -441,24 +456,39 @@ fn packed_for_isa<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], par
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => {
-            packed::<T, { AVX512_TILE.0 }, { AVX512_TILE.1 }>(a, b, c, parallel, |kc, mc, nc, ap, bp, c, ldc, j0| {
-                // SAFETY: this arm runs only when detect_isa() saw avx512f and fma on this CPU;
-                // the kernel body is safe Rust (every slice access is bounds-checked).
-                unsafe { macro_kernel_avx512(kc, mc, nc, ap, bp, c, ldc, j0) }
-            })
+            packed::<T, { AVX512_TILE.0 }, { AVX512_TILE.1 }>(
+                a,
+                b,
+                c,
+                parallel,
+                accumulate,
+                |kc, mc, nc, ap, bp, c, ldc, j0| {
+                    // SAFETY: this arm runs only when detect_isa() saw avx512f and fma on this CPU;
+                    // the kernel body is safe Rust (every slice access is bounds-checked).
+                    unsafe { macro_kernel_avx512(kc, mc, nc, ap, bp, c, ldc, j0) }
+                },
+            )
         }
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2Fma => {
-            packed::<T, { AVX2_TILE.0 }, { AVX2_TILE.1 }>(a, b, c, parallel, |kc, mc, nc, ap, bp, c, ldc, j0| {
-                // SAFETY: as above, with avx2 and fma detected.
-                unsafe { macro_kernel_avx2(kc, mc, nc, ap, bp, c, ldc, j0) }
-            })
+            packed::<T, { AVX2_TILE.0 }, { AVX2_TILE.1 }>(
+                a,
+                b,
+                c,
+                parallel,
+                accumulate,
+                |kc, mc, nc, ap, bp, c, ldc, j0| {
+                    // SAFETY: as above, with avx2 and fma detected.
+                    unsafe { macro_kernel_avx2(kc, mc, nc, ap, bp, c, ldc, j0) }
+                },
+            )
         }
         _ => packed::<T, { PORTABLE_TILE.0 }, { PORTABLE_TILE.1 }>(
             a,
             b,
             c,
             parallel,
+            accumulate,
             |kc, mc, nc, ap, bp, c, ldc, j0| {
                 macro_kernel::<T, { PORTABLE_TILE.0 }, { PORTABLE_TILE.1 }, false>(kc, mc, nc, ap, bp, c, ldc, j0)
             },
@@ -472,11 +502,14 @@ fn packed<T: Float, const MR: usize, const NR: usize>(
     b: MatRef<'_, T>,
     c: &mut [T],
     parallel: bool,
+    accumulate: bool,
     kernel: impl Fn(usize, usize, usize, &[T], &[T], &mut [T], usize, usize) + Sync,
 ) {
     check_shapes(&a, &b, c);
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    c.fill(T::ZERO);
+    if !accumulate {
+        c.fill(T::ZERO);
+    }
     if m == 0 || n == 0 || k == 0 {
         return;
     }
