@@ -154,6 +154,16 @@ const CASES: &[Case] = &[
         f: |x| Tensor::scaled_dot_product_attention(&x[0].transpose(0, 1), &x[1], &x[2], false),
     },
     Case {
+        name: "multi_head_attention_packed",
+        inputs: &[(&[2, 4, 12], Any)],
+        f: |x| x[0].multi_head_attention(2, true),
+    },
+    Case {
+        name: "multi_head_attention_non_causal_non_contiguous",
+        inputs: &[(&[3, 2, 6], Any)],
+        f: |x| x[0].transpose(0, 1).multi_head_attention(1, false),
+    },
+    Case {
         name: "mlp_composition",
         inputs: &[(&[4, 3], Any), (&[5, 3], Any), (&[5], Any)],
         f: |x| x[0].matmul(&x[1].t()).add(&x[2]).gelu().log_softmax(1),

@@ -303,3 +303,18 @@ fn layer_norm_matches_its_definition() {
     let reference = centered.div(&var.add_scalar(1e-5).sqrt()).mul(&w).add(&b);
     assert_close(&fused.to_vec_f64(), &reference.to_vec_f64(), F32_TIGHT, "layer_norm");
 }
+
+#[test]
+fn packed_multi_head_attention_matches_per_head_attention() {
+    let (b, t, h, d) = (2, 5, 3, 4);
+    let c = h * d;
+    let qkv = Tensor::randn(&[b, t, 3 * c], 4);
+    let fused = qkv.multi_head_attention(h, true);
+    // The same computation with heads split out as separate tensors.
+    let heads = qkv.reshape(&[b, t, 3, h, d]).permute(&[2, 0, 3, 1, 4]);
+    let part = |i: usize| heads.narrow(0, i, 1).squeeze(0);
+    let reference = Tensor::scaled_dot_product_attention(&part(0), &part(1), &part(2), true)
+        .permute(&[0, 2, 1, 3])
+        .reshape(&[b, t, c]);
+    assert_close(&fused.to_vec_f64(), &reference.to_vec_f64(), F32_TIGHT, "multi_head_attention");
+}

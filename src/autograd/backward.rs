@@ -137,6 +137,11 @@ pub fn op_backward(op: &Op, out: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
             vec![Some(dq), Some(dk), Some(dv)]
         }
 
+        // The same formulas, with the gradient written straight into the packed layout.
+        Op::MultiHeadAttention { qkv, n_head, causal, lse } => {
+            vec![Some(crate::ops::multi_head_attention_backward(qkv, out, lse, g, *n_head, *causal))]
+        }
+
         // y = x * mask, with the mask already scaled by 1 / (1 - p)
         Op::Dropout { mask, .. } => vec![Some(g.mul(mask))],
 

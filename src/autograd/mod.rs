@@ -175,6 +175,17 @@ pub enum Op {
         /// each query row's log-sum-exp of scores, saved by the forward pass
         lse: Tensor,
     },
+    /// Multi-head attention read in place from a packed `[batch, T, 3 C]` projection.
+    MultiHeadAttention {
+        /// queries, keys and values side by side
+        qkv: Tensor,
+        /// number of heads
+        n_head: usize,
+        /// whether query i saw only keys j <= i
+        causal: bool,
+        /// each query row's log-sum-exp of scores, saved by the forward pass
+        lse: Tensor,
+    },
     /// Inverted dropout: `input * mask`, where the mask holds 0 or 1/(1-p).
     Dropout {
         /// the input
@@ -272,6 +283,7 @@ op_kinds! {
     BinaryCrossEntropy => "binary_cross_entropy",
     BinaryCrossEntropyWithLogits => "binary_cross_entropy_with_logits",
     LayerNorm => "layer_norm", Attention => "scaled_dot_product_attention",
+    MultiHeadAttention => "multi_head_attention",
     Dropout => "dropout", Concat => "concat", IndexSelect => "index_select", Gather => "gather",
     Where => "where", Reshape => "reshape", Permute => "permute", Narrow => "narrow",
     Expand => "expand", Copy => "contiguous", Cast => "to_dtype",
@@ -315,6 +327,7 @@ impl Op {
             Op::BinaryCrossEntropyWithLogits { .. } => OpKind::BinaryCrossEntropyWithLogits,
             Op::LayerNorm { .. } => OpKind::LayerNorm,
             Op::Attention { .. } => OpKind::Attention,
+            Op::MultiHeadAttention { .. } => OpKind::MultiHeadAttention,
             Op::Dropout { .. } => OpKind::Dropout,
             Op::Concat { .. } => OpKind::Concat,
             Op::IndexSelect { .. } => OpKind::IndexSelect,
@@ -338,6 +351,7 @@ impl Op {
             | Op::LogSoftmax { input: x, .. }
             | Op::CrossEntropy { logits: x, .. }
             | Op::Dropout { input: x, .. }
+            | Op::MultiHeadAttention { qkv: x, .. }
             | Op::IndexSelect { input: x, .. }
             | Op::Gather { input: x, .. }
             | Op::Reshape(x)

@@ -8,7 +8,7 @@ use crate::autograd::{BinaryOp, UnaryOp};
 use crate::tensor::{DType, Float, Layout, Storage};
 use crate::with_float;
 
-pub use cpu::attention::AttentionShape;
+pub use cpu::attention::{AttentionShape, GradientLayout, HeadLayout};
 pub use cpu::elementwise::CompareOp;
 pub use cpu::optim::AdamStep;
 pub use cpu::reduce::ReduceKind;
@@ -192,30 +192,48 @@ pub fn layer_norm_backward(
     })
 }
 
-/// Attention over contiguous `[heads, T, d]` buffers: `(o, lse)`.
-pub fn attention_forward(q: &Storage, k: &Storage, v: &Storage, shape: AttentionShape) -> (Storage, Storage) {
-    let s = q.cpu();
+/// Attention over operands read in place through their head layouts: `(o, lse)`, with `o`
+/// laid out `[batch, t_q, heads * d]`.
+pub fn attention_forward(
+    q: (&Storage, HeadLayout),
+    k: (&Storage, HeadLayout),
+    v: (&Storage, HeadLayout),
+    shape: AttentionShape,
+) -> (Storage, Storage) {
+    let s = q.0.cpu();
     with_float!(s.dtype(), T => {
-        let (o, lse) = cpu::attention::attention_forward::<T>(T::slice(s), T::slice(k.cpu()), T::slice(v.cpu()), shape);
+        let inputs = cpu::attention::AttentionInputs {
+            q: (T::slice(s), q.1),
+            k: (T::slice(k.0.cpu()), k.1),
+            v: (T::slice(v.0.cpu()), v.1),
+        };
+        let (o, lse) = cpu::attention::attention_forward::<T>(inputs, shape);
         (Storage::Cpu(T::wrap(o)), Storage::Cpu(T::wrap(lse)))
     })
 }
 
-/// Attention gradients `(dq, dk, dv)` over contiguous `[heads, T, d]` buffers.
+/// Attention gradients written into one buffer laid out by `grads`.
+#[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
-    q: &Storage,
-    k: &Storage,
-    v: &Storage,
+    q: (&Storage, HeadLayout),
+    k: (&Storage, HeadLayout),
+    v: (&Storage, HeadLayout),
     o: &Storage,
     lse: &Storage,
     d_o: &Storage,
     shape: AttentionShape,
-) -> (Storage, Storage, Storage) {
-    let s = q.cpu();
+    grads: GradientLayout,
+) -> Storage {
+    let s = q.0.cpu();
     with_float!(s.dtype(), T => {
-        let (dq, dk, dv) = cpu::attention::attention_backward::<T>(
-            T::slice(s), T::slice(k.cpu()), T::slice(v.cpu()), T::slice(o.cpu()), T::slice(lse.cpu()), T::slice(d_o.cpu()), shape,
+        let inputs = cpu::attention::AttentionInputs {
+            q: (T::slice(s), q.1),
+            k: (T::slice(k.0.cpu()), k.1),
+            v: (T::slice(v.0.cpu()), v.1),
+        };
+        let g = cpu::attention::attention_backward::<T>(
+            inputs, T::slice(o.cpu()), T::slice(lse.cpu()), T::slice(d_o.cpu()), shape, grads,
         );
-        (Storage::Cpu(T::wrap(dq)), Storage::Cpu(T::wrap(dk)), Storage::Cpu(T::wrap(dv)))
+        Storage::Cpu(T::wrap(g))
     })
 }

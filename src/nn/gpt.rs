@@ -53,14 +53,10 @@ impl CausalSelfAttention {
 
 impl Module for CausalSelfAttention {
     fn forward(&self, x: &Tensor) -> Tensor {
-        let (b, t, c) = (x.shape()[0], x.shape()[1], x.shape()[2]);
-        let (h, d) = (self.n_head, c / self.n_head);
-        // [B, T, 3C] -> [B, T, 3, H, D] -> [3, B, H, T, D]: views, no copies yet.
-        let qkv = self.c_attn.forward(x).reshape(&[b, t, 3, h, d]).permute(&[2, 0, 3, 1, 4]);
-        let part = |i: usize| qkv.narrow(0, i, 1).squeeze(0);
-        let y = Tensor::scaled_dot_product_attention(&part(0), &part(1), &part(2), true);
-        // [B, H, T, D] -> [B, T, H, D] -> [B, T, C]
-        self.c_proj.forward(&y.permute(&[0, 2, 1, 3]).reshape(&[b, t, c]))
+        // Heads are read in place from the packed [B, T, 3C] projection; the output comes
+        // back as [B, T, C] with the heads side by side.
+        let y = self.c_attn.forward(x).multi_head_attention(self.n_head, true);
+        self.c_proj.forward(&y)
     }
 
     fn named_parameters(&self) -> Vec<(String, Tensor)> {

@@ -13,7 +13,7 @@
 //! | `loss.rs` | cross_entropy mse_loss binary_cross_entropy(_with_logits) |
 //! | `index.rs` | index_select gather embedding |
 //! | `layernorm.rs` | layer_norm |
-//! | `attention.rs` | scaled_dot_product_attention |
+//! | `attention.rs` | scaled_dot_product_attention, multi_head_attention (packed qkv) |
 //! | `dropout.rs` | dropout |
 //! | `inplace.rs` | in-place writes for optimizers: copy_from_, fused SGD / Adam / RMSprop steps |
 
@@ -31,7 +31,7 @@ mod softmax;
 
 pub use inplace::AdamStep;
 
-pub(crate) use attention::attention_backward;
+pub(crate) use attention::{attention_backward, multi_head_attention_backward};
 pub(crate) use elementwise::gelu_backward;
 pub(crate) use index::{index_add_zeros, scatter_add_zeros};
 pub(crate) use layernorm::layer_norm_backward;

@@ -368,6 +368,12 @@ impl Tensor {
         });
     }
 
+    /// Another view of this tensor's storage, outside any graph (kernels that compute several
+    /// results into one buffer hand them out this way).
+    pub(crate) fn view_detached(&self, layout: Layout) -> Tensor {
+        Tensor::build(self.0.storage.clone(), layout, None)
+    }
+
     /// The same values, cut out of the graph: no gradient flows back through the result.
     pub fn detach(&self) -> Tensor {
         Tensor::build(self.0.storage.clone(), self.0.layout.clone(), None)

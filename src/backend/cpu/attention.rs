@@ -1,8 +1,9 @@
 //! Scaled dot-product attention, `softmax(Q K^T / sqrt(d) + mask) V`, without ever storing the
 //! `T x T` score matrix (the idea of FlashAttention, Dao et al. 2022, on a CPU).
 //!
-//! Inputs are contiguous `[heads, T, d]` (batch and heads folded together); each head is an
-//! independent task for rayon.
+//! Operands are read in place through a [`HeadLayout`], so both `[batch * heads, T, d]`
+//! tensors and GPT's packed `[batch, T, 3 C]` query-key-value projection work without copies.
+//! Each batch element is an independent task for rayon; its heads run in turn.
 //!
 //! **Forward.** For each query row `i`, walk the keys once with an *online softmax*: keep the
 //! running max `m`, the running sum `l = sum exp(s_j - m)` and the running output
@@ -21,10 +22,44 @@ use rayon::prelude::*;
 
 use crate::tensor::Float;
 
-/// Shape of one attention problem: `heads` independent `[t_q, d] x [t_k, d]` attentions.
-#[derive(Clone, Copy, Debug)]
+/// Where one operand's rows live: row `t` of head `h` of batch element `b` is the `d` values
+/// starting at `b * batch_stride + h * head_stride + t * row_stride + offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeadLayout {
+    /// Index of batch 0, head 0, row 0.
+    pub offset: usize,
+    /// Step between batch elements.
+    pub batch_stride: usize,
+    /// Step between heads.
+    pub head_stride: usize,
+    /// Step between rows (positions).
+    pub row_stride: usize,
+}
+
+impl HeadLayout {
+    /// `[batch, heads, t, d]` packed contiguously.
+    pub fn contiguous(heads: usize, t: usize, d: usize) -> HeadLayout {
+        HeadLayout { offset: 0, batch_stride: heads * t * d, head_stride: t * d, row_stride: d }
+    }
+
+    /// Part `part` (0 = q, 1 = k, 2 = v) of a `[batch, t, 3 * heads * d]` projection.
+    pub fn packed_qkv(part: usize, heads: usize, t: usize, d: usize) -> HeadLayout {
+        let width = heads * d;
+        HeadLayout { offset: part * width, batch_stride: t * 3 * width, head_stride: d, row_stride: 3 * width }
+    }
+
+    #[inline(always)]
+    fn row(&self, b: usize, h: usize, t: usize) -> usize {
+        self.offset + b * self.batch_stride + h * self.head_stride + t * self.row_stride
+    }
+}
+
+/// Sizes of a batch of multi-head attentions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttentionShape {
-    /// Batch times heads.
+    /// Independent sequences.
+    pub batch: usize,
+    /// Heads per sequence.
     pub heads: usize,
     /// Query length.
     pub t_q: usize,
@@ -47,6 +82,11 @@ impl AttentionShape {
 
     fn scale<T: Float>(&self) -> T {
         T::from_f64(1.0 / (self.d.max(1) as f64).sqrt())
+    }
+
+    /// Elements of one batch element's output `[t_q, heads * d]`.
+    fn out_chunk(&self) -> usize {
+        self.t_q * self.heads * self.d
     }
 }
 
@@ -71,17 +111,16 @@ fn axpy<T: Float>(alpha: T, x: &[T], y: &mut [T]) {
     }
 }
 
-/// `[t, d]` -> `[d, t]`, so that a query row's scores against all keys become `d` unit-stride
-/// multiply-adds over the keys (vectorized across keys) instead of one horizontal dot product
-/// per key.
-fn transpose<T: Float>(m: &[T], t: usize, d: usize) -> Vec<T> {
-    let mut out = super::pool::zeros::<T>(t * d);
+/// One head's `[t, d]` rows gathered transposed into `[d, t]`, so that a query row's scores
+/// against all keys become `d` unit-stride multiply-adds across keys (vectorized) instead of
+/// one horizontal dot product per key.
+fn gather_transposed<T: Float>(m: &[T], l: &HeadLayout, b: usize, h: usize, t: usize, d: usize, out: &mut [T]) {
     for j in 0..t {
-        for p in 0..d {
-            out[p * t + j] = m[j * d + p];
+        let row = &m[l.row(b, h, j)..l.row(b, h, j) + d];
+        for (p, &v) in row.iter().enumerate() {
+            out[p * t + j] = v;
         }
     }
-    out
 }
 
 /// `scores[j] = scale * (q_i . k_j)` for the first `scores.len()` keys, from K transposed.
@@ -94,80 +133,109 @@ fn row_scores<T: Float>(q_i: &[T], k_t: &[T], t_k: usize, scale: T, scores: &mut
     }
 }
 
-/// Returns `(o, lse)`: the output `[heads, t_q, d]` and each query row's log-sum-exp of scores.
-pub fn attention_forward<T: Float>(q: &[T], k: &[T], v: &[T], s: AttentionShape) -> (Vec<T>, Vec<T>) {
-    let (tq, tk, d) = (s.t_q, s.t_k, s.d);
-    let mut o = super::pool::zeros::<T>(s.heads * tq * d);
-    let mut lse = super::pool::zeros::<T>(s.heads * tq);
+/// The inputs of one attention problem, each with its layout.
+#[derive(Clone, Copy)]
+pub struct AttentionInputs<'a, T> {
+    /// Queries.
+    pub q: (&'a [T], HeadLayout),
+    /// Keys.
+    pub k: (&'a [T], HeadLayout),
+    /// Values.
+    pub v: (&'a [T], HeadLayout),
+}
+
+/// Returns `(o, lse)`: the output laid out `[batch, t_q, heads * d]` (heads side by side, as
+/// the next projection wants them) and each query row's log-sum-exp `[batch, heads, t_q]`.
+pub fn attention_forward<T: Float>(x: AttentionInputs<'_, T>, s: AttentionShape) -> (Vec<T>, Vec<T>) {
+    let (tq, tk, d, hd) = (s.t_q, s.t_k, s.d, s.heads * s.d);
+    let mut o = super::pool::zeros::<T>(s.batch * s.out_chunk());
+    let mut lse = super::pool::reuse::<T>(s.batch * s.heads * tq);
     let scale = s.scale::<T>();
-    o.par_chunks_mut((tq * d).max(1)).zip(lse.par_chunks_mut(tq.max(1))).enumerate().for_each(|(h, (o_h, lse_h))| {
-        let (q_h, k_h, v_h) =
-            (&q[h * tq * d..(h + 1) * tq * d], &k[h * tk * d..(h + 1) * tk * d], &v[h * tk * d..(h + 1) * tk * d]);
-        let k_t = transpose(k_h, tk, d);
-        // One row of scores is the only scratch: O(T_k), reused by every query row.
-        let mut scores = super::pool::zeros::<T>(tk);
-        for i in 0..tq {
-            let n = s.keys_for(i);
-            if n == 0 {
-                lse_h[i] = T::NEG_INFINITY;
-                continue;
+    let ((q, ql), (k, kl), (v, vl)) = (x.q, x.k, x.v);
+    o.par_chunks_mut(s.out_chunk().max(1)).zip(lse.par_chunks_mut((s.heads * tq).max(1))).enumerate().for_each(
+        |(b, (o_b, lse_b))| {
+            let mut k_t = vec![T::ZERO; tk * d];
+            // One row of scores is the only per-row scratch: O(T_k), reused by every query.
+            let mut scores = vec![T::ZERO; tk];
+            for h in 0..s.heads {
+                gather_transposed(k, &kl, b, h, tk, d, &mut k_t);
+                for i in 0..tq {
+                    let n = s.keys_for(i);
+                    if n == 0 {
+                        lse_b[h * tq + i] = T::NEG_INFINITY;
+                        continue;
+                    }
+                    let row = &mut scores[..n];
+                    row_scores(&q[ql.row(b, h, i)..ql.row(b, h, i) + d], &k_t, tk, scale, row);
+                    // With the whole row at hand, the online softmax needs one rescale: take
+                    // the max first, then exponentiate and sum.
+                    let m = row.iter().fold(T::NEG_INFINITY, |a, &c| a.max(c));
+                    for x in row.iter_mut() {
+                        *x = (*x - m).exp();
+                    }
+                    let l: T = row.iter().copied().sum();
+                    let o_i = &mut o_b[i * hd + h * d..i * hd + (h + 1) * d];
+                    for (j, &p) in row.iter().enumerate() {
+                        axpy(p, &v[vl.row(b, h, j)..vl.row(b, h, j) + d], o_i);
+                    }
+                    let inv = T::ONE / l;
+                    for x in o_i.iter_mut() {
+                        *x *= inv;
+                    }
+                    lse_b[h * tq + i] = m + l.ln();
+                }
             }
-            let row = &mut scores[..n];
-            row_scores(&q_h[i * d..(i + 1) * d], &k_t, tk, scale, row);
-            // With the whole row at hand the online softmax needs one rescale: take the max
-            // first, then exponentiate and sum.
-            let m = row.iter().fold(T::NEG_INFINITY, |a, &b| a.max(b));
-            for x in row.iter_mut() {
-                *x = (*x - m).exp();
-            }
-            let l: T = row.iter().copied().sum();
-            let o_i = &mut o_h[i * d..(i + 1) * d];
-            for (j, &p) in row.iter().enumerate() {
-                axpy(p, &v_h[j * d..(j + 1) * d], o_i);
-            }
-            let inv = T::ONE / l;
-            for x in o_i.iter_mut() {
-                *x *= inv;
-            }
-            lse_h[i] = m + l.ln();
-        }
-    });
+        },
+    );
     (o, lse)
 }
 
-/// Gradients `(dq, dk, dv)` from the inputs, the saved output and log-sum-exp, and `d_o`.
-#[allow(clippy::too_many_arguments)]
+/// Where the backward pass writes `dq`, `dk` and `dv`: one buffer of `batch * chunk`
+/// elements; inside batch element `b`'s chunk, each gradient is laid out by its
+/// `HeadLayout` (whose `batch_stride` is ignored).
+#[derive(Clone, Copy, Debug)]
+pub struct GradientLayout {
+    /// Elements per batch element.
+    pub chunk: usize,
+    /// Where `dq` lives within a chunk.
+    pub dq: HeadLayout,
+    /// Where `dk` lives within a chunk.
+    pub dk: HeadLayout,
+    /// Where `dv` lives within a chunk.
+    pub dv: HeadLayout,
+}
+
+/// Gradients of attention, written into a fresh buffer laid out by `g`, from the inputs, the
+/// saved output `o` (`[batch, t_q, heads * d]`) and log-sum-exp, and `d_o` (laid out as `o`).
 pub fn attention_backward<T: Float>(
-    q: &[T],
-    k: &[T],
-    v: &[T],
+    x: AttentionInputs<'_, T>,
     o: &[T],
     lse: &[T],
     d_o: &[T],
     s: AttentionShape,
-) -> (Vec<T>, Vec<T>, Vec<T>) {
-    let (tq, tk, d) = (s.t_q, s.t_k, s.d);
-    let mut dq = super::pool::zeros::<T>(s.heads * tq * d);
-    let mut dk = super::pool::zeros::<T>(s.heads * tk * d);
-    let mut dv = super::pool::zeros::<T>(s.heads * tk * d);
+    g: GradientLayout,
+) -> Vec<T> {
+    let (tq, tk, d, hd) = (s.t_q, s.t_k, s.d, s.heads * s.d);
+    let mut grad = super::pool::zeros::<T>(s.batch * g.chunk);
     let scale = s.scale::<T>();
-    let (q_len, k_len) = ((tq * d).max(1), (tk * d).max(1));
-    dq.par_chunks_mut(q_len).zip(dk.par_chunks_mut(k_len).zip(dv.par_chunks_mut(k_len))).enumerate().for_each(
-        |(h, (dq_h, (dk_h, dv_h)))| {
-            let qs = h * tq * d..(h + 1) * tq * d;
-            let ks = h * tk * d..(h + 1) * tk * d;
-            let (q_h, o_h, do_h) = (&q[qs.clone()], &o[qs.clone()], &d_o[qs]);
-            let (k_h, v_h) = (&k[ks.clone()], &v[ks]);
-            let (k_t, v_t) = (transpose(k_h, tk, d), transpose(v_h, tk, d));
-            let (mut p_row, mut ds_row) = (super::pool::zeros::<T>(tk), super::pool::zeros::<T>(tk));
+    let ((q, ql), (k, kl), (v, vl)) = (x.q, x.k, x.v);
+    let at = |l: &HeadLayout, h: usize, t: usize| l.offset + h * l.head_stride + t * l.row_stride;
+    grad.par_chunks_mut(g.chunk.max(1)).enumerate().for_each(|(b, grad_b)| {
+        let (mut k_t, mut v_t) = (vec![T::ZERO; tk * d], vec![T::ZERO; tk * d]);
+        let (mut p_row, mut ds_row) = (vec![T::ZERO; tk], vec![T::ZERO; tk]);
+        for h in 0..s.heads {
+            gather_transposed(k, &kl, b, h, tk, d, &mut k_t);
+            gather_transposed(v, &vl, b, h, tk, d, &mut v_t);
             for i in 0..tq {
                 let n = s.keys_for(i);
                 if n == 0 {
                     continue;
                 }
-                let (q_i, do_i) = (&q_h[i * d..(i + 1) * d], &do_h[i * d..(i + 1) * d]);
-                let d_i = dot(do_i, &o_h[i * d..(i + 1) * d]);
-                let l_i = lse[h * tq + i];
+                let q_i = &q[ql.row(b, h, i)..ql.row(b, h, i) + d];
+                let out_row = b * s.out_chunk() + i * hd + h * d;
+                let do_i = &d_o[out_row..out_row + d];
+                let d_i = dot(do_i, &o[out_row..out_row + d]);
+                let l_i = lse[(b * s.heads + h) * tq + i];
                 // P_ij recomputed from the saved log-sum-exp.
                 let p = &mut p_row[..n];
                 row_scores(q_i, &k_t, tk, scale, p);
@@ -180,14 +248,17 @@ pub fn attention_backward<T: Float>(
                 for (x, &pj) in ds.iter_mut().zip(p.iter()) {
                     *x = pj * (*x - d_i) * scale;
                 }
-                let dq_i = &mut dq_h[i * d..(i + 1) * d];
                 for j in 0..n {
-                    axpy(p[j], do_i, &mut dv_h[j * d..(j + 1) * d]);
-                    axpy(ds[j], &k_h[j * d..(j + 1) * d], dq_i);
-                    axpy(ds[j], q_i, &mut dk_h[j * d..(j + 1) * d]);
+                    let k_j = &k[kl.row(b, h, j)..kl.row(b, h, j) + d];
+                    let dq_at = at(&g.dq, h, i);
+                    axpy(ds[j], k_j, &mut grad_b[dq_at..dq_at + d]);
+                    let dk_at = at(&g.dk, h, j);
+                    axpy(ds[j], q_i, &mut grad_b[dk_at..dk_at + d]);
+                    let dv_at = at(&g.dv, h, j);
+                    axpy(p[j], do_i, &mut grad_b[dv_at..dv_at + d]);
                 }
             }
-        },
-    );
-    (dq, dk, dv)
+        }
+    });
+    grad
 }
