@@ -11,7 +11,7 @@ impl Tensor {
     /// The same elements in `shape` (same element count). A view when `self` is contiguous;
     /// otherwise the elements are first copied into row-major order.
     pub fn reshape(&self, shape: &[usize]) -> Tensor {
-        let numel: usize = shape.iter().product();
+        let numel = crate::tensor::numel_of("reshape", shape);
         assert_eq!(
             numel,
             self.numel(),
