@@ -80,7 +80,11 @@ impl Tensor {
 
     /// The result of an op: records `op` in the graph when grad mode is on and some input
     /// needs a gradient; otherwise the tensor is a plain constant.
+    /// With anomaly mode on, the output is checked for NaN and infinity first.
     pub(crate) fn from_op(storage: Storage, layout: Layout, op: Op) -> Tensor {
+        if autograd::is_anomaly_mode() {
+            autograd::anomaly::check_forward(&storage, &layout, &op);
+        }
         let op =
             if autograd::is_grad_enabled() && op.inputs().iter().any(|t| t.requires_grad()) { Some(op) } else { None };
         Tensor::build(Arc::new(Mutex::new(Arc::new(storage))), layout, op)
