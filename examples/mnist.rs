@@ -3,6 +3,9 @@
 //!
 //! `cargo run --release --example mnist -- --help` lists the flags. `--data DIR` takes any
 //! folder with the four MNIST-format IDX files (plain or .gz), so Fashion-MNIST works as is.
+//! `--checkpoint PATH` saves the run (weights, Adam state, step, epoch, shuffling generator) at
+//! the end of every epoch; `--resume PATH` continues a saved run, with the same flags, exactly
+//! as if it had never stopped.
 
 mod common;
 
@@ -10,6 +13,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use glassbox::data::{sequential_batches, shuffled_batches, ImageSet, Mnist, NUM_CLASSES};
+use glassbox::io::{load_checkpoint, save_checkpoint, TrainState};
 use glassbox::metrics::{argmax_rows, ConfusionMatrix};
 use glassbox::nn::{Activation, Module, Sequential};
 use glassbox::optim::{Adam, CosineSchedule, Optimizer};
@@ -25,6 +29,10 @@ fn main() {
     let threads: Option<usize> = flags.optional("threads", "worker threads (default: RAYON_NUM_THREADS or all cores)");
     let data: PathBuf =
         flags.get("data", glassbox::data::mnist::default_dir(), "folder with the four MNIST-format IDX files");
+    let checkpoint: Option<PathBuf> =
+        flags.optional("checkpoint", "save the run here at the end of each epoch (safetensors, written atomically)");
+    let resume: Option<PathBuf> =
+        flags.optional("resume", "continue the run saved in this checkpoint (give the flags it was started with)");
     flags.finish("glassbox MNIST: an MLP 784-256-128-10 trained with Adam");
     if batch_size == 0 || epochs == 0 {
         eprintln!("error: --batch-size and --epochs must be positive");
@@ -57,7 +65,21 @@ fn main() {
 
     let (mut x_buf, mut y_buf) = (Vec::new(), Vec::new());
     let mut step = 0;
-    for epoch in 1..=epochs {
+    let mut first_epoch = 1;
+    if let Some(path) = &resume {
+        // The model and optimizer were just built exactly as in the saved run; the checkpoint
+        // overwrites their numbers, and the generator continues the saved run's shuffling.
+        let state = load_checkpoint(path, &model, &mut optimizer).unwrap_or_else(|e| {
+            eprintln!("error: cannot resume: {e}");
+            std::process::exit(1)
+        });
+        (rng, step, first_epoch) = (state.rng, state.step as usize, state.epoch as usize + 1);
+        println!("resumed from {} after epoch {} (step {step})", path.display(), state.epoch);
+        if state.epoch as usize >= epochs {
+            println!("the checkpoint has already trained all {epochs} epochs; evaluating only");
+        }
+    }
+    for epoch in first_epoch..=epochs {
         let epoch_start = Instant::now();
         let batches = shuffled_batches(mnist.train.len(), batch_size, &mut rng);
         let mut progress = common::Progress::new(format!("epoch {epoch}/{epochs}"), batches.len());
@@ -84,6 +106,14 @@ fn main() {
             loss_sum / seen as f64,
             confusion.accuracy()
         );
+        if let Some(path) = &checkpoint {
+            let state = TrainState { step: step as u64, epoch: epoch as u64, rng: rng.clone() };
+            if let Err(e) = save_checkpoint(path, &model, &optimizer, &state) {
+                eprintln!("error: cannot save the checkpoint: {e}");
+                std::process::exit(1);
+            }
+            println!("saved checkpoint {} (epoch {epoch}, step {step})", path.display());
+        }
     }
 
     let confusion = evaluate(&model, &mnist.test);

@@ -16,6 +16,7 @@
 pub mod autograd;
 pub mod backend;
 pub mod data;
+pub mod io;
 pub mod metrics;
 pub mod nn;
 pub mod ops;

@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::anomaly;
 use super::backward::op_backward;
 use super::no_grad;
 use crate::tensor::TensorId;
@@ -74,6 +75,14 @@ fn topological_order(root: &Tensor) -> Vec<Tensor> {
 }
 
 fn run_backward(root: &Tensor, seed: Tensor) {
+    // Anomaly mode checks each gradient below, as the formula that made it returns; the ops
+    // inside the formulas are not checked one by one (that would blame `div` rather than the
+    // backward of `log`).
+    let anomaly = anomaly::is_anomaly_mode();
+    let _quiet = anomaly::QuietGuard::new();
+    if anomaly {
+        anomaly::check_seed(root, &seed);
+    }
     let order = topological_order(root);
     let mut pending: HashMap<TensorId, Tensor> = HashMap::new();
     pending.insert(root.id(), seed);
@@ -85,7 +94,7 @@ fn run_backward(root: &Tensor, seed: Tensor) {
             continue;
         };
         let input_grads = op_backward(op, &node, &grad);
-        for (input, input_grad) in op.inputs().into_iter().zip(input_grads) {
+        for (i, (input, input_grad)) in op.inputs().into_iter().zip(input_grads).enumerate() {
             let Some(input_grad) = input_grad else { continue };
             if !input.requires_grad() {
                 continue;
@@ -95,6 +104,10 @@ fn run_backward(root: &Tensor, seed: Tensor) {
                 Some(existing) => existing.add(&input_grad),
                 None => input_grad,
             };
+            if anomaly {
+                // The sum is checked too: two finite gradients can overflow when added.
+                anomaly::check_gradient(op, &node, &grad, i, &summed);
+            }
             pending.insert(input.id(), summed);
         }
     }

@@ -5,7 +5,11 @@
 //! [`Tensor::backward`](crate::Tensor::backward) sorts the graph topologically and walks it in
 //! reverse, asking [`backward::op_backward`] (the one place that holds every gradient formula)
 //! for each node's input gradients and summing them where a tensor was used more than once.
+//!
+//! [`anomaly`] mode checks every op's output and every gradient for NaN and infinity, and
+//! reports the first op that produced one with the chain of ops that led there.
 
+pub mod anomaly;
 pub mod backward;
 mod engine;
 pub mod gradcheck;
@@ -15,6 +19,7 @@ use std::sync::Arc;
 
 use crate::Tensor;
 
+pub use anomaly::{detect_anomaly, is_anomaly_mode, set_anomaly_mode, AnomalyGuard};
 pub use gradcheck::{gradcheck, GradcheckConfig, GradcheckReport};
 
 /// Elementwise functions of one tensor (with their scalar parameters).

@@ -33,6 +33,13 @@ impl Tensor {
         assert!(self.rank() == 2, "embedding: the table must be [vocab, dim], got shape {:?}", self.shape());
         let count: usize = ids_shape.iter().product();
         assert!(count == ids.len(), "embedding: {} ids cannot fill shape {:?}", ids.len(), ids_shape);
+        let vocab = self.shape()[0];
+        if let Some((i, &bad)) = ids.iter().enumerate().find(|(_, &id)| id >= vocab) {
+            panic!(
+                "embedding: id {bad} at position {i} is out of range for a vocabulary of {vocab} rows (table shape {:?})",
+                self.shape()
+            );
+        }
         let mut shape = ids_shape.to_vec();
         shape.push(self.shape()[1]);
         self.index_select(0, ids).reshape(&shape)

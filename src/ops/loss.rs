@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::dense;
-use crate::autograd::{no_grad, Op};
+use crate::autograd::{anomaly, no_grad, Op};
 use crate::backend;
 use crate::tensor::Layout;
 use crate::Tensor;
@@ -56,7 +56,7 @@ impl Tensor {
     /// Mean squared error `mean((x - target)^2)`.
     pub fn mse_loss(&self, target: &Tensor) -> Tensor {
         self.check_same_shape("mse_loss", target);
-        let value = no_grad(|| self.sub(target).powf(2.0).mean_all());
+        let value = internal(|| self.sub(target).powf(2.0).mean_all());
         self.loss_node(&value, Op::MseLoss { pred: self.clone(), target: target.clone() })
     }
 
@@ -65,7 +65,7 @@ impl Tensor {
     /// p = 0 or 1 gives a large finite loss instead of infinity.
     pub fn binary_cross_entropy(&self, target: &Tensor) -> Tensor {
         self.check_same_shape("binary_cross_entropy", target);
-        let value = no_grad(|| {
+        let value = internal(|| {
             let log_p = self.log().clamp_min(-100.0);
             let log_1mp = self.affine(-1.0, 1.0).log().clamp_min(-100.0);
             target.mul(&log_p).add(&target.affine(-1.0, 1.0).mul(&log_1mp)).neg().mean_all()
@@ -77,7 +77,7 @@ impl Tensor {
     /// `mean(max(z, 0) - z t + ln(1 + e^-|z|))`, finite for any logit.
     pub fn binary_cross_entropy_with_logits(&self, target: &Tensor) -> Tensor {
         self.check_same_shape("binary_cross_entropy_with_logits", target);
-        let value = no_grad(|| {
+        let value = internal(|| {
             let softplus_neg_abs = self.abs().neg().exp().add_scalar(1.0).log();
             self.relu().sub(&self.mul(target)).add(&softplus_neg_abs).mean_all()
         });
@@ -88,6 +88,13 @@ impl Tensor {
     fn loss_node(&self, value: &Tensor, op: Op) -> Tensor {
         Tensor::from_op(Arc::unwrap_or_clone(value.storage()), Layout::contiguous(&[]), op)
     }
+}
+
+/// Runs a loss's inner steps: no graph, and no anomaly check (binary cross-entropy takes
+/// `log(0) = -inf` on purpose, then clamps it); the loss value itself is checked when it
+/// becomes the loss op's output.
+fn internal(f: impl FnOnce() -> Tensor) -> Tensor {
+    anomaly::quiet(|| no_grad(f))
 }
 
 /// Gradient of the mean cross-entropy with respect to the logits, `(p - onehot) * g / N`.

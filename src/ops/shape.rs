@@ -11,7 +11,7 @@ impl Tensor {
     /// The same elements in `shape` (same element count). A view when `self` is contiguous;
     /// otherwise the elements are first copied into row-major order.
     pub fn reshape(&self, shape: &[usize]) -> Tensor {
-        let numel: usize = shape.iter().product();
+        let numel = crate::tensor::numel_of("reshape", shape);
         assert_eq!(
             numel,
             self.numel(),
@@ -79,13 +79,15 @@ impl Tensor {
     /// Elements `start..start + len` along `dim` (a view).
     pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Tensor {
         self.check_dim("narrow", dim);
-        assert!(
-            start + len <= self.shape()[dim],
-            "narrow: range {start}..{} is out of bounds for dim {dim} of size {} (shape {:?})",
-            start + len,
-            self.shape()[dim],
-            self.shape()
-        );
+        let size = self.shape()[dim];
+        // checked_add: a huge start must be reported, not overflow inside the check.
+        if !start.checked_add(len).is_some_and(|end| end <= size) {
+            let range = match start.checked_add(len) {
+                Some(end) => format!("{start}..{end}"),
+                None => format!("{start}..{start}+{len}"),
+            };
+            panic!("narrow: range {range} is out of bounds for dim {dim} of size {size} (shape {:?})", self.shape());
+        }
         self.view_op(self.layout().narrow(dim, start, len), Op::Narrow { input: self.clone(), dim, start })
     }
 
@@ -191,6 +193,12 @@ impl Tensor {
     /// Joins same-shaped `parts` along a new dim `dim`.
     pub fn stack(parts: &[Tensor], dim: usize) -> Tensor {
         assert!(!parts.is_empty(), "stack: needs at least one tensor");
+        assert!(
+            dim <= parts[0].rank(),
+            "stack: dim {dim} is out of range for parts of shape {:?} (at most {})",
+            parts[0].shape(),
+            parts[0].rank()
+        );
         for (i, p) in parts.iter().enumerate() {
             assert_eq!(
                 p.shape(),

@@ -5,7 +5,10 @@
 //! gradients are barely decayed. AdamW shrinks the weights directly, `w -= lr wd w`, outside
 //! the moment estimates, which is what "weight decay" was meant to be.
 
-use super::{check_decay_rate, check_lr, check_new_lr, check_non_negative, zero_grads, zeros_like_each, Optimizer};
+use super::{
+    buffer_state, check_decay_rate, check_lr, check_new_lr, check_non_negative, copy_into, scalar_state, zero_grads,
+    zeros_like_each, Optimizer, StateError, StateReader,
+};
 use crate::ops::AdamStep;
 use crate::{no_grad, Tensor};
 
@@ -110,7 +113,36 @@ impl Optimizer for Adam {
         check_new_lr(&self.name("set_learning_rate"), lr);
         self.lr = lr;
     }
+
+    fn state(&self) -> Vec<(String, Tensor)> {
+        let mut state = buffer_state("exp_avg", &self.m);
+        state.extend(buffer_state("exp_avg_sq", &self.v));
+        state.push(scalar_state("step", self.steps as f64));
+        state.push(scalar_state("lr", self.lr));
+        state
+    }
+
+    fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<(), StateError> {
+        let mut reader = StateReader::new(state)?;
+        let m = reader.buffers("exp_avg", &self.m)?;
+        let v = reader.buffers("exp_avg_sq", &self.v)?;
+        let step = reader.scalar("step")?;
+        // Stored as f64, which holds every integer up to 2^53 exactly.
+        if !((0.0..=MAX_EXACT_STEP).contains(&step) && step.fract() == 0.0) {
+            return Err(StateError::new("step", format!("must be a whole number from 0 to 2^53, got {step}")));
+        }
+        let lr = reader.learning_rate()?;
+        reader.finish()?;
+        copy_into(&self.m, &m);
+        copy_into(&self.v, &v);
+        self.steps = step as u64;
+        self.lr = lr;
+        Ok(())
+    }
 }
+
+/// The largest step count an f64 state entry holds exactly.
+const MAX_EXACT_STEP: f64 = (1u64 << 53) as f64;
 
 /// AdamW: Adam whose weight decay shrinks the weights directly, `w -= lr wd w`, instead of
 /// passing through the moment estimates (decoupled weight decay, as in PyTorch's `AdamW`).
@@ -159,5 +191,13 @@ impl Optimizer for AdamW {
 
     fn set_learning_rate(&mut self, lr: f64) {
         self.inner.set_learning_rate(lr);
+    }
+
+    fn state(&self) -> Vec<(String, Tensor)> {
+        self.inner.state()
+    }
+
+    fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<(), StateError> {
+        self.inner.load_state(state)
     }
 }

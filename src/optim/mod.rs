@@ -18,6 +18,11 @@
 //! [`l2_penalty`] are terms to add to a loss, and [`CosineSchedule`] / [`StepDecay`] give the
 //! learning rate for a step number, to pass to [`Optimizer::set_learning_rate`].
 //!
+//! [`Optimizer::state`] and [`Optimizer::load_state`] hand the state out and take it back as
+//! named tensors (PyTorch's names: `momentum_buffer.<i>`, `exp_avg.<i>`, `exp_avg_sq.<i>`,
+//! `square_avg.<i>`, with `i` the parameter's position; scalars such as `lr` and Adam's `step`
+//! as 0-d f64 tensors), which is how [`crate::io::save_checkpoint`] stores them.
+//!
 //! One full training step:
 //!
 //! ```
@@ -50,7 +55,10 @@ pub use rmsprop::RmsProp;
 pub use schedule::{CosineSchedule, StepDecay};
 pub use sgd::Sgd;
 
-use crate::Tensor;
+use std::collections::BTreeSet;
+use std::fmt;
+
+use crate::{DType, Tensor};
 
 /// What every optimizer offers a training loop.
 pub trait Optimizer {
@@ -68,6 +76,174 @@ pub trait Optimizer {
     /// Changes the learning rate (for schedules). Zero is allowed here, since schedules may
     /// decay to it; a negative or non-finite value panics.
     fn set_learning_rate(&mut self, lr: f64);
+
+    /// Everything the next steps depend on besides the parameters, as named tensors: each
+    /// per-parameter buffer as `"<buffer>.<i>"` (`i` = the parameter's position in the list the
+    /// optimizer was built with), each scalar (the learning rate `lr`, Adam's `step`) as a 0-d
+    /// f64 tensor. The tensors are copies: later steps do not change them.
+    fn state(&self) -> Vec<(String, Tensor)>;
+
+    /// Restores state taken with [`state`](Optimizer::state) (from an optimizer of the same
+    /// kind over parameters of the same shapes). Every entry must be present with the shape and
+    /// dtype of the buffer it replaces, and no unknown entry may be there; otherwise the error
+    /// names the entry, and nothing has been changed.
+    ///
+    /// ```
+    /// use glassbox::optim::{Adam, Optimizer};
+    /// use glassbox::Tensor;
+    /// let w = Tensor::ones(&[2]).requires_grad_();
+    /// let mut a = Adam::new(vec![w.clone()], 0.1);
+    /// w.sum_all().backward();
+    /// a.step();
+    /// let mut b = Adam::new(vec![w.clone()], 0.1);
+    /// b.load_state(&a.state()).unwrap();
+    /// assert_eq!(b.state().len(), 4); // exp_avg.0, exp_avg_sq.0, step, lr
+    /// assert!(b.load_state(&[]).unwrap_err().to_string().contains("exp_avg.0"));
+    /// ```
+    fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<(), StateError>;
+}
+
+/// Optimizer state that [`Optimizer::load_state`] cannot take, naming the entry and the problem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateError {
+    key: String,
+    message: String,
+}
+
+impl StateError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> StateError {
+        StateError { key: key.into(), message: message.into() }
+    }
+
+    /// The state entry at fault.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// What is wrong with it.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "optimizer state '{}': {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for StateError {}
+
+/// A packed copy of `t`'s elements that nothing else shares.
+fn snapshot(t: &Tensor) -> Tensor {
+    let storage = crate::backend::contiguous(&t.storage(), t.layout());
+    Tensor::from_storage(storage, crate::tensor::Layout::contiguous(t.shape()))
+}
+
+/// Copies of per-parameter buffers, named `"<prefix>.<i>"`.
+fn buffer_state(prefix: &str, buffers: &[Tensor]) -> Vec<(String, Tensor)> {
+    buffers.iter().enumerate().map(|(i, b)| (format!("{prefix}.{i}"), snapshot(b))).collect()
+}
+
+/// A scalar state entry, as a 0-d f64 tensor (exact for integers up to 2^53).
+fn scalar_state(key: &str, value: f64) -> (String, Tensor) {
+    (key.to_string(), Tensor::from_vec_f64(vec![value], &[]))
+}
+
+/// Finds and checks the entries of a state list. Nothing is written until every entry has
+/// been found good, so a failed load leaves the optimizer as it was.
+struct StateReader<'a> {
+    state: &'a [(String, Tensor)],
+    used: BTreeSet<&'a str>,
+}
+
+impl<'a> StateReader<'a> {
+    fn new(state: &'a [(String, Tensor)]) -> Result<StateReader<'a>, StateError> {
+        let mut names = BTreeSet::new();
+        for (name, _) in state {
+            if !names.insert(name.as_str()) {
+                return Err(StateError::new(name, "appears twice; every entry must be unique"));
+            }
+        }
+        Ok(StateReader { state, used: BTreeSet::new() })
+    }
+
+    fn find(&mut self, key: &str) -> Result<&'a Tensor, StateError> {
+        let (name, t) = self.state.iter().find(|(n, _)| n == key).ok_or_else(|| {
+            let mut known: Vec<&str> = self.state.iter().map(|(n, _)| n.as_str()).collect();
+            known.truncate(8);
+            StateError::new(key, format!("missing (the state holds {} entries, starting {known:?})", self.state.len()))
+        })?;
+        self.used.insert(name.as_str());
+        Ok(t)
+    }
+
+    /// The entries `"<prefix>.<i>"` for each of `like`, each checked against its shape and dtype.
+    fn buffers(&mut self, prefix: &str, like: &[Tensor]) -> Result<Vec<&'a Tensor>, StateError> {
+        like.iter()
+            .enumerate()
+            .map(|(i, target)| {
+                let key = format!("{prefix}.{i}");
+                let t = self.find(&key)?;
+                if t.shape() != target.shape() || t.dtype() != target.dtype() {
+                    return Err(StateError::new(
+                        key,
+                        format!(
+                            "has shape {:?} and dtype {}, but parameter {i} has shape {:?} and dtype {}",
+                            t.shape(),
+                            t.dtype(),
+                            target.shape(),
+                            target.dtype()
+                        ),
+                    ));
+                }
+                Ok(t)
+            })
+            .collect()
+    }
+
+    /// A 0-d (or one-element) scalar entry.
+    fn scalar(&mut self, key: &str) -> Result<f64, StateError> {
+        let t = self.find(key)?;
+        if t.numel() != 1 {
+            return Err(StateError::new(key, format!("must be a single number, but has shape {:?}", t.shape())));
+        }
+        Ok(t.to_dtype(DType::F64).item_f64())
+    }
+
+    /// The learning rate entry, which must be finite and not negative.
+    fn learning_rate(&mut self) -> Result<f64, StateError> {
+        let lr = self.scalar("lr")?;
+        if lr >= 0.0 && lr.is_finite() {
+            Ok(lr)
+        } else {
+            Err(StateError::new("lr", format!("must be finite and not negative, got {lr}")))
+        }
+    }
+
+    /// Fails on any entry no lookup asked for: state from another optimizer or for other
+    /// parameters should not half-load.
+    fn finish(self) -> Result<(), StateError> {
+        match self.state.iter().find(|(n, _)| !self.used.contains(n.as_str())) {
+            Some((name, _)) => Err(StateError::new(
+                name,
+                "is not part of this optimizer's state (state of another optimizer, or for more parameters?)",
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Overwrites each of `targets` with the matching checked source.
+fn copy_into(targets: &[Tensor], sources: &[&Tensor]) {
+    crate::no_grad(|| {
+        for (target, source) in targets.iter().zip(sources) {
+            // copy_from_ refuses a source that shares the target's storage (it could be
+            // mid-overwrite); a snapshot makes reloading an optimizer's own live buffers safe.
+            let source = if source.shares_storage_with(target) { snapshot(source) } else { (*source).clone() };
+            target.copy_from_(&source);
+        }
+    });
 }
 
 /// Panics unless a learning rate given at construction is positive and finite.

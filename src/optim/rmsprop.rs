@@ -1,6 +1,9 @@
 //! RMSprop: scale each step by a running root-mean-square of the gradient.
 
-use super::{check_decay_rate, check_lr, check_new_lr, check_non_negative, zero_grads, zeros_like_each, Optimizer};
+use super::{
+    buffer_state, check_decay_rate, check_lr, check_new_lr, check_non_negative, copy_into, scalar_state, zero_grads,
+    zeros_like_each, Optimizer, StateError, StateReader,
+};
 use crate::{no_grad, Tensor};
 
 /// RMSprop as PyTorch has it (no momentum, not centered):
@@ -72,5 +75,21 @@ impl Optimizer for RmsProp {
     fn set_learning_rate(&mut self, lr: f64) {
         check_new_lr("RmsProp::set_learning_rate", lr);
         self.lr = lr;
+    }
+
+    fn state(&self) -> Vec<(String, Tensor)> {
+        let mut state = buffer_state("square_avg", &self.square_avgs);
+        state.push(scalar_state("lr", self.lr));
+        state
+    }
+
+    fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<(), StateError> {
+        let mut reader = StateReader::new(state)?;
+        let avgs = reader.buffers("square_avg", &self.square_avgs)?;
+        let lr = reader.learning_rate()?;
+        reader.finish()?;
+        copy_into(&self.square_avgs, &avgs);
+        self.lr = lr;
+        Ok(())
     }
 }

@@ -1,6 +1,9 @@
 //! Stochastic gradient descent with optional momentum and L2 weight decay.
 
-use super::{check_lr, check_new_lr, check_non_negative, zero_grads, zeros_like_each, Optimizer};
+use super::{
+    buffer_state, check_lr, check_new_lr, check_non_negative, copy_into, scalar_state, zero_grads, zeros_like_each,
+    Optimizer, StateError, StateReader,
+};
 use crate::{no_grad, Tensor};
 
 /// SGD in PyTorch's formulation (no dampening, no Nesterov):
@@ -71,5 +74,21 @@ impl Optimizer for Sgd {
     fn set_learning_rate(&mut self, lr: f64) {
         check_new_lr("Sgd::set_learning_rate", lr);
         self.lr = lr;
+    }
+
+    fn state(&self) -> Vec<(String, Tensor)> {
+        let mut state = buffer_state("momentum_buffer", &self.momentum_bufs);
+        state.push(scalar_state("lr", self.lr));
+        state
+    }
+
+    fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<(), StateError> {
+        let mut reader = StateReader::new(state)?;
+        let bufs = reader.buffers("momentum_buffer", &self.momentum_bufs)?;
+        let lr = reader.learning_rate()?;
+        reader.finish()?;
+        copy_into(&self.momentum_bufs, &bufs);
+        self.lr = lr;
+        Ok(())
     }
 }

@@ -24,6 +24,23 @@ pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
     strides
 }
 
+/// The number of elements of `shape`, or `None` when its dims are too large to index: the
+/// product of its non-zero dims must fit in `usize`. (Requiring that even of a shape with a
+/// zero dim means every partial product, such as a stride, fits too, in whatever order the
+/// dims are multiplied.)
+///
+/// ```
+/// use glassbox::tensor::checked_numel;
+/// assert_eq!(checked_numel(&[2, 3]), Some(6));
+/// assert_eq!(checked_numel(&[]), Some(1));
+/// assert_eq!(checked_numel(&[4, 0, 5]), Some(0));
+/// assert_eq!(checked_numel(&[usize::MAX, 2, 0]), None);
+/// ```
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    let nonzero = shape.iter().filter(|&&d| d != 0).try_fold(1usize, |acc, &d| acc.checked_mul(d))?;
+    Some(if shape.contains(&0) { 0 } else { nonzero })
+}
+
 /// The shape two shapes broadcast to under NumPy rules (align trailing dims; a dim of 1
 /// stretches), or `None` if they are incompatible.
 pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {

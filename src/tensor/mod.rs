@@ -9,7 +9,7 @@ mod storage;
 
 pub use device::Device;
 pub use dtype::{DType, Float};
-pub use layout::{broadcast_shapes, contiguous_strides, Layout, StridedOffsets};
+pub use layout::{broadcast_shapes, checked_numel, contiguous_strides, Layout, StridedOffsets};
 pub use storage::{CpuStorage, Storage};
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -80,7 +80,11 @@ impl Tensor {
 
     /// The result of an op: records `op` in the graph when grad mode is on and some input
     /// needs a gradient; otherwise the tensor is a plain constant.
+    /// With anomaly mode on, the output is checked for NaN and infinity first.
     pub(crate) fn from_op(storage: Storage, layout: Layout, op: Op) -> Tensor {
+        if autograd::is_anomaly_mode() {
+            autograd::anomaly::check_forward(&storage, &layout, &op);
+        }
         let op =
             if autograd::is_grad_enabled() && op.inputs().iter().any(|t| t.requires_grad()) { Some(op) } else { None };
         Tensor::build(Arc::new(Mutex::new(Arc::new(storage))), layout, op)
@@ -124,7 +128,7 @@ impl Tensor {
 
     /// A tensor of any [`Float`] element type.
     pub fn from_float_vec<T: Float>(data: Vec<T>, shape: &[usize]) -> Tensor {
-        let numel: usize = shape.iter().product();
+        let numel = numel_of("Tensor::from_vec", shape);
         assert_eq!(
             data.len(),
             numel,
@@ -143,7 +147,7 @@ impl Tensor {
 
     /// A tensor of `shape` and `dtype` with every element `value`.
     pub fn full_dtype(shape: &[usize], value: f64, dtype: DType) -> Tensor {
-        let n = shape.iter().product();
+        let n = numel_of("Tensor::full", shape);
         crate::with_float!(dtype, T => Tensor::from_float_vec(vec![T::from_f64(value); n], shape))
     }
 
@@ -189,14 +193,14 @@ impl Tensor {
 
     /// Standard normal samples of `dtype`, continuing the stream of `rng`.
     pub fn randn_dtype(shape: &[usize], dtype: DType, rng: &mut Rng) -> Tensor {
-        let n: usize = shape.iter().product();
+        let n = numel_of("Tensor::randn", shape);
         let values: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
         Tensor::from_vec_f64(values, shape).to_dtype(dtype).detach()
     }
 
     /// Uniform samples in `[0, 1)` of `dtype`, continuing the stream of `rng`.
     pub fn rand_dtype(shape: &[usize], dtype: DType, rng: &mut Rng) -> Tensor {
-        let n: usize = shape.iter().product();
+        let n = numel_of("Tensor::rand", shape);
         let values: Vec<f64> = (0..n).map(|_| rng.uniform()).collect();
         Tensor::from_vec_f64(values, shape).to_dtype(dtype).detach()
     }
@@ -409,6 +413,16 @@ impl Tensor {
             other.shape()
         );
     }
+}
+
+/// The element count of `shape`; panics naming `op` when the dims are too large to index
+/// (rather than overflowing into a wrong, small count).
+pub(crate) fn numel_of(op: &str, shape: &[usize]) -> usize {
+    checked_numel(shape).unwrap_or_else(|| {
+        panic!(
+            "{op}: shape {shape:?} has more elements than this machine can address (the product of its dims overflows)"
+        )
+    })
 }
 
 /// Exclusive, in-place access to a tensor's storage (see [`Tensor::storage_mut`]).

@@ -1,4 +1,5 @@
-//! Tolerances shared by the tests, each with the reason for its size.
+//! Helpers shared by the tests: tolerances (here, each with the reason for its size), scratch
+//! directories (`scratch`) and a small deterministic training run (`training`).
 
 #![allow(dead_code)]
 
@@ -16,3 +17,6 @@ pub fn assert_close(actual: &[f64], expected: &[f64], tol: f64, what: &str) {
         assert!((a - e).abs() <= tol * e.abs().max(1.0), "{what}: element {i} is {a}, expected {e} (tolerance {tol})");
     }
 }
+
+pub mod scratch;
+pub mod training;
