@@ -81,7 +81,7 @@ impl Tensor {
         self.check_dim("narrow", dim);
         let size = self.shape()[dim];
         // checked_add: a huge start must be reported, not overflow inside the check.
-        if !start.checked_add(len).is_some_and(|end| end <= size) {
+        if start.checked_add(len).is_none_or(|end| end > size) {
             let range = match start.checked_add(len) {
                 Some(end) => format!("{start}..{end}"),
                 None => format!("{start}..{start}+{len}"),
