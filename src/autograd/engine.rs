@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::backward::op_backward;
 use super::no_grad;
+use super::trace::Recorder;
 use crate::tensor::TensorId;
 use crate::Tensor;
 
@@ -74,28 +75,46 @@ fn topological_order(root: &Tensor) -> Vec<Tensor> {
 }
 
 fn run_backward(root: &Tensor, seed: Tensor) {
+    // None unless this pass is being explained (see `trace.rs`): the only cost when off.
+    let mut recorder = Recorder::start(root);
     let order = topological_order(root);
     let mut pending: HashMap<TensorId, Tensor> = HashMap::new();
     pending.insert(root.id(), seed);
     for node in order {
         // Removing frees each intermediate gradient as soon as its node is done.
         let Some(grad) = pending.remove(&node.id()) else { continue };
-        let Some(op) = node.op() else {
-            node.accumulate_grad(grad);
-            continue;
-        };
-        let input_grads = op_backward(op, &node, &grad);
-        for (input, input_grad) in op.inputs().into_iter().zip(input_grads) {
-            let Some(input_grad) = input_grad else { continue };
-            if !input.requires_grad() {
-                continue;
+        match recorder.as_mut() {
+            None => {
+                backward_node(&node, grad, &mut pending);
             }
-            debug_assert_eq!(input_grad.shape(), input.shape(), "gradient shape of {:?}", op.kind());
-            let summed = match pending.remove(&input.id()) {
-                Some(existing) => existing.add(&input_grad),
-                None => input_grad,
-            };
-            pending.insert(input.id(), summed);
+            Some(recorder) => recorder.node(&node, grad, |grad| backward_node(&node, grad, &mut pending)),
         }
     }
+    if let Some(recorder) = recorder {
+        recorder.finish();
+    }
+}
+
+/// One step of the walk: a leaf accumulates `grad`; an op node asks its formula for the input
+/// gradients and adds each to the gradient waiting at that input. Returns the input gradients
+/// (empty for a leaf) for the recorder.
+fn backward_node(node: &Tensor, grad: Tensor, pending: &mut HashMap<TensorId, Tensor>) -> Vec<Option<Tensor>> {
+    let Some(op) = node.op() else {
+        node.accumulate_grad(grad);
+        return Vec::new();
+    };
+    let input_grads = op_backward(op, node, &grad);
+    for (input, input_grad) in op.inputs().into_iter().zip(&input_grads) {
+        let Some(input_grad) = input_grad else { continue };
+        if !input.requires_grad() {
+            continue;
+        }
+        debug_assert_eq!(input_grad.shape(), input.shape(), "gradient shape of {:?}", op.kind());
+        let summed = match pending.remove(&input.id()) {
+            Some(existing) => existing.add(input_grad),
+            None => input_grad.clone(),
+        };
+        pending.insert(input.id(), summed);
+    }
+    input_grads
 }
