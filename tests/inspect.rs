@@ -241,13 +241,17 @@ fn plot_scales_map_data_to_pixels_and_ticks_are_round() {
     let (lo, hi, ticks) = linear_ticks(0.03, 2.31, 6);
     assert_eq!((lo, hi), (0.0, 2.5));
     assert_close(&ticks, &[0.0, 0.5, 1.0, 1.5, 2.0, 2.5], 1e-12, "linear ticks");
-    let (lo, hi, ticks) = log_ticks(0.02, 2.3);
-    assert_eq!((lo, hi), (0.01, 10.0));
-    assert_close(&ticks, &[0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0], 1e-12, "log ticks");
+    // Two decades of data: the axis adds 5% of its log width each side, ticks at 1, 2, 5.
+    let (lo, hi, ticks) = log_ticks(0.02, 2.0);
+    assert_close(&[lo.log10(), hi.log10()], &[0.02f64.log10() - 0.1, 2f64.log10() + 0.1], 1e-12, "log axis ends");
+    assert_close(&ticks, &[0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0], 1e-12, "log ticks");
+    // A narrow range gets finer mantissas; a wide one only powers of ten.
+    assert_close(&log_ticks(0.15, 0.3).2, &[0.2, 0.3], 1e-12, "narrow log ticks");
+    assert_eq!(log_ticks(1e-6, 1e3).2.len(), 10);
 
-    // 640 x 320: the plot area runs x 78..616 and y 38..268; the axes span 0..10 exactly.
+    // 640 x 320: the plot area runs x 78..616 and y 58..268; the axes span 0..10 exactly.
     let svg = to_svg(&[Chart::new("line").series("y = x", vec![(0.0, 0.0), (10.0, 10.0)])], 640, 320);
-    assert!(svg.contains("<polyline points=\"78.0,268.0 616.0,38.0\""), "{svg}");
+    assert!(svg.contains("<polyline points=\"78.0,268.0 616.0,58.0\""), "{svg}");
     assert_eq!(svg.matches("<circle").count(), 2, "sparse series get markers");
     // A NaN breaks the line in two instead of poisoning it.
     let svg =

@@ -73,7 +73,6 @@ impl fmt::Display for BackwardTrace {
             ("|g| sent to inputs", Align::Left),
             ("saved", Align::Right),
             ("time", Align::Right),
-            ("kernels", Align::Right),
         ]);
         for (i, node) in self.nodes.iter().enumerate() {
             let inputs: Vec<String> = node.inputs.iter().map(|x| shape(&x.shape)).collect();
@@ -88,7 +87,6 @@ impl fmt::Display for BackwardTrace {
                 sent.join(", "),
                 format_bytes(node.saved_bytes),
                 format_duration(node.time),
-                node.kernels.len().to_string(),
             ]);
             table.note(node.formula());
             table.note(format!("kernels: {}", summarize_kernels(&node.kernels)));

@@ -18,10 +18,11 @@ const PALETTE: [&str; 8] = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd
 /// Series with at most this many points also get a dot on each point (sparse ones, like a
 /// per-epoch test loss, would otherwise be hard to see).
 const MARKER_MAX_POINTS: usize = 40;
-/// Space around the plotting area for title, tick labels and axis labels, in pixels.
+/// Space around the plotting area for title and legend (above), tick labels and axis labels,
+/// in pixels. The legend sits in its own row under the title, so it never hides a line.
 const MARGIN_LEFT: f64 = 78.0;
 const MARGIN_RIGHT: f64 = 24.0;
-const MARGIN_TOP: f64 = 38.0;
+const MARGIN_TOP: f64 = 58.0;
 const MARGIN_BOTTOM: f64 = 52.0;
 
 /// One named line.
@@ -140,24 +141,36 @@ pub fn linear_ticks(lo: f64, hi: f64, target: usize) -> (f64, f64, Vec<f64>) {
     (first as f64 * step, last as f64 * step, ticks)
 }
 
-/// Ticks for a logarithmic axis over positive data `[lo, hi]`: the axis spans whole decades;
-/// ticks sit on each power of ten, plus 2x and 5x when there are at most three decades.
+/// Ticks for a logarithmic axis over positive data `[lo, hi]`. The axis spans the data plus
+/// 5% of its (log) width on each side; ticks sit at 1, 2 and 5 times powers of ten inside it,
+/// thinned to powers of ten alone over many decades, or filled in with 3, 4, 6... when fewer
+/// than three fall inside a narrow range.
 pub fn log_ticks(lo: f64, hi: f64) -> (f64, f64, Vec<f64>) {
-    let first = lo.log10().floor() as i32;
-    let mut last = hi.log10().ceil() as i32;
-    if last == first {
-        last += 1;
+    let (mut l, mut h) = (lo.log10(), hi.log10());
+    if h - l < 1e-9 {
+        (l, h) = (l - 0.5, h + 0.5);
     }
-    let mut ticks = Vec::new();
-    for e in first..=last {
-        let decade = 10f64.powi(e);
-        ticks.push(decade);
-        if last - first <= 3 && e < last {
-            ticks.push(2.0 * decade);
-            ticks.push(5.0 * decade);
+    let pad = 0.05 * (h - l);
+    let (axis_lo, axis_hi) = (10f64.powf(l - pad), 10f64.powf(h + pad));
+    let within = |mantissas: &[f64]| -> Vec<f64> {
+        let mut ticks = Vec::new();
+        for e in (l - pad).floor() as i32..=(h + pad).ceil() as i32 {
+            for &m in mantissas {
+                let t = m * 10f64.powi(e);
+                if t >= axis_lo && t <= axis_hi {
+                    ticks.push(t);
+                }
+            }
         }
+        ticks
+    };
+    let mut ticks = within(&[1.0, 2.0, 5.0]);
+    if ticks.len() > 10 {
+        ticks = within(&[1.0]);
+    } else if ticks.len() < 3 {
+        ticks = within(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
     }
-    (10f64.powi(first), 10f64.powi(last), ticks)
+    (axis_lo, axis_hi, ticks)
 }
 
 /// A tick label: as few digits as the tick spacing needs.
@@ -173,10 +186,11 @@ fn tick_label(v: f64, step: f64) -> String {
     format!("{v:.decimals$}")
 }
 
-/// A log-axis tick label: plain digits for 0.001 .. 100000, else `1e-5`.
+/// A log-axis tick label: plain digits for 0.001 .. 100000, else `2e-5`.
 fn log_tick_label(v: f64) -> String {
     if (1e-3..1e5).contains(&v) {
-        let decimals = (-v.log10().floor()).max(0.0) as usize;
+        // Rounding first drops the float noise of `2 * 10^-2`, which is 0.020000000000000004.
+        let decimals = (-(v * 1.000_001).log10().floor()).max(0.0) as usize;
         format!("{v:.decimals$}")
     } else {
         format!("{v:e}")
@@ -310,31 +324,23 @@ fn draw_chart(svg: &mut String, chart: &Chart, top: f64, w: f64, h: f64) {
             }
         }
     }
-    // Legend, top right inside the plot.
-    if !chart.series.is_empty() {
-        let longest = chart.series.iter().map(|s| s.name.chars().count()).max().unwrap_or(0) as f64;
-        let (box_w, row_h) = (longest * 7.0 + 44.0, 18.0);
-        let box_h = row_h * chart.series.len() as f64 + 8.0;
-        let (bx, by) = (right - box_w - 8.0, plot_top + 8.0);
+    // Legend: one row under the title, entries left to right, centred.
+    let entry_width = |s: &Series| 36.0 + 7.0 * s.name.chars().count() as f64 + 18.0;
+    let legend_width: f64 = chart.series.iter().map(entry_width).sum();
+    let mut x = ((left + right) / 2.0 - legend_width / 2.0).max(left);
+    let y = top + 44.0;
+    for (i, s) in chart.series.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
         let _ = writeln!(
             svg,
-            "<rect x=\"{bx:.1}\" y=\"{by:.1}\" width=\"{box_w:.1}\" height=\"{box_h:.1}\" fill=\"white\" \
-             fill-opacity=\"0.85\" stroke=\"#bbb\"/>"
+            "<line x1=\"{x:.1}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"{color}\" stroke-width=\"2.5\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"12\">{}</text>",
+            x + 26.0,
+            x + 32.0,
+            y + 4.0,
+            xml(&s.name)
         );
-        for (i, s) in chart.series.iter().enumerate() {
-            let color = PALETTE[i % PALETTE.len()];
-            let y = by + 4.0 + row_h * (i as f64 + 0.5);
-            let _ = writeln!(
-                svg,
-                "<line x1=\"{:.1}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"{color}\" stroke-width=\"2.5\"/>\
-                 <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"12\">{}</text>",
-                bx + 8.0,
-                bx + 30.0,
-                bx + 36.0,
-                y + 4.0,
-                xml(&s.name)
-            );
-        }
+        x += entry_width(s);
     }
     let _ = writeln!(svg, "</g>");
 }
