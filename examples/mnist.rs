@@ -6,13 +6,18 @@
 //! `--checkpoint PATH` saves the run (weights, Adam state, step, epoch, shuffling generator) at
 //! the end of every epoch; `--resume PATH` continues a saved run, with the same flags, exactly
 //! as if it had never stopped.
+//! The instruments: `--explain` prints the first step's backward pass node by node, `--graph
+//! PATH` draws its autograd graph, `--health N` prints per-layer health every N steps, and the
+//! loss and accuracy curves go to `--log-dir` (default `runs/mnist`) as CSV and SVG.
 
 mod common;
 
 use std::path::PathBuf;
 use std::time::Instant;
 
+use common::instruments::Instruments;
 use glassbox::data::{sequential_batches, shuffled_batches, ImageSet, Mnist, NUM_CLASSES};
+use glassbox::inspect::{HealthReport, MetricsLog, WeightSnapshot};
 use glassbox::io::{load_checkpoint, save_checkpoint, TrainState};
 use glassbox::metrics::{argmax_rows, ConfusionMatrix};
 use glassbox::nn::{Activation, Module, Sequential};
@@ -33,6 +38,7 @@ fn main() {
         flags.optional("checkpoint", "save the run here at the end of each epoch (safetensors, written atomically)");
     let resume: Option<PathBuf> =
         flags.optional("resume", "continue the run saved in this checkpoint (give the flags it was started with)");
+    let instruments = Instruments::from_flags(&mut flags, "runs/mnist");
     flags.finish("glassbox MNIST: an MLP 784-256-128-10 trained with Adam");
     if batch_size == 0 || epochs == 0 {
         eprintln!("error: --batch-size and --epochs must be positive");
@@ -59,9 +65,13 @@ fn main() {
     let pixels = mnist.train.pixels_per_image();
     let model = Sequential::mlp(&[pixels, 256, 128, NUM_CLASSES], Activation::Relu, 0.0, &mut rng);
     println!("model: {}", model.describe());
+    let params = model.named_parameters();
     let mut optimizer = Adam::new(model.parameters(), lr);
     let steps_per_epoch = mnist.train.len().div_ceil(batch_size);
     let schedule = CosineSchedule { base_lr: lr, min_lr: 0.0, warmup_steps: 0, total_steps: epochs * steps_per_epoch };
+    let mut log = MetricsLog::new(&["train_loss", "test_loss", "train_accuracy", "test_accuracy"]);
+    // Train points average the last `log_every` steps: one batch alone is too noisy to read.
+    let (mut window_loss, mut window_correct, mut window_seen) = (0.0, 0, 0);
 
     let (mut x_buf, mut y_buf) = (Vec::new(), Vec::new());
     let mut step = 0;
@@ -88,21 +98,51 @@ fn main() {
             mnist.train.gather_normalized(batch, &mut x_buf);
             mnist.train.gather_labels(batch, &mut y_buf);
             let x = Tensor::from_vec(std::mem::take(&mut x_buf), &[batch.len(), pixels]);
-            let loss = model.forward(&x).cross_entropy(&y_buf);
+            let health_now = instruments.health_due(step);
+            let (logits, relus) =
+                if health_now { forward_keeping_relus(&model, &x) } else { (model.forward(&x), Vec::new()) };
+            let loss = logits.cross_entropy(&y_buf);
             optimizer.zero_grad();
-            loss.backward();
+            instruments.backward(step, &loss, || {
+                let mut names = params.clone();
+                names.push(("input batch".to_string(), x.clone()));
+                names
+            });
             optimizer.set_learning_rate(schedule.lr_at(step));
+            let before = health_now.then(|| WeightSnapshot::take(&params));
             optimizer.step();
+            if let Some(before) = before {
+                let report = relus
+                    .iter()
+                    .fold(HealthReport::check(&params, Some(&before)), |r, (name, h)| r.with_dead_units(name, h));
+                progress.finish();
+                println!("\nhealth at step {step}:\n{report}");
+            }
             step += 1;
-            loss_sum += loss.item_f64() * batch.len() as f64;
+            let batch_loss = loss.item_f64();
+            loss_sum += batch_loss * batch.len() as f64;
             seen += batch.len();
+            let predicted = argmax_rows(&logits.to_vec(), NUM_CLASSES);
+            window_correct += predicted.iter().zip(&y_buf).filter(|(p, t)| p == t).count();
+            window_loss += batch_loss * batch.len() as f64;
+            window_seen += batch.len();
+            if step % instruments.log_every == 0 {
+                log.record(
+                    step,
+                    &[
+                        ("train_loss", window_loss / window_seen as f64),
+                        ("train_accuracy", window_correct as f64 / window_seen as f64),
+                    ],
+                );
+                (window_loss, window_correct, window_seen) = (0.0, 0, 0);
+            }
             progress.update(i + 1, &format!("loss {:.4}", loss_sum / seen as f64));
         }
         progress.finish();
         let train_time = epoch_start.elapsed().as_secs_f64();
-        let confusion = evaluate(&model, &mnist.test);
+        let (confusion, test_loss) = evaluate(&model, &mnist.test);
         println!(
-            "epoch {epoch:>2}/{epochs}  train loss {:.4}  test accuracy {:.4}  {train_time:.2}s",
+            "epoch {epoch:>2}/{epochs}  train loss {:.4}  test loss {test_loss:.4}  test accuracy {:.4}  {train_time:.2}s",
             loss_sum / seen as f64,
             confusion.accuracy()
         );
@@ -114,9 +154,11 @@ fn main() {
             }
             println!("saved checkpoint {} (epoch {epoch}, step {step})", path.display());
         }
+        log.record(step, &[("test_loss", test_loss), ("test_accuracy", confusion.accuracy())]);
+        write_metrics(&log, &instruments.log_dir);
     }
 
-    let confusion = evaluate(&model, &mnist.test);
+    let (confusion, _) = evaluate(&model, &mnist.test);
     println!("\n{}", confusion.per_class_report());
     println!("confusion matrix (rows: true class, columns: predicted):\n{confusion}");
     println!(
@@ -125,24 +167,57 @@ fn main() {
         confusion.macro_recall(),
         confusion.macro_f1()
     );
+    println!(
+        "metrics: {} and {}",
+        instruments.log_dir.join("metrics.csv").display(),
+        instruments.log_dir.join("metrics.svg").display()
+    );
     println!("total time {:.1}s", start.elapsed().as_secs_f64());
     println!("test accuracy: {:.4}", confusion.accuracy());
 }
 
-/// Predicts every image of `set` (in batches, without a graph) and tallies the results.
-fn evaluate(model: &Sequential, set: &ImageSet) -> ConfusionMatrix {
+/// Predicts every image of `set` (in batches, without a graph) and tallies the results;
+/// also returns the mean cross-entropy over the set.
+fn evaluate(model: &Sequential, set: &ImageSet) -> (ConfusionMatrix, f64) {
     let mut confusion = ConfusionMatrix::new(NUM_CLASSES);
     let (mut x_buf, mut y_buf) = (Vec::new(), Vec::new());
+    let mut loss_sum = 0.0;
     no_grad(|| {
         for batch in sequential_batches(set.len(), 1000) {
             set.gather_normalized(&batch, &mut x_buf);
             set.gather_labels(&batch, &mut y_buf);
             let logits =
                 model.forward(&Tensor::from_vec(std::mem::take(&mut x_buf), &[batch.len(), set.pixels_per_image()]));
+            loss_sum += logits.cross_entropy(&y_buf).item_f64() * batch.len() as f64;
             for (&truth, pred) in y_buf.iter().zip(argmax_rows(&logits.to_vec(), NUM_CLASSES)) {
                 confusion.add(truth, pred);
             }
         }
     });
-    confusion
+    (confusion, loss_sum / set.len().max(1) as f64)
+}
+
+/// The model's forward pass, keeping each ReLU layer's output (named by its position, as the
+/// parameters are) so the health report can count dead units.
+fn forward_keeping_relus(model: &Sequential, x: &Tensor) -> (Tensor, Vec<(String, Tensor)>) {
+    let mut relus = Vec::new();
+    let mut h = x.clone();
+    for (i, layer) in model.layers().iter().enumerate() {
+        h = layer.forward(&h);
+        if layer.describe() == "Relu" {
+            relus.push((format!("layer {i} (ReLU)"), h.clone()));
+        }
+    }
+    (h, relus)
+}
+
+/// Rewrites `metrics.csv` and `metrics.svg` (loss and accuracy charts) in `dir`.
+fn write_metrics(log: &MetricsLog, dir: &std::path::Path) {
+    let charts = [
+        log.chart("MNIST MLP: loss", "cross-entropy (log scale)", &["train_loss", "test_loss"], true),
+        log.chart("MNIST MLP: accuracy", "fraction correct", &["train_accuracy", "test_accuracy"], false),
+    ];
+    if let Err(e) = log.write(dir, &charts) {
+        eprintln!("warning: could not write metrics to {}: {e}", dir.display());
+    }
 }

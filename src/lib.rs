@@ -2,7 +2,8 @@
 //!
 //! A from-scratch tensor engine with reverse-mode autograd and hand-written kernels, built to
 //! be read. Start at [`Tensor`]; every op's front door is in `ops/`, its gradient formula in
-//! [`autograd::backward`], its CPU kernel in `backend/cpu/`.
+//! [`autograd::backward`], its CPU kernel in `backend/cpu/`. [`inspect`] shows the engine at
+//! work: backward traces, graph pictures, training health, loss curves.
 //!
 //! ```
 //! use glassbox::Tensor;
@@ -16,6 +17,7 @@
 pub mod autograd;
 pub mod backend;
 pub mod data;
+pub mod inspect;
 pub mod io;
 pub mod metrics;
 pub mod nn;

@@ -1,7 +1,10 @@
-//! Small helpers shared by the examples: flag parsing, thread setup and a progress bar.
+//! Small helpers shared by the examples: flag parsing, thread setup and a progress bar; the
+//! instrument flags (`--explain`, `--graph`, `--health`, `--log-dir`) are in `instruments.rs`.
 //! (Each example includes this file with `mod common;`.)
 
 #![allow(dead_code)]
+
+pub mod instruments;
 
 use std::io::{IsTerminal, Write};
 use std::str::FromStr;

@@ -4,8 +4,11 @@
 //! the gradient of the loss with respect to that tensor (`g`), and returns the gradient with
 //! respect to each input, in the order of [`Op::inputs`]. Formulas are written with tensor ops,
 //! so they run on whatever device the tensors live on. The engine calls this inside `no_grad`.
+//!
+//! [`formula`] below restates each arm in one line of math for the backward explainer
+//! (`Tensor::backward_explained`); change the two together.
 
-use super::{BinaryOp, Op, ReduceOp, UnaryOp};
+use super::{BinaryOp, Op, OpKind, ReduceOp, UnaryOp};
 use crate::Tensor;
 
 /// GELU's tanh-form constant sqrt(2 / pi).
@@ -207,6 +210,59 @@ pub fn op_backward(op: &Op, out: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
         Op::Expand(x) => vec![Some(g.sum_to_shape(x.shape()))],
         Op::Copy(_) => vec![Some(g.clone())],
         Op::Cast(x) => vec![Some(g.to_dtype(x.dtype()))],
+    }
+}
+
+/// The gradient formula of `kind` in one line, as the backward explainer prints it: `g` is the
+/// gradient arriving at the op's output `y`; `x` (or `a`, `b`, ...) are the inputs; `dx` is
+/// what the op sends back to `x`. Each line restates the matching arm of [`op_backward`].
+///
+/// The match lists every kind (no catch-all), so a new op does not compile without its line.
+pub fn formula(kind: OpKind) -> &'static str {
+    match kind {
+        OpKind::Neg => "dx = -g",
+        OpKind::Exp => "dx = g * y            (y = e^x)",
+        OpKind::Log => "dx = g / x",
+        OpKind::Sqrt => "dx = g * 0.5 / y      (y = sqrt x)",
+        OpKind::Abs => "dx = g * sign(x)      (0 at x = 0)",
+        OpKind::Relu => "dx = g * [x > 0]",
+        OpKind::Sigmoid => "dx = g * y * (1 - y)  (y = sigmoid x)",
+        OpKind::Tanh => "dx = g * (1 - y^2)    (y = tanh x)",
+        OpKind::Gelu => "dx = g * (0.5 (1 + t) + 0.5 x (1 - t^2) K (1 + 3 C x^2)),  t = tanh(K (x + C x^3))",
+        OpKind::Powf => "dx = g * p * x^(p - 1)",
+        OpKind::Affine => "dx = g * a            (y = a x + b)",
+        OpKind::Add => "da = g, db = g        (each summed over the dims it was broadcast along)",
+        OpKind::Sub => "da = g, db = -g       (each summed over its broadcast dims)",
+        OpKind::Mul => "da = g * b, db = g * a  (each summed over its broadcast dims)",
+        OpKind::Div => "da = g / b, db = -g * y / b  (y = a / b; each summed over its broadcast dims)",
+        OpKind::Sum => "dx = g, broadcast back over the summed dims",
+        OpKind::Mean => "dx = g / n, broadcast back over the n averaged elements",
+        OpKind::Max => "dx = g / (number of ties) where x is the max, 0 elsewhere",
+        OpKind::Matmul => "dA = g B^T, dB = A^T g  (batch dims that were broadcast are summed)",
+        OpKind::Linear => "dx = g W, dW = g^T x, db = sum of g over rows  (y = x W^T + b)",
+        OpKind::Softmax => "dx = y * (g - sum(g * y))  (y = softmax x, sum along dim)",
+        OpKind::LogSoftmax => "dx = g - softmax(x) * sum(g)  (sum along dim)",
+        OpKind::CrossEntropy => "dlogits = (softmax(logits) - onehot(targets)) * g / N  (softmax saved by forward)",
+        OpKind::MseLoss => "dp = 2 (p - t) * g / n, dt = -dp",
+        OpKind::BinaryCrossEntropy => "dp = (p - t) / (p (1 - p)) * g / n, dt = (ln(1 - p) - ln p) * g / n",
+        OpKind::BinaryCrossEntropyWithLogits => "dz = (sigmoid(z) - t) * g / n, dt = -z * g / n",
+        OpKind::LayerNorm => {
+            "dx = rstd (g w - mean(g w) - xhat mean(g w xhat)), dw = sum of g xhat, db = sum of g  (mean, rstd saved)"
+        }
+        OpKind::Attention | OpKind::MultiHeadAttention => {
+            "P = exp(s - lse) recomputed; dV = P^T g; dS = P (g V^T - rowsum(g o)); dQ = dS K scale, dK = dS^T Q scale"
+        }
+        OpKind::Dropout => "dx = g * mask          (mask = 0 or 1 / (1 - p), saved by forward)",
+        OpKind::Concat => "d part_i = the slice of g that part_i filled",
+        OpKind::IndexSelect => "dx = zeros, then g's slices added back at the picked indices (repeats sum)",
+        OpKind::Gather => "dx = zeros, then each element of g added back where it was read (scatter_add)",
+        OpKind::Where => "d on_true = g where cond, else 0; d on_false = g where not cond, else 0",
+        OpKind::Reshape => "dx = g reshaped to x's shape",
+        OpKind::Permute => "dx = g permuted back by the inverse permutation",
+        OpKind::Narrow => "dx = g padded with zeros outside the slice",
+        OpKind::Expand => "dx = g summed over the broadcast (stride-0) dims",
+        OpKind::Copy => "dx = g",
+        OpKind::Cast => "dx = g cast back to x's dtype",
     }
 }
 

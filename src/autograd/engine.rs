@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use super::anomaly;
 use super::backward::op_backward;
 use super::no_grad;
+use super::trace::Recorder;
 use crate::tensor::TensorId;
 use crate::Tensor;
 
@@ -75,40 +76,63 @@ fn topological_order(root: &Tensor) -> Vec<Tensor> {
 }
 
 fn run_backward(root: &Tensor, seed: Tensor) {
-    // Anomaly mode checks each gradient below, as the formula that made it returns; the ops
-    // inside the formulas are not checked one by one (that would blame `div` rather than the
+    // Anomaly mode checks each gradient as the formula that made it returns; the ops inside
+    // the formulas are not checked one by one (that would blame `div` rather than the
     // backward of `log`).
     let anomaly = anomaly::is_anomaly_mode();
     let _quiet = anomaly::QuietGuard::new();
     if anomaly {
         anomaly::check_seed(root, &seed);
     }
+    // None unless this pass is being explained (see `trace.rs`): the only cost when off.
+    let mut recorder = Recorder::start(root);
     let order = topological_order(root);
     let mut pending: HashMap<TensorId, Tensor> = HashMap::new();
     pending.insert(root.id(), seed);
     for node in order {
         // Removing frees each intermediate gradient as soon as its node is done.
         let Some(grad) = pending.remove(&node.id()) else { continue };
-        let Some(op) = node.op() else {
-            node.accumulate_grad(grad);
-            continue;
-        };
-        let input_grads = op_backward(op, &node, &grad);
-        for (i, (input, input_grad)) in op.inputs().into_iter().zip(input_grads).enumerate() {
-            let Some(input_grad) = input_grad else { continue };
-            if !input.requires_grad() {
-                continue;
+        match recorder.as_mut() {
+            None => {
+                backward_node(&node, grad, &mut pending, anomaly);
             }
-            debug_assert_eq!(input_grad.shape(), input.shape(), "gradient shape of {:?}", op.kind());
-            let summed = match pending.remove(&input.id()) {
-                Some(existing) => existing.add(&input_grad),
-                None => input_grad,
-            };
-            if anomaly {
-                // The sum is checked too: two finite gradients can overflow when added.
-                anomaly::check_gradient(op, &node, &grad, i, &summed);
-            }
-            pending.insert(input.id(), summed);
+            Some(recorder) => recorder.node(&node, grad, |grad| backward_node(&node, grad, &mut pending, anomaly)),
         }
     }
+    if let Some(recorder) = recorder {
+        recorder.finish();
+    }
+}
+
+/// One step of the walk: a leaf accumulates `grad`; an op node asks its formula for the input
+/// gradients and adds each to the gradient waiting at that input. Returns the input gradients
+/// (empty for a leaf) for the recorder. With `anomaly`, each summed gradient is checked.
+fn backward_node(
+    node: &Tensor,
+    grad: Tensor,
+    pending: &mut HashMap<TensorId, Tensor>,
+    anomaly: bool,
+) -> Vec<Option<Tensor>> {
+    let Some(op) = node.op() else {
+        node.accumulate_grad(grad);
+        return Vec::new();
+    };
+    let input_grads = op_backward(op, node, &grad);
+    for (i, (input, input_grad)) in op.inputs().into_iter().zip(&input_grads).enumerate() {
+        let Some(input_grad) = input_grad else { continue };
+        if !input.requires_grad() {
+            continue;
+        }
+        debug_assert_eq!(input_grad.shape(), input.shape(), "gradient shape of {:?}", op.kind());
+        let summed = match pending.remove(&input.id()) {
+            Some(existing) => existing.add(input_grad),
+            None => input_grad.clone(),
+        };
+        if anomaly {
+            // The sum is checked too: two finite gradients can overflow when added.
+            anomaly::check_gradient(op, node, &grad, i, &summed);
+        }
+        pending.insert(input.id(), summed);
+    }
+    input_grads
 }

@@ -13,6 +13,7 @@ pub mod anomaly;
 pub mod backward;
 mod engine;
 pub mod gradcheck;
+pub mod trace;
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::Tensor;
 
 pub use anomaly::{detect_anomaly, is_anomaly_mode, set_anomaly_mode, AnomalyGuard};
 pub use gradcheck::{gradcheck, GradcheckConfig, GradcheckReport};
+pub use trace::{capture_traces, BackwardTrace, InputTrace, NodeTrace};
 
 /// Elementwise functions of one tensor (with their scalar parameters).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -294,29 +296,43 @@ op_kinds! {
     Expand => "expand", Copy => "contiguous", Cast => "to_dtype",
 }
 
+impl UnaryOp {
+    /// The [`OpKind`] of this function (its name is `kind().name()`).
+    pub fn kind(self) -> OpKind {
+        match self {
+            UnaryOp::Neg => OpKind::Neg,
+            UnaryOp::Exp => OpKind::Exp,
+            UnaryOp::Log => OpKind::Log,
+            UnaryOp::Sqrt => OpKind::Sqrt,
+            UnaryOp::Abs => OpKind::Abs,
+            UnaryOp::Relu => OpKind::Relu,
+            UnaryOp::Sigmoid => OpKind::Sigmoid,
+            UnaryOp::Tanh => OpKind::Tanh,
+            UnaryOp::Gelu => OpKind::Gelu,
+            UnaryOp::Powf(_) => OpKind::Powf,
+            UnaryOp::Affine { .. } => OpKind::Affine,
+        }
+    }
+}
+
+impl BinaryOp {
+    /// The [`OpKind`] of this function.
+    pub fn kind(self) -> OpKind {
+        match self {
+            BinaryOp::Add => OpKind::Add,
+            BinaryOp::Sub => OpKind::Sub,
+            BinaryOp::Mul => OpKind::Mul,
+            BinaryOp::Div => OpKind::Div,
+        }
+    }
+}
+
 impl Op {
     /// Which op this is.
     pub fn kind(&self) -> OpKind {
         match self {
-            Op::Unary(u, _) => match u {
-                UnaryOp::Neg => OpKind::Neg,
-                UnaryOp::Exp => OpKind::Exp,
-                UnaryOp::Log => OpKind::Log,
-                UnaryOp::Sqrt => OpKind::Sqrt,
-                UnaryOp::Abs => OpKind::Abs,
-                UnaryOp::Relu => OpKind::Relu,
-                UnaryOp::Sigmoid => OpKind::Sigmoid,
-                UnaryOp::Tanh => OpKind::Tanh,
-                UnaryOp::Gelu => OpKind::Gelu,
-                UnaryOp::Powf(_) => OpKind::Powf,
-                UnaryOp::Affine { .. } => OpKind::Affine,
-            },
-            Op::Binary(b, _, _) => match b {
-                BinaryOp::Add => OpKind::Add,
-                BinaryOp::Sub => OpKind::Sub,
-                BinaryOp::Mul => OpKind::Mul,
-                BinaryOp::Div => OpKind::Div,
-            },
+            Op::Unary(u, _) => u.kind(),
+            Op::Binary(b, _, _) => b.kind(),
             Op::Reduce { op, .. } => match op {
                 ReduceOp::Sum => OpKind::Sum,
                 ReduceOp::Mean => OpKind::Mean,
@@ -375,6 +391,44 @@ impl Op {
             Op::Attention { q, k, v, .. } => vec![q, k, v],
             Op::Concat { inputs, .. } => inputs.iter().collect(),
         }
+    }
+
+    /// Bytes this node keeps alive for the backward pass: every tensor it holds (its inputs,
+    /// plus saved values such as cross-entropy's probabilities or dropout's mask, each counted
+    /// as the elements its view sees, and a tensor used twice counted twice) and its index
+    /// lists. The backward explainer prints it; it is what `no_grad` saves during evaluation.
+    pub fn saved_bytes(&self) -> usize {
+        let bytes = |t: &Tensor| t.numel() * t.dtype().size_in_bytes();
+        let index_bytes = |n: usize| n * std::mem::size_of::<usize>();
+        let inputs: usize = self.inputs().into_iter().map(bytes).sum();
+        // Listed per variant (no catch-all) so a new op must say what else it saves.
+        let extra = match self {
+            Op::CrossEntropy { targets, probs, .. } => index_bytes(targets.len()) + bytes(probs),
+            Op::Dropout { mask, .. } => bytes(mask),
+            Op::IndexSelect { indices, .. } => index_bytes(indices.len()),
+            Op::Gather { index, .. } => index_bytes(index.len()),
+            Op::Where { cond, .. } => bytes(cond),
+            Op::LayerNorm { mean, rstd, .. } => bytes(mean) + bytes(rstd),
+            Op::Attention { lse, .. } | Op::MultiHeadAttention { lse, .. } => bytes(lse),
+            Op::Unary(..)
+            | Op::Binary(..)
+            | Op::Reduce { .. }
+            | Op::Matmul(..)
+            | Op::Linear { .. }
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::MseLoss { .. }
+            | Op::BinaryCrossEntropy { .. }
+            | Op::BinaryCrossEntropyWithLogits { .. }
+            | Op::Concat { .. }
+            | Op::Reshape(_)
+            | Op::Permute { .. }
+            | Op::Narrow { .. }
+            | Op::Expand(_)
+            | Op::Copy(_)
+            | Op::Cast(_) => 0,
+        };
+        inputs + extra
     }
 }
 

@@ -1,8 +1,14 @@
 //! Kernels, by device. This file is the switchboard: each function takes storages and
 //! layouts, picks the kernel for the storage's device and element type, and returns a new
 //! storage. The op front doors in `ops` call these after checking shapes.
+//!
+//! Every function here first calls `note`, which appends the kernel's name to a thread-local
+//! log while [`record_kernels`] is running (the backward explainer uses it to show which
+//! kernels each node ran); otherwise `note` is one thread-local flag test.
 
 pub mod cpu;
+
+use std::cell::{Cell, RefCell};
 
 use crate::autograd::{BinaryOp, UnaryOp};
 use crate::tensor::{DType, Float, Layout, Storage};
@@ -12,6 +18,74 @@ pub use cpu::attention::{AttentionShape, GradientLayout, HeadLayout};
 pub use cpu::elementwise::CompareOp;
 pub use cpu::optim::AdamStep;
 pub use cpu::reduce::ReduceKind;
+
+// ----- kernel log ----------------------------------------------------------------------------
+
+/// One kernel the switchboard ran, as logged by [`record_kernels`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelCall {
+    /// The kernel function, as its path under `backend::cpu` (`elementwise::binary`), so a grep
+    /// finds it.
+    pub kernel: &'static str,
+    /// The op it was asked for, where one kernel serves several (`mul` for `elementwise::binary`).
+    pub variant: Option<&'static str>,
+    /// The element type it ran on.
+    pub dtype: DType,
+}
+
+impl std::fmt::Display for KernelCall {
+    /// `elementwise::binary[mul]/f32`
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.kernel)?;
+        if let Some(v) = self.variant {
+            write!(f, "[{v}]")?;
+        }
+        write!(f, "/{}", self.dtype)
+    }
+}
+
+thread_local! {
+    /// Whether `note` should log: a plain `Cell` so the test on every kernel call is one load.
+    static LOGGING: Cell<bool> = const { Cell::new(false) };
+    static LOG: RefCell<Vec<KernelCall>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Logs a kernel call if [`record_kernels`] is running on this thread.
+#[inline]
+fn note(kernel: &'static str, variant: Option<&'static str>, dtype: DType) {
+    if LOGGING.with(Cell::get) {
+        LOG.with(|log| log.borrow_mut().push(KernelCall { kernel, variant, dtype }));
+    }
+}
+
+/// Restores the log state that was current before a [`record_kernels`] scope, even on panic.
+struct LogScope {
+    was_logging: bool,
+    outer_log: Vec<KernelCall>,
+}
+
+impl Drop for LogScope {
+    fn drop(&mut self) {
+        LOGGING.with(|on| on.set(self.was_logging));
+        LOG.with(|log| *log.borrow_mut() = std::mem::take(&mut self.outer_log));
+    }
+}
+
+/// Runs `f` and returns, with its result, every kernel this switchboard ran for it on this
+/// thread, in order. (Work a kernel hands to rayon's threads is still one call here.) Scopes
+/// nest: an inner scope's calls are reported to it alone.
+pub fn record_kernels<R>(f: impl FnOnce() -> R) -> (R, Vec<KernelCall>) {
+    let scope = LogScope {
+        was_logging: LOGGING.with(|on| on.replace(true)),
+        outer_log: LOG.with(|log| std::mem::take(&mut *log.borrow_mut())),
+    };
+    let result = f();
+    let calls = LOG.with(|log| std::mem::take(&mut *log.borrow_mut()));
+    drop(scope);
+    (result, calls)
+}
+
+// ----- the switchboard -------------------------------------------------------------------------
 
 /// Runs `f` on the f32 or f64 slice inside a CPU storage and wraps its result back up.
 macro_rules! cpu_map {
@@ -23,26 +97,31 @@ macro_rules! cpu_map {
 
 /// `op` of every element.
 pub fn unary(op: UnaryOp, x: &Storage, layout: &Layout) -> Storage {
+    note("elementwise::unary", Some(op.kind().name()), x.dtype());
     cpu_map!(x, T, |xs| cpu::elementwise::unary::<T>(op, xs, layout))
 }
 
 /// `a op b`; both layouts already broadcast to the output shape.
 pub fn binary(op: BinaryOp, a: &Storage, la: &Layout, b: &Storage, lb: &Layout) -> Storage {
+    note("elementwise::binary", Some(op.kind().name()), a.dtype());
     cpu_map!(a, T, |xs| cpu::elementwise::binary::<T>(op, xs, la, T::slice(b.cpu()), lb))
 }
 
 /// `g * gelu'(x)`; both layouts of one shape.
 pub fn gelu_backward(x: &Storage, lx: &Layout, g: &Storage, lg: &Layout) -> Storage {
+    note("elementwise::gelu_backward", None, x.dtype());
     cpu_map!(x, T, |xs| cpu::elementwise::gelu_backward::<T>(xs, lx, T::slice(g.cpu()), lg))
 }
 
 /// 1.0 where `a op b`, else 0.0; both layouts already broadcast to the output shape.
 pub fn compare(op: CompareOp, a: &Storage, la: &Layout, b: &Storage, lb: &Layout) -> Storage {
+    note("elementwise::compare", Some(op.name()), a.dtype());
     cpu_map!(a, T, |xs| cpu::elementwise::compare::<T>(op, xs, la, T::slice(b.cpu()), lb))
 }
 
 /// `on_true` where `cond != 0`, else `on_false`; all layouts broadcast to the output shape.
 pub fn where_cond(cond: (&Storage, &Layout), on_true: (&Storage, &Layout), on_false: (&Storage, &Layout)) -> Storage {
+    note("elementwise::where_cond", None, on_true.0.dtype());
     cpu_map!(on_true.0, T, |xs| cpu::elementwise::where_cond::<T>(
         (T::slice(cond.0.cpu()), cond.1),
         (xs, on_true.1),
@@ -52,11 +131,13 @@ pub fn where_cond(cond: (&Storage, &Layout), on_true: (&Storage, &Layout), on_fa
 
 /// A contiguous copy of a view.
 pub fn contiguous(x: &Storage, layout: &Layout) -> Storage {
+    note("elementwise::copy_strided", None, x.dtype());
     cpu_map!(x, T, |xs| cpu::elementwise::copy_strided::<T>(xs, layout))
 }
 
 /// A contiguous copy of a view converted to `dtype`.
 pub fn cast(x: &Storage, layout: &Layout, dtype: DType) -> Storage {
+    note("elementwise::cast", Some(if dtype == DType::F32 { "to f32" } else { "to f64" }), x.dtype());
     let s = x.cpu();
     Storage::Cpu(
         with_float!(s.dtype(), S => with_float!(dtype, D => D::wrap(cpu::elementwise::cast::<S, D>(S::slice(s), layout)))),
@@ -65,16 +146,19 @@ pub fn cast(x: &Storage, layout: &Layout, dtype: DType) -> Storage {
 
 /// Sum or max over `dims`, contiguous in the input's shape with those dims set to 1.
 pub fn reduce(kind: ReduceKind, x: &Storage, layout: &Layout, dims: &[usize]) -> Storage {
+    note("reduce::reduce", Some(if kind == ReduceKind::Sum { "sum" } else { "max" }), x.dtype());
     cpu_map!(x, T, |xs| cpu::reduce::reduce::<T>(kind, xs, layout, dims))
 }
 
 /// Batched matrix product of `[batch.., M, K]` and `[batch.., K, N]` views.
 pub fn matmul(a: &Storage, la: &Layout, b: &Storage, lb: &Layout) -> Storage {
+    note("matmul::matmul", None, a.dtype());
     cpu_map!(a, T, |xs| cpu::matmul::matmul::<T>(xs, la, T::slice(b.cpu()), lb))
 }
 
 /// `x W^T + b` for contiguous `x` `[rows, in]`, `W` `[out, in]` and `b` `[out]`.
 pub fn linear(x: &Storage, w: &Storage, b: &Storage, rows: usize, inputs: usize, outputs: usize) -> Storage {
+    note("matmul::matmul_bias", Some("linear"), x.dtype());
     cpu_map!(x, T, |xs| {
         use cpu::matmul::MatRef;
         let mut out = cpu::pool::reuse::<T>(rows * outputs);
@@ -86,16 +170,19 @@ pub fn linear(x: &Storage, w: &Storage, b: &Storage, rows: usize, inputs: usize,
 
 /// Softmax or log-softmax over rows of a contiguous `[rows, cols]` buffer.
 pub fn softmax_rows(x: &Storage, cols: usize, log: bool) -> Storage {
+    note("softmax::softmax_rows", Some(if log { "log" } else { "softmax" }), x.dtype());
     cpu_map!(x, T, |xs| cpu::softmax::softmax_rows::<T>(xs, cols, log))
 }
 
 /// Input gradient of (log-)softmax over rows, from its output `y` and upstream `g`.
 pub fn softmax_backward_rows(y: &Storage, g: &Storage, cols: usize, log: bool) -> Storage {
+    note("softmax::softmax_backward_rows", Some(if log { "log" } else { "softmax" }), y.dtype());
     cpu_map!(y, T, |ys| cpu::softmax::softmax_backward_rows::<T>(ys, T::slice(g.cpu()), cols, log))
 }
 
 /// Mean cross-entropy of contiguous `[rows, cols]` logits, and their softmax.
 pub fn cross_entropy_rows(x: &Storage, cols: usize, targets: &[usize]) -> (f64, Storage) {
+    note("softmax::cross_entropy_rows", None, x.dtype());
     let s = x.cpu();
     with_float!(s.dtype(), T => {
         let (loss, probs) = cpu::softmax::cross_entropy_rows::<T>(T::slice(s), cols, targets);
@@ -105,48 +192,57 @@ pub fn cross_entropy_rows(x: &Storage, cols: usize, targets: &[usize]) -> (f64, 
 
 /// `(probs - onehot(targets)) * scale` over contiguous rows.
 pub fn cross_entropy_backward_rows(probs: &Storage, cols: usize, targets: &[usize], scale: f64) -> Storage {
+    note("softmax::cross_entropy_backward_rows", None, probs.dtype());
     cpu_map!(probs, T, |ps| cpu::softmax::cross_entropy_backward_rows::<T>(ps, cols, targets, T::from_f64(scale)))
 }
 
 /// Slices `indices` along `dim`.
 pub fn index_select(x: &Storage, layout: &Layout, dim: usize, indices: &[usize]) -> Storage {
+    note("index::index_select", None, x.dtype());
     cpu_map!(x, T, |xs| cpu::index::index_select::<T>(xs, layout, dim, indices))
 }
 
 /// Zeros of `shape` plus contiguous `src` added at `indices` along `dim`.
 pub fn index_add(shape: &[usize], dim: usize, indices: &[usize], src: &Storage) -> Storage {
+    note("index::index_add", None, src.dtype());
     cpu_map!(src, T, |ss| cpu::index::index_add::<T>(shape, dim, indices, ss))
 }
 
 /// Elements picked along `dim` by `index` (shaped `index_shape`).
 pub fn gather(x: &Storage, layout: &Layout, dim: usize, index: &[usize], index_shape: &[usize]) -> Storage {
+    note("index::gather", None, x.dtype());
     cpu_map!(x, T, |xs| cpu::index::gather::<T>(xs, layout, dim, index, index_shape))
 }
 
 /// Zeros of `shape` plus contiguous `src` scattered back where `gather` read it.
 pub fn scatter_add(shape: &[usize], dim: usize, index: &[usize], index_shape: &[usize], src: &Storage) -> Storage {
+    note("index::scatter_add", None, src.dtype());
     cpu_map!(src, T, |ss| cpu::index::scatter_add::<T>(shape, dim, index, index_shape, ss))
 }
 
 /// Copies the view `(src, src_layout)` into the view `dst_layout` of `dst`, in place.
 pub fn assign(dst: &mut Storage, dst_layout: &Layout, src: &Storage, src_layout: &Layout) {
+    note("elementwise::assign", None, dst.dtype());
     let d = dst.cpu_mut();
     with_float!(d.dtype(), T => cpu::elementwise::assign::<T>(T::slice_mut(d), dst_layout, T::slice(src.cpu()), src_layout))
 }
 
 /// Fresh contiguous zeros.
 pub fn zeros(numel: usize, dtype: DType) -> Storage {
+    note("zeros", None, dtype);
     Storage::Cpu(with_float!(dtype, T => T::wrap(cpu::pool::zeros::<T>(numel))))
 }
 
 /// In-place SGD step on contiguous parameter, gradient and momentum buffers.
 pub fn sgd_update(w: &mut Storage, g: &Storage, buf: &mut Storage, lr: f64, momentum: f64, weight_decay: f64) {
+    note("optim::sgd", None, w.dtype());
     let (w, buf) = (w.cpu_mut(), buf.cpu_mut());
     with_float!(w.dtype(), T => cpu::optim::sgd::<T>(T::slice_mut(w), T::slice(g.cpu()), T::slice_mut(buf), lr, momentum, weight_decay))
 }
 
 /// In-place Adam / AdamW step.
 pub fn adam_update(w: &mut Storage, g: &Storage, m: &mut Storage, v: &mut Storage, step: AdamStep) {
+    note("optim::adam", None, w.dtype());
     let (w, m, v) = (w.cpu_mut(), m.cpu_mut(), v.cpu_mut());
     with_float!(w.dtype(), T => cpu::optim::adam::<T>(T::slice_mut(w), T::slice(g.cpu()), T::slice_mut(m), T::slice_mut(v), step))
 }
@@ -161,12 +257,14 @@ pub fn rmsprop_update(
     eps: f64,
     weight_decay: f64,
 ) {
+    note("optim::rmsprop", None, w.dtype());
     let (w, sq) = (w.cpu_mut(), sq.cpu_mut());
     with_float!(w.dtype(), T => cpu::optim::rmsprop::<T>(T::slice_mut(w), T::slice(g.cpu()), T::slice_mut(sq), lr, alpha, eps, weight_decay))
 }
 
 /// Layer norm over rows of a contiguous `[rows, cols]` buffer: `(y, mean, rstd)`.
 pub fn layer_norm(x: &Storage, w: &Storage, b: &Storage, cols: usize, eps: f64) -> (Storage, Storage, Storage) {
+    note("layernorm::layer_norm", None, x.dtype());
     let s = x.cpu();
     with_float!(s.dtype(), T => {
         let (y, mean, rstd) = cpu::layernorm::layer_norm::<T>(T::slice(s), T::slice(w.cpu()), T::slice(b.cpu()), cols, eps);
@@ -183,6 +281,7 @@ pub fn layer_norm_backward(
     g: &Storage,
     cols: usize,
 ) -> (Storage, Storage, Storage) {
+    note("layernorm::layer_norm_backward", None, x.dtype());
     let s = x.cpu();
     with_float!(s.dtype(), T => {
         let (dx, dw, db) = cpu::layernorm::layer_norm_backward::<T>(
@@ -200,6 +299,7 @@ pub fn attention_forward(
     v: (&Storage, HeadLayout),
     shape: AttentionShape,
 ) -> (Storage, Storage) {
+    note("attention::attention_forward", None, q.0.dtype());
     let s = q.0.cpu();
     with_float!(s.dtype(), T => {
         let inputs = cpu::attention::AttentionInputs {
@@ -224,6 +324,7 @@ pub fn attention_backward(
     shape: AttentionShape,
     grads: GradientLayout,
 ) -> Storage {
+    note("attention::attention_backward", None, q.0.dtype());
     let s = q.0.cpu();
     with_float!(s.dtype(), T => {
         let inputs = cpu::attention::AttentionInputs {

@@ -22,6 +22,19 @@ pub enum CompareOp {
     Eq,
 }
 
+impl CompareOp {
+    /// The comparison's name, as the front doors call it (`gt`, `ge`, `lt`, `le`, `eq`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CompareOp::Gt => "gt",
+            CompareOp::Ge => "ge",
+            CompareOp::Lt => "lt",
+            CompareOp::Le => "le",
+            CompareOp::Eq => "eq",
+        }
+    }
+}
+
 /// Fills `out` with `f` of the elements of `x` starting at `start`, stepping by `stride`.
 #[inline(always)]
 fn map1<T: Float>(out: &mut [T], x: &[T], start: usize, stride: usize, f: impl Fn(T) -> T) {

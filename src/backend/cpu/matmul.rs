@@ -576,3 +576,118 @@ pub fn matmul<T: Float>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
     }
     out
 }
+
+// ----- the ladder entry for `cpu::ladders()` ---------------------------------------------------
+
+/// Largest error accepted by the ladder check, relative to `sum_k |A[i, k] B[k, j]|` (the
+/// scale f32 rounding works at): rounding in a length-k sum grows at most like `k * 6e-8`
+/// (6e-5 at k = 1024), while a product dropped or counted twice moves a result by about
+/// `1 / k` of that scale.
+pub const LADDER_TOLERANCE: f64 = 1e-4;
+/// Output elements checked per run: all of them on small sizes, this many sampled on large
+/// ones (each check is a length-k dot product in f64).
+const CHECKED_ELEMENTS: usize = 4096;
+/// The naive version is skipped above this many flops (about a second at its pace).
+const NAIVE_MAX_FLOPS: f64 = 3e8;
+
+/// The GEMM ladder as [`cpu::ladders`](super::ladders) lists it: every version of
+/// [`versions`] in f32, checked against exact dot products.
+pub fn ladder() -> super::ladder::Ladder {
+    use super::ladder::{Ladder, LadderVersion, Limit};
+    Ladder {
+        family: "matmul",
+        source: "src/backend/cpu/matmul.rs",
+        limit: Limit::Compute,
+        tolerance: LADDER_TOLERANCE,
+        tolerance_note: "|c - exact| / sum_k |a_ik b_kj|",
+        versions: versions::<f32>()
+            .into_iter()
+            .map(|(name, _)| LadderVersion {
+                name,
+                max_flops: (name == "v1_naive").then_some(NAIVE_MAX_FLOPS),
+                parallel: name == "v5_packed_parallel",
+            })
+            .collect(),
+        // The MLP's first layer (batch 128, 784 -> 256), then squares from cache-sized to
+        // larger than L2.
+        report_sizes: vec![vec![128, 784, 256], vec![256, 256, 256], vec![512, 512, 512], vec![1024, 1024, 1024]],
+        test_sizes: vec![vec![1, 1, 1], vec![7, 13, 5], vec![67, 300, 33], vec![97, 257, 130]],
+        setup: |dims, seed| Box::new(MatmulWorkload::new(dims, seed)),
+    }
+}
+
+/// Random `M x K` and `K x N` f32 matrices, an output buffer, and exact f64 values of the
+/// output elements that get checked.
+struct MatmulWorkload {
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    c: Vec<f32>,
+    /// `(index into c, exact value, sum_k |a_ik b_kj|)`.
+    checks: Vec<(usize, f64, f64)>,
+}
+
+impl MatmulWorkload {
+    fn new(dims: &[usize], seed: u64) -> MatmulWorkload {
+        assert!(dims.len() == 3, "matmul ladder: sizes are [M, K, N], got {dims:?}");
+        let (m, k, n) = (dims[0], dims[1], dims[2]);
+        let mut rng = crate::rng::Rng::new(seed);
+        let a: Vec<f32> = (0..m * k).map(|_| rng.normal() as f32).collect();
+        let b: Vec<f32> = (0..k * n).map(|_| rng.normal() as f32).collect();
+        let positions: Vec<usize> = if m * n <= CHECKED_ELEMENTS {
+            (0..m * n).collect()
+        } else {
+            (0..CHECKED_ELEMENTS).map(|_| rng.below(m * n)).collect()
+        };
+        let checks = positions
+            .into_iter()
+            .map(|idx| {
+                let (i, j) = (idx / n, idx % n);
+                let (mut exact, mut scale) = (0.0f64, 0.0f64);
+                for p in 0..k {
+                    let product = a[i * k + p] as f64 * b[p * n + j] as f64;
+                    exact += product;
+                    scale += product.abs();
+                }
+                (idx, exact, scale)
+            })
+            .collect();
+        MatmulWorkload { m, k, n, a, b, c: vec![f32::NAN; m * n], checks }
+    }
+}
+
+impl super::ladder::Workload for MatmulWorkload {
+    fn size(&self) -> String {
+        format!("{}x{}x{}", self.m, self.k, self.n)
+    }
+
+    fn flops(&self) -> f64 {
+        2.0 * (self.m * self.k * self.n) as f64
+    }
+
+    fn bytes(&self) -> f64 {
+        4.0 * (self.m * self.k + self.k * self.n + self.m * self.n) as f64
+    }
+
+    fn run(&mut self, version: usize) {
+        let f = versions::<f32>()[version].1;
+        f(MatRef::row_major(&self.a, self.m, self.k), MatRef::row_major(&self.b, self.k, self.n), &mut self.c);
+    }
+
+    fn error(&self) -> f64 {
+        self.checks
+            .iter()
+            .map(|&(idx, exact, scale)| {
+                let err = (self.c[idx] as f64 - exact).abs();
+                // NaN (an element never written) must fail, so it is mapped to infinity.
+                if err.is_nan() {
+                    f64::INFINITY
+                } else {
+                    err / scale.max(f64::MIN_POSITIVE)
+                }
+            })
+            .fold(0.0, f64::max)
+    }
+}

@@ -13,14 +13,20 @@
 //! | `index.rs` | index_select / index_add, gather / scatter_add |
 //! | `optim.rs` | fused SGD, Adam/AdamW, RMSprop updates |
 //! | `pool.rs` | recycled output buffers (no page faults in a steady training loop) |
+//! | `ladder.rs` | the registry of kernel ladders ([`ladders`]) that the kernel report and tests walk |
+//! | `peak.rs` | the machine's measured FMA peak and memory bandwidth, the report's yardsticks |
 
 pub mod attention;
 pub mod elementwise;
 pub mod index;
+pub mod ladder;
 pub mod layernorm;
 pub mod matmul;
 pub mod optim;
+pub mod peak;
 pub mod pool;
 pub mod reduce;
 pub mod softmax;
 pub mod strided;
+
+pub use ladder::{ladders, Ladder, LadderVersion, Limit, Workload};

@@ -1,0 +1,246 @@
+//! What this machine can do at best, measured rather than looked up: the yardsticks the
+//! kernel report divides by.
+//!
+//! - **FMA peak**: every thread runs a loop of fused multiply-adds on independent registers
+//!   (`ACCUMULATORS` of them, so the FMA units never wait on a previous result: an FMA takes
+//!   about 4 cycles and a core starts up to 2 per cycle, so 8 must be in flight). The widest
+//!   vector unit present is used (AVX-512, else AVX2 + FMA, chosen at run time); elsewhere a
+//!   scalar loop gives a (much lower) scalar figure.
+//! - **Memory bandwidth**: the STREAM "triad" `a[i] = b[i] + s * c[i]` over arrays far larger
+//!   than the caches, on all threads; bytes counted as STREAM does (two reads and one write of
+//!   each element).
+
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+
+/// Independent accumulator registers in the FMA loop (>= 8 hides FMA latency on two ports).
+pub const ACCUMULATORS: usize = 12;
+/// Loop iterations between clock reads in [`fma_peak`].
+const FMA_CHUNK: u64 = 1 << 20;
+
+/// Which FMA loop ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FmaIsa {
+    /// 512-bit vectors: 16 f32 lanes.
+    Avx512,
+    /// 256-bit vectors with FMA: 8 f32 lanes.
+    Avx2Fma,
+    /// Scalar multiply then add (no fused instruction assumed): 1 lane.
+    Scalar,
+}
+
+impl FmaIsa {
+    /// The best loop this CPU can run.
+    pub fn detect() -> FmaIsa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
+                return FmaIsa::Avx512;
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return FmaIsa::Avx2Fma;
+            }
+        }
+        FmaIsa::Scalar
+    }
+
+    /// f32 lanes per register.
+    pub fn lanes(self) -> usize {
+        match self {
+            FmaIsa::Avx512 => 16,
+            FmaIsa::Avx2Fma => 8,
+            FmaIsa::Scalar => 1,
+        }
+    }
+
+    /// Name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            FmaIsa::Avx512 => "AVX-512 FMA",
+            FmaIsa::Avx2Fma => "AVX2 FMA",
+            FmaIsa::Scalar => "scalar",
+        }
+    }
+
+    /// Flops one iteration of the loop performs (an FMA counts as two).
+    pub fn flops_per_iteration(self) -> f64 {
+        (2 * ACCUMULATORS * self.lanes()) as f64
+    }
+}
+
+/// The loop itself, written once: `ACCUMULATORS` registers of `LANES` f32 each, every lane
+/// stepping `x = x * mul + add`. With `FUSED` each step is one `mul_add`; compiled inside a
+/// function with AVX-512 or AVX2 + FMA enabled, each register row becomes one vector FMA
+/// instruction (the GEMM micro-kernel's approach: no intrinsics, so no newer Rust needed).
+/// Written as a `map` over whole rows on purpose: a lane-by-lane inner loop led the compiler
+/// to keep the accumulators in memory (gathers and scatters) instead of in registers.
+#[inline(always)]
+fn fma_loop_lanes<const LANES: usize, const FUSED: bool>(iterations: u64, start: f32, mul: f32, add: f32) -> f32 {
+    let mut acc = [[start; LANES]; ACCUMULATORS];
+    for _ in 0..iterations {
+        for register in acc.iter_mut() {
+            *register = register.map(|x| if FUSED { x.mul_add(mul, add) } else { x * mul + add });
+        }
+    }
+    // Every lane holds the same value; taking the largest keeps all of them live (the
+    // compiler cannot know they are equal), so no accumulator's work can be dropped.
+    acc.iter().flatten().fold(f32::NEG_INFINITY, |m, &x| m.max(x))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn fma_loop_avx512(iterations: u64, start: f32, mul: f32, add: f32) -> f32 {
+    fma_loop_lanes::<16, true>(iterations, start, mul, add)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_loop_avx2(iterations: u64, start: f32, mul: f32, add: f32) -> f32 {
+    fma_loop_lanes::<8, true>(iterations, start, mul, add)
+}
+
+/// Runs `iterations` steps of `x = x * mul + add` on every lane of every accumulator with
+/// `isa`'s loop, and returns one lane's final `x` (all lanes compute the same value).
+///
+/// Panics if `isa` is not supported by this CPU.
+pub fn fma_loop(isa: FmaIsa, iterations: u64, start: f32, mul: f32, add: f32) -> f32 {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        FmaIsa::Avx512 => {
+            assert!(
+                is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma"),
+                "fma_loop: this CPU has no AVX-512"
+            );
+            // SAFETY: the CPU supports avx512f and fma (checked just above), the only
+            // requirement of this target_feature function; its body is safe Rust on locals.
+            unsafe { fma_loop_avx512(iterations, start, mul, add) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        FmaIsa::Avx2Fma => {
+            assert!(
+                is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+                "fma_loop: this CPU has no AVX2 + FMA"
+            );
+            // SAFETY: avx2 and fma are present (checked just above); the body is safe Rust.
+            unsafe { fma_loop_avx2(iterations, start, mul, add) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        FmaIsa::Avx512 | FmaIsa::Avx2Fma => panic!("fma_loop: {} needs an x86-64 CPU", isa.name()),
+        FmaIsa::Scalar => fma_loop_lanes::<1, false>(iterations, start, mul, add),
+    }
+}
+
+/// A measured arithmetic peak.
+#[derive(Clone, Copy, Debug)]
+pub struct FmaPeak {
+    /// Billions of f32 flops per second, all threads together.
+    pub gflops: f64,
+    /// The loop that ran.
+    pub isa: FmaIsa,
+    /// Threads that ran it at once.
+    pub threads: usize,
+}
+
+/// Runs the FMA loop on `threads` threads at once, `rounds` times for about `round_time`
+/// each, and returns the best round's combined rate. The best, not the mean: on a shared
+/// machine other work only ever slows a round down, so the fastest round is the closest to
+/// what the hardware can do.
+pub fn fma_peak(threads: usize, rounds: usize, round_time: Duration) -> FmaPeak {
+    let isa = FmaIsa::detect();
+    let threads = threads.max(1);
+    let round = || -> f64 {
+        let results: Vec<(u64, Duration)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(move || {
+                        let start = Instant::now();
+                        let mut iterations = 0u64;
+                        // mul < 1 keeps x bounded (it tends to add / (1 - mul) = 1), so no lane
+                        // overflows or goes denormal however long the loop runs.
+                        while start.elapsed() < round_time {
+                            std::hint::black_box(fma_loop(isa, FMA_CHUNK, 1.0, 0.999_9, 1e-4));
+                            iterations += FMA_CHUNK;
+                        }
+                        (iterations, start.elapsed())
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().expect("FMA peak thread panicked")).collect()
+        });
+        let iterations: u64 = results.iter().map(|(n, _)| n).sum();
+        let wall = results.iter().map(|(_, t)| *t).max().unwrap_or_default();
+        iterations as f64 * isa.flops_per_iteration() / wall.as_secs_f64() / 1e9
+    };
+    let gflops = (0..rounds.max(1)).map(|_| round()).fold(0.0, f64::max);
+    FmaPeak { gflops, isa, threads }
+}
+
+/// The STREAM triad: `a[i] = b[i] + s * c[i]`, split over rayon's threads.
+pub fn triad(a: &mut [f32], b: &[f32], c: &[f32], s: f32) {
+    assert!(a.len() == b.len() && b.len() == c.len(), "triad: lengths {} {} {} differ", a.len(), b.len(), c.len());
+    const CHUNK: usize = 1 << 16;
+    a.par_chunks_mut(CHUNK).zip(b.par_chunks(CHUNK)).zip(c.par_chunks(CHUNK)).for_each(|((a, b), c)| {
+        for ((x, &y), &z) in a.iter_mut().zip(b).zip(c) {
+            *x = y + s * z;
+        }
+    });
+}
+
+/// A measured memory bandwidth.
+#[derive(Clone, Copy, Debug)]
+pub struct Bandwidth {
+    /// Billions of bytes per second (best repetition).
+    pub gbytes_per_s: f64,
+    /// Bytes of all three arrays together.
+    pub footprint: usize,
+}
+
+/// Times [`triad`] on three arrays of `len` f32 each, `reps` times, and returns the best
+/// rate (the usual STREAM report). Pick `len` so the arrays far exceed the last-level cache.
+pub fn stream_bandwidth(len: usize, reps: usize) -> Bandwidth {
+    // Filled in parallel so each page is first touched by the threads that will use it.
+    let fill = |v: f32| -> Vec<f32> {
+        let mut x = vec![0.0f32; len];
+        x.par_chunks_mut(1 << 16).for_each(|c| c.fill(v));
+        x
+    };
+    let (mut a, b, c) = (fill(0.0), fill(1.0), fill(2.0));
+    let mut best = f64::INFINITY;
+    for _ in 0..reps.max(1) {
+        let start = Instant::now();
+        triad(&mut a, &b, &c, 3.0);
+        best = best.min(start.elapsed().as_secs_f64());
+        std::hint::black_box(&a);
+    }
+    let bytes = 3.0 * 4.0 * len as f64;
+    Bandwidth { gbytes_per_s: bytes / best / 1e9, footprint: 3 * 4 * len }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vector loops must do exactly the arithmetic that is counted: the same recurrence,
+    /// rounded once per step (fused), as the scalar `mul_add` gives.
+    #[test]
+    fn fma_loop_computes_the_counted_recurrence() {
+        let (start, mul, add, n) = (1.0f32, 0.999_9f32, 1e-4f32, 1000u64);
+        let isa = FmaIsa::detect();
+        let mut expected = start;
+        for _ in 0..n {
+            expected = if isa == FmaIsa::Scalar { expected * mul + add } else { expected.mul_add(mul, add) };
+        }
+        assert_eq!(fma_loop(isa, n, start, mul, add), expected, "{}", isa.name());
+        assert_eq!(fma_loop(FmaIsa::Scalar, 3, 0.0, 0.5, 1.0), 1.75); // 0 -> 1 -> 1.5 -> 1.75
+    }
+
+    #[test]
+    fn triad_adds_scaled_vector() {
+        let b: Vec<f32> = (0..100_000).map(|i| i as f32).collect();
+        let c: Vec<f32> = (0..100_000).map(|i| (i % 7) as f32).collect();
+        let mut a = vec![0.0; b.len()];
+        triad(&mut a, &b, &c, 0.5);
+        assert!(a.iter().enumerate().all(|(i, &x)| x == i as f32 + 0.5 * (i % 7) as f32));
+    }
+}
