@@ -56,12 +56,11 @@ fn main() {
     );
 
     // Decay only the matrices (weights of linear layers and embeddings), as GPT-2 does.
-    let (decayed, plain): (Vec<_>, Vec<_>) = model.named_parameters().into_iter().partition(|(_, t)| t.rank() >= 2);
-    let mut opt_decayed =
-        AdamW::new(decayed.into_iter().map(|(_, t)| t).collect(), lr).betas(0.9, 0.95).weight_decay(weight_decay);
-    let mut opt_plain = AdamW::new(plain.into_iter().map(|(_, t)| t).collect(), lr).betas(0.9, 0.95).weight_decay(0.0);
-    let schedule = CosineSchedule { base_lr: lr, min_lr, warmup_steps: warmup, total_steps: steps };
     let params = model.parameters();
+    let exempt: Vec<_> = params.iter().filter(|t| t.rank() < 2).cloned().collect();
+    let mut optimizer =
+        AdamW::new(params.clone(), lr).betas(0.9, 0.95).weight_decay(weight_decay).no_weight_decay_for(&exempt);
+    let schedule = CosineSchedule { base_lr: lr, min_lr, warmup_steps: warmup, total_steps: steps };
 
     let start = Instant::now();
     let mut eval_rng = Rng::new(seed ^ 0x5eed);
@@ -69,17 +68,14 @@ fn main() {
     for step in 0..steps {
         let (x, y) = random_windows(&corpus.train, batch, block_size, &mut rng);
         let loss = model.loss(&x, &y, batch, block_size);
-        opt_decayed.zero_grad();
-        opt_plain.zero_grad();
+        optimizer.zero_grad();
         loss.backward();
         if clip > 0.0 {
             glassbox::optim::clip_grad_norm(&params, clip);
         }
         let lr_now = schedule.lr_at(step);
-        opt_decayed.set_learning_rate(lr_now);
-        opt_plain.set_learning_rate(lr_now);
-        opt_decayed.step();
-        opt_plain.step();
+        optimizer.set_learning_rate(lr_now);
+        optimizer.step();
         let l = loss.item_f64();
         train_loss_avg = Some(train_loss_avg.map_or(l, |a: f64| 0.95 * a + 0.05 * l));
         let last = step + 1 == steps;

@@ -514,3 +514,15 @@ fn step_decay_multiplies_by_gamma_every_n_steps() {
 fn step_decay_every_zero_panics() {
     StepDecay { base_lr: 1.0, gamma: 0.5, every: 0 }.lr_at(3);
 }
+
+#[test]
+fn adamw_skips_decay_for_exempt_parameters() {
+    let w = Tensor::from_vec_f64(vec![2.0, -4.0], &[2]).requires_grad_();
+    let b = Tensor::from_vec_f64(vec![2.0, -4.0], &[2]).requires_grad_();
+    let mut opt = AdamW::new(vec![w.clone(), b.clone()], 0.1).weight_decay(0.5).no_weight_decay_for(&[b.clone()]);
+    // Zero gradients: only weight decay can move a parameter.
+    w.mul_scalar(0.0).add(&b.mul_scalar(0.0)).sum_all().backward();
+    opt.step();
+    assert_eq!(w.to_vec_f64(), vec![2.0 * (1.0 - 0.1 * 0.5), -4.0 * (1.0 - 0.1 * 0.5)]);
+    assert_eq!(b.to_vec_f64(), vec![2.0, -4.0]);
+}

@@ -31,6 +31,8 @@ pub struct Adam {
     beta2: f64,
     eps: f64,
     weight_decay: f64,
+    /// Per parameter: whether weight decay applies (GPT-2 exempts biases and norm gains).
+    decays: Vec<bool>,
     /// AdamW's decay rule instead of Adam's.
     decoupled: bool,
     /// Steps taken so far; the next step is number `steps + 1` (bias correction is 1-based).
@@ -49,7 +51,8 @@ impl Adam {
         let name = if decoupled { "AdamW::new" } else { "Adam::new" };
         check_lr(name, lr);
         let (m, v) = (zeros_like_each(&params), zeros_like_each(&params));
-        Adam { params, m, v, lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled, steps: 0 }
+        let decays = vec![true; params.len()];
+        Adam { params, m, v, lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decays, decoupled, steps: 0 }
     }
 
     fn name(&self, method: &str) -> String {
@@ -81,10 +84,24 @@ impl Adam {
     }
 }
 
+impl Adam {
+    /// Exempts these parameters (matched by identity) from weight decay, as GPT-2 does for
+    /// biases and LayerNorm gains; panics if one is not among the optimizer's parameters.
+    pub fn no_weight_decay_for(mut self, exempt: &[Tensor]) -> Adam {
+        for t in exempt {
+            let i = self.params.iter().position(|p| p.id() == t.id()).unwrap_or_else(|| {
+                panic!("{}: a tensor of shape {:?} is not one of the parameters", self.name("no_weight_decay_for"), t.shape())
+            });
+            self.decays[i] = false;
+        }
+        self
+    }
+}
+
 impl Optimizer for Adam {
     fn step(&mut self) {
         self.steps += 1;
-        let hyper = AdamStep {
+        let base = AdamStep {
             lr: self.lr,
             beta1: self.beta1,
             beta2: self.beta2,
@@ -94,8 +111,9 @@ impl Optimizer for Adam {
             step: self.steps,
         };
         no_grad(|| {
-            for ((p, m), v) in self.params.iter().zip(&self.m).zip(&self.v) {
+            for (((p, m), v), &decays) in self.params.iter().zip(&self.m).zip(&self.v).zip(&self.decays) {
                 let Some(g) = p.grad() else { continue };
+                let hyper = AdamStep { weight_decay: if decays { base.weight_decay } else { 0.0 }, ..base };
                 p.adam_step_(&g, m, v, hyper);
             }
         });
@@ -173,6 +191,11 @@ impl AdamW {
     /// Sets the decoupled weight decay `wd` (each step shrinks `w` by the factor `1 - lr wd`).
     pub fn weight_decay(self, weight_decay: f64) -> AdamW {
         AdamW { inner: self.inner.weight_decay(weight_decay) }
+    }
+
+    /// Exempts these parameters from weight decay (see [`Adam::no_weight_decay_for`]).
+    pub fn no_weight_decay_for(self, exempt: &[Tensor]) -> AdamW {
+        AdamW { inner: self.inner.no_weight_decay_for(exempt) }
     }
 }
 
