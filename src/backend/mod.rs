@@ -7,6 +7,8 @@
 //! kernels each node ran); otherwise `note` is one thread-local flag test.
 
 pub mod cpu;
+#[cfg(any(feature = "cuda", feature = "cuda-emu"))]
+pub mod cuda;
 
 use std::cell::{Cell, RefCell};
 

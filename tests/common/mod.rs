@@ -20,3 +20,6 @@ pub fn assert_close(actual: &[f64], expected: &[f64], tol: f64, what: &str) {
 
 pub mod scratch;
 pub mod training;
+
+#[cfg(any(feature = "cuda", feature = "cuda-emu"))]
+pub mod cuda;
