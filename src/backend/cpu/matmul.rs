@@ -243,16 +243,23 @@ enum Isa {
 }
 
 fn detect_isa() -> Isa {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
-            return Isa::Avx512;
+    [Isa::Avx512, Isa::Avx2Fma].into_iter().find(|&isa| isa_supported(isa)).unwrap_or(Isa::Portable)
+}
+
+/// True when this CPU has every feature the kernel for `isa` is compiled with (the `unsafe`
+/// calls below rely on exactly this).
+fn isa_supported(isa: Isa) -> bool {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
         }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return Isa::Avx2Fma;
-        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+        Isa::Portable => true,
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => false,
     }
-    Isa::Portable
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -300,13 +307,17 @@ fn run_macro_kernel<T: Float>(
     ldc: usize,
     j0: usize,
 ) {
+    // Calling a target_feature function is unsafe only because the CPU might lack the feature;
+    // the bodies are safe Rust (every slice access bounds-checked), so that is the one thing
+    // each SAFETY argument below has to establish. The debug assertions re-check it in tests.
+    debug_assert!(isa_supported(isa), "matmul: {isa:?} kernel called on a CPU without its features");
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa` is Avx512 only when detect_isa() saw avx512f and fma on this CPU, and
-        // the function body is safe Rust (slice indexing is bounds-checked).
+        // SAFETY: callers pass an `isa` from detect_isa(), which returns Avx512 only when
+        // isa_supported saw avx512f, avx2 and fma, the features macro_kernel_avx512 enables.
         Isa::Avx512 => unsafe { macro_kernel_avx512(kc, mc, nc, a, b, c, ldc, j0) },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above, with avx2 and fma detected.
+        // SAFETY: as above: Avx2Fma only when avx2 and fma were detected.
         Isa::Avx2Fma => unsafe { macro_kernel_avx2(kc, mc, nc, a, b, c, ldc, j0) },
         _ => macro_kernel::<T, false>(kc, mc, nc, a, b, c, ldc, j0),
     }
@@ -327,13 +338,17 @@ pub fn matmul_v5_packed_parallel<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c
 }
 
 fn packed<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], parallel: bool) {
+    packed_on(detect_isa(), a, b, c, parallel);
+}
+
+/// `packed` with the macro kernel compiled for `isa`, which must be supported by this CPU.
+fn packed_on<T: Float>(isa: Isa, a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], parallel: bool) {
     check_shapes(&a, &b, c);
     let (m, k, n) = (a.rows, a.cols, b.cols);
     c.fill(T::ZERO);
     if m == 0 || n == 0 || k == 0 {
         return;
     }
-    let isa = detect_isa();
     let mc = if parallel {
         let per_thread = m.div_ceil(rayon::current_num_threads());
         per_thread.div_ceil(MR).clamp(1, MC / MR) * MR
@@ -395,4 +410,38 @@ pub fn matmul<T: Float>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
         out.chunks_mut(m * n).enumerate().for_each(|item| one(item, true));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every instruction-set path this CPU can run (the portable one always, which the
+    /// dispatcher never picks on an AVX machine) against v1 on odd shapes, serial and parallel.
+    /// Runs with debug assertions, so it also exercises the checks guarding the `unsafe` calls.
+    #[test]
+    fn every_isa_path_this_cpu_supports_matches_naive() {
+        let isas: Vec<Isa> =
+            [Isa::Portable, Isa::Avx2Fma, Isa::Avx512].into_iter().filter(|&isa| isa_supported(isa)).collect();
+        assert!(isas.contains(&detect_isa()));
+        for (m, k, n) in [(1, 1, 1), (7, 13, 17), (97, 300, 33), (6, 257, 16), (130, 5, 1030)] {
+            let a: Vec<f64> = (0..m * k).map(|i| ((i * 37 % 101) as f64 - 50.0) / 25.0).collect();
+            let b: Vec<f64> = (0..k * n).map(|i| ((i * 53 % 97) as f64 - 48.0) / 24.0).collect();
+            let (am, bm) = (MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
+            let mut expected = vec![0.0; m * n];
+            matmul_v1_naive(am, bm, &mut expected);
+            for &isa in &isas {
+                for parallel in [false, true] {
+                    let mut c = vec![f64::NAN; m * n];
+                    packed_on(isa, am, bm, &mut c, parallel);
+                    for (i, (x, y)) in c.iter().zip(&expected).enumerate() {
+                        assert!(
+                            (x - y).abs() <= 1e-12 * y.abs().max(1.0),
+                            "{isa:?} {m}x{k}x{n} element {i}: {x} vs {y}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
