@@ -259,16 +259,23 @@ enum Isa {
 }
 
 fn detect_isa() -> Isa {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
-            return Isa::Avx512;
+    [Isa::Avx512, Isa::Avx2Fma].into_iter().find(|&isa| isa_supported(isa)).unwrap_or(Isa::Portable)
+}
+
+/// True when this CPU has every feature the kernel for `isa` is compiled with (the `unsafe`
+/// calls below rely on exactly this).
+fn isa_supported(isa: Isa) -> bool {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
         }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return Isa::Avx2Fma;
-        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+        Isa::Portable => true,
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => false,
     }
-    Isa::Portable
 }
 
 // Register tiles per instruction set. The compiler keeps an accumulator tile in registers only
@@ -431,6 +438,10 @@ pub fn matmul_bias<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, bias: &[T], c: 
 /// Picks the tile size and compiled kernel for this CPU.
 fn packed_for_isa<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], parallel: bool, accumulate: bool) {
     let isa = detect_isa();
+    // Calling a target_feature function is unsafe only because the CPU might lack the feature;
+    // the kernel bodies below are safe Rust (or check their panel bounds), so that is the one
+    // thing each SAFETY argument has to establish. The assertion re-checks it in tests.
+    debug_assert!(isa_supported(isa), "matmul: {isa:?} kernel chosen on a CPU without its features");
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 {
         if let (Some(a_data), Some(b_data)) = (as_f32(a.data), as_f32(b.data)) {
@@ -447,8 +458,8 @@ fn packed_for_isa<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], par
             const MR: usize = AVX512_F32_TILE.0;
             const NR: usize = AVX512_F32_TILE.1;
             return packed::<f32, MR, NR>(a, b, c, parallel, accumulate, |kc, mc, nc, ap, bp, c, ldc, j0| {
-                // SAFETY: isa is Avx512 only when detect_isa() saw avx512f on this CPU; the
-                // kernel checks its panel lengths before reading through pointers.
+                // SAFETY: isa is Avx512 only when isa_supported saw avx512f (and avx2, fma) on
+                // this CPU; the kernel checks its panel lengths before reading through pointers.
                 unsafe { macro_kernel_avx512_f32(kc, mc, nc, ap, bp, c, ldc, j0) }
             });
         }
