@@ -3,7 +3,7 @@
 //! each against its reference, and prints GFLOP/s, GB/s, arithmetic intensity, % of the
 //! measured peak and the speed-up over the previous version.
 //!
-//! `cargo run --release --example kernel_report` (about half a minute on 2 cores);
+//! `cargo run --release --example kernel_report` (about 20 s on 2 cores);
 //! `-- --help` lists the flags. Exits with status 1 if any version fails its check.
 
 mod common;
