@@ -122,7 +122,8 @@ fn pytorch(python: &str, threads: usize) -> Result<Vec<(String, f64)>, String> {
 
 fn main() {
     let mut flags = common::Flags::from_env();
-    let python: Option<String> = flags.optional("pytorch", "Python with torch installed: also time PyTorch, in this run");
+    let python: Option<String> =
+        flags.optional("pytorch", "Python with torch installed: also time PyTorch, in this run");
     let threads: Option<usize> = flags.optional("threads", "worker threads for both engines (default: all cores)");
     let runs: usize = flags.get("runs", 30, "timed runs per workload (medians are reported)");
     flags.finish("glassbox vs PyTorch: training steps and attention, timed in one run");
@@ -138,7 +139,10 @@ fn main() {
         eprintln!("warning: no PyTorch figures: {e}");
     }
     println!("{threads} threads, medians of {runs}+ runs");
-    println!("{:<20} {:>12} {:>14} {:>12} {:>18}", "workload", "glassbox ms", "pool misses/run", "PyTorch ms", "glassbox/PyTorch");
+    println!(
+        "{:<20} {:>12} {:>14} {:>12} {:>18}",
+        "workload", "glassbox ms", "pool misses/run", "PyTorch ms", "glassbox/PyTorch"
+    );
     for (name, (ms, misses)) in ours {
         let torch_ms = match &theirs {
             Some(Ok(list)) => list.iter().find(|(n, _)| n == name).map(|(_, t)| *t),
