@@ -205,6 +205,30 @@ pub enum Op {
     Copy(Tensor),
     /// A change of element type.
     Cast(Tensor),
+    /// 2-D convolution (NCHW), as PyTorch's `conv2d`.
+    Conv2d {
+        /// the images `[N, C, H, W]`
+        input: Tensor,
+        /// the filters `[O, C, KH, KW]`
+        weight: Tensor,
+        /// one value per output channel, if any
+        bias: Option<Tensor>,
+        /// step between windows (rows, columns)
+        stride: [usize; 2],
+        /// zeros added on each side (rows, columns)
+        padding: [usize; 2],
+    },
+    /// 2-D max pooling (NCHW).
+    MaxPool2d {
+        /// the images `[N, C, H, W]`
+        input: Tensor,
+        /// window size (rows, columns)
+        kernel: [usize; 2],
+        /// step between windows (rows, columns)
+        stride: [usize; 2],
+        /// per output element, where its maximum sits in the contiguous input
+        argmax: Arc<[usize]>,
+    },
 }
 
 /// Declares [`OpKind`] and its list [`OpKind::ALL`] from one table, so no kind can be added
@@ -239,6 +263,7 @@ op_kinds! {
     Dropout => "dropout", Concat => "concat", IndexSelect => "index_select", Gather => "gather",
     Where => "where", Reshape => "reshape", Permute => "permute", Narrow => "narrow",
     Expand => "expand", Copy => "contiguous", Cast => "to_dtype",
+    Conv2d => "conv2d", MaxPool2d => "max_pool2d",
 }
 
 impl Op {
@@ -287,6 +312,8 @@ impl Op {
             Op::Expand(_) => OpKind::Expand,
             Op::Copy(_) => OpKind::Copy,
             Op::Cast(_) => OpKind::Cast,
+            Op::Conv2d { .. } => OpKind::Conv2d,
+            Op::MaxPool2d { .. } => OpKind::MaxPool2d,
         }
     }
 
@@ -306,7 +333,8 @@ impl Op {
             | Op::Narrow { input: x, .. }
             | Op::Expand(x)
             | Op::Copy(x)
-            | Op::Cast(x) => vec![x],
+            | Op::Cast(x)
+            | Op::MaxPool2d { input: x, .. } => vec![x],
             Op::Binary(_, a, b)
             | Op::Matmul(a, b)
             | Op::MseLoss { pred: a, target: b }
@@ -314,6 +342,7 @@ impl Op {
             | Op::BinaryCrossEntropyWithLogits { logits: a, target: b }
             | Op::Where { on_true: a, on_false: b, .. } => vec![a, b],
             Op::Concat { inputs, .. } => inputs.iter().collect(),
+            Op::Conv2d { input, weight, bias, .. } => [input, weight].into_iter().chain(bias).collect(),
         }
     }
 }

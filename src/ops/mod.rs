@@ -12,9 +12,11 @@
 //! | `softmax.rs` | softmax log_softmax |
 //! | `loss.rs` | cross_entropy mse_loss binary_cross_entropy(_with_logits) |
 //! | `index.rs` | index_select gather embedding |
+//! | `conv.rs` | conv2d max_pool2d (NCHW) |
 //! | `dropout.rs` | dropout |
 //! | `inplace.rs` | in-place writes for optimizers: copy_from_, fused SGD / Adam / RMSprop steps |
 
+mod conv;
 mod dropout;
 mod elementwise;
 mod index;
@@ -27,6 +29,7 @@ mod softmax;
 
 pub use inplace::AdamStep;
 
+pub(crate) use conv::{conv2d_input_grad, conv2d_weight_grad, max_pool2d_backward};
 pub(crate) use index::{index_add_zeros, scatter_add_zeros};
 pub(crate) use loss::cross_entropy_backward;
 pub(crate) use softmax::softmax_backward;

@@ -6,11 +6,13 @@
 //! | `strided.rs` | the row walker every elementwise kernel uses |
 //! | `elementwise.rs` | unary, binary, compare, where, copy, cast, assign |
 //! | `reduce.rs` | sum, max over dims |
+//! | `conv.rs` | conv2d (direct, im2col + GEMM, parallel) with its input / weight gradients, max pooling |
 //! | `matmul.rs` | the GEMM ladder (naive to packed + parallel) and batching |
 //! | `softmax.rs` | softmax, log-softmax, cross-entropy, forward and backward |
 //! | `index.rs` | index_select / index_add, gather / scatter_add |
 //! | `optim.rs` | fused SGD, Adam/AdamW, RMSprop updates |
 
+pub mod conv;
 pub mod elementwise;
 pub mod index;
 pub mod matmul;
