@@ -115,6 +115,15 @@ impl Conv2dShape {
     fn input_col(&self, j: usize, q: usize) -> Option<usize> {
         (j * self.stride[1] + q).checked_sub(self.padding[1]).filter(|&x| x < self.in_w)
     }
+
+    /// The output columns `[j_lo, j_hi)` whose reads at kernel column `q` land inside the image:
+    /// `j sw + q >= pw` gives `j_lo`, `j sw + q - pw < W` gives `j_hi` (empty if `j_lo >= j_hi`).
+    fn valid_cols(&self, q: usize) -> (usize, usize) {
+        let (sw, pw) = (self.stride[1], self.padding[1]);
+        let j_lo = pw.saturating_sub(q).div_ceil(sw);
+        let j_hi = (self.in_w + pw).saturating_sub(q).div_ceil(sw).min(self.out_w());
+        (j_lo, j_hi)
+    }
 }
 
 /// Where image `n` of a (possibly strided) `[N, C, H, W]` view starts, and its steps.
@@ -140,24 +149,38 @@ impl ImageView {
 
 /// Copies every patch of one image into `cols[C KH KW, OH OW]`: row `(c KH + p) KW + q`,
 /// column `i OW + j` holds `x[c, i sh + p - ph, j sw + q - pw]`, or 0 in the padding.
+///
+/// For one kernel offset `(p, q)` the output columns whose reads land inside the image form
+/// one range `[j_lo, j_hi)` ([`Conv2dShape::valid_cols`]), so each row segment is a strided
+/// copy with zeros on either side, and a plain `memcpy` when stride and layout are unit.
 fn im2col<T: Float>(x: &[T], image: ImageView, s: &Conv2dShape, cols: &mut [T]) {
     let (out_h, out_w) = (s.out_h(), s.out_w());
     let [kh, kw] = s.kernel;
+    let step = s.stride[1] * image.col_stride;
     let mut rows = cols.chunks_exact_mut(out_h * out_w);
     for c in 0..s.in_channels {
         for p in 0..kh {
             for q in 0..kw {
                 let row = rows.next().expect("cols holds C KH KW rows");
+                let (j_lo, j_hi) = s.valid_cols(q);
                 for (i, out_row) in row.chunks_exact_mut(out_w).enumerate() {
-                    let Some(y) = s.input_row(i, p) else {
-                        out_row.fill(T::ZERO);
-                        continue;
+                    let y = match s.input_row(i, p) {
+                        Some(y) if j_lo < j_hi => y,
+                        _ => {
+                            out_row.fill(T::ZERO);
+                            continue;
+                        }
                     };
-                    for (j, v) in out_row.iter_mut().enumerate() {
-                        *v = match s.input_col(j, q) {
-                            Some(xc) => x[image.index(c, y, xc)],
-                            None => T::ZERO,
-                        };
+                    out_row[..j_lo].fill(T::ZERO);
+                    out_row[j_hi..].fill(T::ZERO);
+                    let first = image.index(c, y, j_lo * s.stride[1] + q - s.padding[1]);
+                    let inside = &mut out_row[j_lo..j_hi];
+                    if step == 1 {
+                        inside.copy_from_slice(&x[first..first + inside.len()]);
+                    } else {
+                        for (k, v) in inside.iter_mut().enumerate() {
+                            *v = x[first + k * step];
+                        }
                     }
                 }
             }
@@ -170,18 +193,22 @@ fn im2col<T: Float>(x: &[T], image: ImageView, s: &Conv2dShape, cols: &mut [T]) 
 fn col2im_add<T: Float>(cols: &[T], s: &Conv2dShape, dx: &mut [T]) {
     let (out_h, out_w) = (s.out_h(), s.out_w());
     let [kh, kw] = s.kernel;
+    let sw = s.stride[1];
     let mut rows = cols.chunks_exact(out_h * out_w);
     for c in 0..s.in_channels {
         for p in 0..kh {
             for q in 0..kw {
                 let row = rows.next().expect("cols holds C KH KW rows");
+                let (j_lo, j_hi) = s.valid_cols(q);
+                if j_lo >= j_hi {
+                    continue;
+                }
                 for (i, col_row) in row.chunks_exact(out_w).enumerate() {
                     let Some(y) = s.input_row(i, p) else { continue };
                     let dx_row = &mut dx[(c * s.in_h + y) * s.in_w..(c * s.in_h + y + 1) * s.in_w];
-                    for (j, &v) in col_row.iter().enumerate() {
-                        if let Some(xc) = s.input_col(j, q) {
-                            dx_row[xc] += v;
-                        }
+                    let first = j_lo * sw + q - s.padding[1];
+                    for (k, &v) in col_row[j_lo..j_hi].iter().enumerate() {
+                        dx_row[first + k * sw] += v;
                     }
                 }
             }
