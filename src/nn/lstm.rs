@@ -14,9 +14,17 @@
 //! ```
 //!
 //! The layer is a composite of recorded tensor ops (matmul, add, narrow, sigmoid, tanh, mul),
-//! so autograd derives backpropagation through time by itself. The input half of every step's
-//! gates, `x_t W_ih^T + b_ih + b_hh`, does not depend on the recurrence, so it is computed for
-//! all steps in one large matmul before the loop; only `h W_hh^T` runs step by step.
+//! so autograd derives backpropagation through time by itself.
+//!
+//! Why the input projection `x_t W_ih^T` is one small matmul per step rather than one large
+//! matmul over all steps before the loop (which would do the same arithmetic in fewer, larger
+//! GEMMs): each step would then take its slice of the `[B, T, 4H]` projection with `narrow`,
+//! and a narrow's gradient is a full `[B, T, 4H]` tensor, zero outside the slice. Over `T`
+//! steps that is `T` full-size zero-filled gradients, summed one by one: `O(T^2)` memory
+//! traffic. Measured on the MNIST example's shapes (B = 64, T = 28, in = 28, H = 128) on the
+//! shared 2-core machine, a forward + backward step took 109-149 ms that way and 44-55 ms this
+//! way. Slicing `x` instead costs nothing when the input needs no gradient, and only
+//! `[B, T, in]`-sized zeros when it does.
 
 use super::{Init, Module};
 use crate::rng::Rng;
@@ -125,18 +133,15 @@ impl Lstm {
             ),
         };
 
-        // The input half of every step's gates, all steps in one GEMM: [B T, in] x [in, 4H].
+        // The input projection runs step by step on a view of x (see the module docs for why
+        // not one GEMM over all steps); both biases are added once per step as their sum.
         let bias = self.bias_ih.add(&self.bias_hh);
-        let x_gates = x.reshape(&[batch * steps, input_size]).matmul(&self.weight_ih.t()).add(&bias).reshape(&[
-            batch,
-            steps,
-            4 * hidden,
-        ]);
-        let w_hh_t = self.weight_hh.t();
+        let (w_ih_t, w_hh_t) = (self.weight_ih.t(), self.weight_hh.t());
 
         let mut hs = Vec::with_capacity(steps);
         for t in 0..steps {
-            let gates = x_gates.narrow(1, t, 1).squeeze(1).add(&h.matmul(&w_hh_t));
+            let x_t = x.narrow(1, t, 1).squeeze(1);
+            let gates = x_t.matmul(&w_ih_t).add(&h.matmul(&w_hh_t)).add(&bias);
             let i = gates.narrow(1, 0, hidden).sigmoid();
             let f = gates.narrow(1, hidden, hidden).sigmoid();
             let g = gates.narrow(1, 2 * hidden, hidden).tanh();
@@ -166,5 +171,101 @@ impl Module for Lstm {
 
     fn describe(&self) -> String {
         format!("Lstm({} -> {}, batch first)", self.input_size(), self.hidden_size())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sigmoid(v: f64) -> f64 {
+        1.0 / (1.0 + (-v).exp())
+    }
+
+    /// PyTorch's LSTM equations written out as scalar loops over plain vectors: an
+    /// independent reference for the tensor version. Returns (outputs[B][T][H], c_T[B][H]).
+    fn scalar_lstm(x: &[f64], dims: (usize, usize, usize, usize), w: [&[f64]; 4]) -> (Vec<f64>, Vec<f64>) {
+        let (batch, steps, input, hidden) = dims;
+        let [w_ih, w_hh, b_ih, b_hh] = w;
+        let mut outputs = vec![0.0; batch * steps * hidden];
+        let mut last_c = vec![0.0; batch * hidden];
+        for b in 0..batch {
+            let (mut h, mut c) = (vec![0.0; hidden], vec![0.0; hidden]);
+            for t in 0..steps {
+                let x_t = &x[(b * steps + t) * input..(b * steps + t + 1) * input];
+                let gate = |row: usize| -> f64 {
+                    let from_x: f64 = (0..input).map(|k| w_ih[row * input + k] * x_t[k]).sum();
+                    let from_h: f64 = (0..hidden).map(|k| w_hh[row * hidden + k] * h[k]).sum();
+                    from_x + from_h + b_ih[row] + b_hh[row]
+                };
+                let (mut h_new, mut c_new) = (vec![0.0; hidden], vec![0.0; hidden]);
+                for u in 0..hidden {
+                    let i = sigmoid(gate(u));
+                    let f = sigmoid(gate(hidden + u));
+                    let g = gate(2 * hidden + u).tanh();
+                    let o = sigmoid(gate(3 * hidden + u));
+                    c_new[u] = f * c[u] + i * g;
+                    h_new[u] = o * c_new[u].tanh();
+                }
+                (h, c) = (h_new, c_new);
+                outputs[(b * steps + t) * hidden..(b * steps + t + 1) * hidden].copy_from_slice(&h);
+            }
+            last_c[b * hidden..(b + 1) * hidden].copy_from_slice(&c);
+        }
+        (outputs, last_c)
+    }
+
+    #[test]
+    fn lstm_matches_the_pytorch_equations_written_as_scalar_loops() {
+        let (batch, steps, input, hidden) = (3, 4, 5, 2);
+        let mut rng = Rng::new(17);
+        let mut draw = |n: usize| -> Vec<f64> { (0..n).map(|_| rng.normal() * 0.7).collect() };
+        let (x, w_ih, w_hh, b_ih, b_hh) = (
+            draw(batch * steps * input),
+            draw(4 * hidden * input),
+            draw(4 * hidden * hidden),
+            draw(4 * hidden),
+            draw(4 * hidden),
+        );
+        let lstm = Lstm::from_weights(
+            Tensor::from_vec_f64(w_ih.clone(), &[4 * hidden, input]),
+            Tensor::from_vec_f64(w_hh.clone(), &[4 * hidden, hidden]),
+            Tensor::from_vec_f64(b_ih.clone(), &[4 * hidden]),
+            Tensor::from_vec_f64(b_hh.clone(), &[4 * hidden]),
+        );
+        let out = lstm.forward_with_state(&Tensor::from_vec_f64(x.clone(), &[batch, steps, input]), None);
+        let (outputs, last_c) = scalar_lstm(&x, (batch, steps, input, hidden), [&w_ih, &w_hh, &b_ih, &b_hh]);
+        let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(p, q)| (p - q).abs() < 1e-12);
+        assert_eq!(out.outputs.shape(), &[batch, steps, hidden]);
+        assert!(close(&out.outputs.to_vec_f64(), &outputs), "outputs differ from the scalar reference");
+        assert!(close(&out.c.to_vec_f64(), &last_c), "last cell state differs from the scalar reference");
+        // h is the last step of outputs.
+        let last_h: Vec<f64> = (0..batch)
+            .flat_map(|b| outputs[(b * steps + steps - 1) * hidden..(b * steps + steps) * hidden].to_vec())
+            .collect();
+        assert!(close(&out.h.to_vec_f64(), &last_h), "last hidden state differs from the scalar reference");
+    }
+
+    #[test]
+    fn lstm_parameters_have_pytorch_names_and_shapes() {
+        let lstm = Lstm::new(28, 16, &mut Rng::new(0));
+        let named: Vec<(String, Vec<usize>)> =
+            lstm.named_parameters().into_iter().map(|(n, t)| (n, t.shape().to_vec())).collect();
+        let expected = [
+            ("weight_ih_l0", vec![64, 28]),
+            ("weight_hh_l0", vec![64, 16]),
+            ("bias_ih_l0", vec![64]),
+            ("bias_hh_l0", vec![64]),
+        ];
+        assert_eq!(named.len(), expected.len());
+        for ((name, shape), (want_name, want_shape)) in named.iter().zip(&expected) {
+            assert_eq!((name.as_str(), shape), (*want_name, want_shape));
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "Lstm: input has shape [2, 5], expected [batch, steps, 3] (batch first)")]
+    fn lstm_rejects_an_input_without_a_time_dim() {
+        Lstm::new(3, 4, &mut Rng::new(0)).forward(&Tensor::zeros(&[2, 5]));
     }
 }
