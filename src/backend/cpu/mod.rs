@@ -6,6 +6,7 @@
 //! | `strided.rs` | the row walker every elementwise kernel uses |
 //! | `elementwise.rs` | unary, binary, compare, where, copy, cast, assign |
 //! | `reduce.rs` | sum, max over dims |
+//! | `conv.rs` | conv2d (direct, im2col + GEMM, parallel) with its input / weight gradients, max pooling |
 //! | `matmul.rs` | the GEMM ladder (naive to packed + parallel) and batching |
 //! | `softmax.rs` | softmax, log-softmax, cross-entropy, forward and backward |
 //! | `layernorm.rs` | layer norm forward and backward |
@@ -17,6 +18,7 @@
 //! | `peak.rs` | the machine's measured FMA peak and memory bandwidth, the report's yardsticks |
 
 pub mod attention;
+pub mod conv;
 pub mod elementwise;
 pub mod index;
 pub mod ladder;
