@@ -78,17 +78,23 @@ pub fn op_backward(op: &Op, out: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
         }
 
         // C = A B: dA = dC B^T, dB = A^T dC (batch dims that were broadcast are summed away).
-        Op::Matmul(a, b) => {
-            vec![Some(g.matmul(&b.t()).sum_to_shape(a.shape())), Some(a.t().matmul(g).sum_to_shape(b.shape()))]
-        }
+        // (Each product is skipped when its input needs no gradient, e.g. a batch of data.)
+        Op::Matmul(a, b) => vec![
+            a.requires_grad().then(|| g.matmul(&b.t()).sum_to_shape(a.shape())),
+            b.requires_grad().then(|| a.t().matmul(g).sum_to_shape(b.shape())),
+        ],
 
         // y = x W^T + b over rows x of the input flattened to [rows, in]:
         // dx = g W, dW = g^T x, db = column sums of g
-        Op::Linear { input, weight, .. } => {
+        Op::Linear { input, weight, bias } => {
             let (inputs, outputs) = (weight.shape()[1], weight.shape()[0]);
             let rows = input.numel() / inputs.max(1);
             let (g2, x2) = (g.reshape(&[rows, outputs]), input.reshape(&[rows, inputs]));
-            vec![Some(g2.matmul(weight).reshape(input.shape())), Some(g2.t().matmul(&x2)), Some(g2.sum(&[0], false))]
+            vec![
+                input.requires_grad().then(|| g2.matmul(weight).reshape(input.shape())),
+                weight.requires_grad().then(|| g2.t().matmul(&x2)),
+                bias.requires_grad().then(|| g2.sum(&[0], false)),
+            ]
         }
 
         // y = softmax(x): dx = y * (g - sum(g * y))
