@@ -11,6 +11,7 @@
 //! | `softmax.rs` | softmax, log-softmax, cross-entropy, forward and backward |
 //! | `layernorm.rs` | layer norm forward and backward |
 //! | `attention.rs` | flash-style attention forward and backward |
+//! | `isa.rs` | run-time detection of AVX-512 / AVX2 for multi-versioned kernels |
 //! | `index.rs` | index_select / index_add, gather / scatter_add |
 //! | `optim.rs` | fused SGD, Adam/AdamW, RMSprop updates |
 //! | `pool.rs` | recycled output buffers (no page faults in a steady training loop) |
@@ -21,6 +22,7 @@ pub mod attention;
 pub mod conv;
 pub mod elementwise;
 pub mod index;
+pub mod isa;
 pub mod ladder;
 pub mod layernorm;
 pub mod matmul;
