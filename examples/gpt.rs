@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use glassbox::data::text::{default_shakespeare_path, random_windows, TextData};
+use glassbox::io::{load_checkpoint, load_module, save_checkpoint, TrainState};
 use glassbox::nn::{Gpt, GptConfig};
 use glassbox::no_grad;
 use glassbox::optim::{AdamW, CosineSchedule, Optimizer};
@@ -35,13 +36,23 @@ fn main() {
     let sample_len: usize = flags.get("sample-len", 500, "characters to generate at the end");
     let threads: Option<usize> = flags.optional("threads", "worker threads (default: RAYON_NUM_THREADS or all cores)");
     let data: PathBuf = flags.get("data", default_shakespeare_path(), "UTF-8 text corpus");
+    let checkpoint: Option<PathBuf> =
+        flags.optional("checkpoint", "save the run here at every evaluation and at the end (safetensors, atomic)");
+    let resume = flags.switch("resume", "continue the run saved at --checkpoint (same flags as when it started)");
+    let sample_only =
+        flags.switch("sample-only", "load the weights saved at --checkpoint and only generate (same model flags)");
     flags.finish("glassbox GPT: a character-level transformer language model");
     let threads = common::init_threads(threads);
-
-    let corpus = TextData::load(&data, 0.1).unwrap_or_else(|e| {
-        eprintln!("error: {e}");
+    if (resume || sample_only) && checkpoint.is_none() {
+        eprintln!("error: --resume and --sample-only need --checkpoint PATH");
+        std::process::exit(2);
+    }
+    let fail = |what: &str, e: &dyn std::fmt::Display| -> ! {
+        eprintln!("error: {what}: {e}");
         std::process::exit(1)
-    });
+    };
+
+    let corpus = TextData::load(&data, 0.1).unwrap_or_else(|e| fail("cannot load the corpus", &e));
     let config = GptConfig { vocab_size: corpus.vocab.len(), block_size, n_layer, n_head, n_embd };
     let mut rng = Rng::new(seed);
     let model = Gpt::new(config, &mut rng);
@@ -54,6 +65,20 @@ fn main() {
         config,
         model.num_parameters()
     );
+    let top_k = (top_k > 0).then_some(top_k);
+    let prompt = corpus.vocab.encode("\n").unwrap_or_else(|_| vec![0]);
+
+    if sample_only {
+        let path = checkpoint.as_deref().expect("checked above");
+        load_module(path, &model).unwrap_or_else(|e| fail("cannot load the checkpoint", &e));
+        let sample = model.generate(&prompt, sample_len, temperature, top_k, &mut rng);
+        println!(
+            "--- sample from {} (temperature {temperature}) ---\n{}\n---",
+            path.display(),
+            corpus.vocab.decode(&sample)
+        );
+        return;
+    }
 
     // Decay only the matrices (weights of linear layers and embeddings), as GPT-2 does.
     let params = model.parameters();
@@ -62,10 +87,24 @@ fn main() {
         AdamW::new(params.clone(), lr).betas(0.9, 0.95).weight_decay(weight_decay).no_weight_decay_for(&exempt);
     let schedule = CosineSchedule { base_lr: lr, min_lr, warmup_steps: warmup, total_steps: steps };
 
+    let mut first_step = 0;
+    if resume {
+        let path = checkpoint.as_deref().expect("checked above");
+        let state = load_checkpoint(path, &model, &mut optimizer).unwrap_or_else(|e| fail("cannot resume", &e));
+        first_step = state.step as usize;
+        rng = state.rng;
+        println!("resumed {} at step {first_step}", path.display());
+    }
+    let save = |step: usize, rng: &Rng, optimizer: &AdamW| {
+        if let Some(path) = &checkpoint {
+            let state = TrainState { step: step as u64, epoch: 0, rng: rng.clone() };
+            save_checkpoint(path, &model, optimizer, &state).unwrap_or_else(|e| fail("cannot save the checkpoint", &e));
+        }
+    };
+
     let start = Instant::now();
-    let mut eval_rng = Rng::new(seed ^ 0x5eed);
     let mut train_loss_avg = None;
-    for step in 0..steps {
+    for step in first_step..steps {
         let (x, y) = random_windows(&corpus.train, batch, block_size, &mut rng);
         let loss = model.loss(&x, &y, batch, block_size);
         optimizer.zero_grad();
@@ -80,20 +119,21 @@ fn main() {
         train_loss_avg = Some(train_loss_avg.map_or(l, |a: f64| 0.95 * a + 0.05 * l));
         let last = step + 1 == steps;
         if (step + 1) % eval_every == 0 || last {
-            let val = estimate_loss(&model, &corpus.val, eval_batches, batch, block_size, &mut eval_rng);
+            // The same validation windows at every evaluation (from their own generator, so the
+            // training stream is undisturbed): estimates compare across steps and across resumes.
+            let val = estimate_loss(&model, &corpus.val, eval_batches, batch, block_size, &mut Rng::new(seed ^ 0x5eed));
             let elapsed = start.elapsed().as_secs_f64();
             println!(
                 "step {:>5}/{steps}  train loss {:.4}  lr {lr_now:.2e}  {:.0} ms/step  {elapsed:.0}s",
                 step + 1,
                 train_loss_avg.unwrap_or(f64::NAN),
-                1000.0 * elapsed / (step + 1) as f64
+                1000.0 * elapsed / (step + 1 - first_step) as f64
             );
             println!("val loss: {val:.4}");
+            save(step + 1, &rng, &optimizer);
         }
     }
 
-    let prompt = corpus.vocab.encode("\n").unwrap_or_else(|_| vec![0]);
-    let top_k = (top_k > 0).then_some(top_k);
     let sample = model.generate(&prompt, sample_len, temperature, top_k, &mut rng);
     println!("\n--- sample (temperature {temperature}) ---\n{}\n---", corpus.vocab.decode(&sample));
     println!("total time {:.1}s", start.elapsed().as_secs_f64());

@@ -2,7 +2,7 @@
 
 use glassbox::data::text::{random_windows, TextData};
 use glassbox::nn::gpt::sample_logits;
-use glassbox::nn::{Gpt, GptConfig};
+use glassbox::nn::{Gpt, GptConfig, Module};
 use glassbox::optim::{AdamW, Optimizer};
 use glassbox::rng::Rng;
 
@@ -14,7 +14,7 @@ fn tiny() -> GptConfig {
 fn forward_gives_logits_per_position_and_names_follow_nanogpt() {
     let model = Gpt::new(tiny(), &mut Rng::new(0));
     let ids: Vec<usize> = (0..2 * 5).map(|i| i % 11).collect();
-    assert_eq!(model.forward(&ids, 2, 5).shape(), &[2, 5, 11]);
+    assert_eq!(model.logits(&ids, 2, 5).shape(), &[2, 5, 11]);
     let names: Vec<String> = model.named_parameters().into_iter().map(|(n, _)| n).collect();
     for expected in [
         "transformer.wte.weight",
@@ -31,8 +31,8 @@ fn forward_gives_logits_per_position_and_names_follow_nanogpt() {
 #[test]
 fn causal_model_output_at_a_position_ignores_later_tokens() {
     let model = Gpt::new(tiny(), &mut Rng::new(1));
-    let a = model.forward(&[1, 2, 3, 4], 1, 4).narrow(1, 0, 2).to_vec();
-    let b = model.forward(&[1, 2, 9, 0], 1, 4).narrow(1, 0, 2).to_vec();
+    let a = model.logits(&[1, 2, 3, 4], 1, 4).narrow(1, 0, 2).to_vec();
+    let b = model.logits(&[1, 2, 9, 0], 1, 4).narrow(1, 0, 2).to_vec();
     assert_eq!(a, b);
 }
 

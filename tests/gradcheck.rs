@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 
 use glassbox::autograd::{gradcheck, GradcheckConfig, OpKind};
+use glassbox::nn::Lstm;
 use glassbox::rng::Rng;
 use glassbox::{DType, Tensor};
 
@@ -162,6 +163,56 @@ const CASES: &[Case] = &[
         name: "multi_head_attention_non_causal_non_contiguous",
         inputs: &[(&[3, 2, 6], Any)],
         f: |x| x[0].transpose(0, 1).multi_head_attention(1, false),
+    },
+    Case {
+        name: "conv2d_stride_padding_bias_batch",
+        inputs: &[(&[2, 2, 5, 4], Any), (&[3, 2, 3, 2], Any), (&[3], Any)],
+        f: |x| x[0].conv2d(&x[1], Some(&x[2]), [2, 1], [1, 1]),
+    },
+    Case {
+        name: "conv2d_non_contiguous_input_non_square",
+        inputs: &[(&[2, 2, 4, 6], Any), (&[2, 2, 2, 3], Any)],
+        f: |x| x[0].transpose(2, 3).conv2d(&x[1], None, [1, 2], [2, 1]),
+    },
+    Case {
+        name: "conv2d_transposed_weight",
+        inputs: &[(&[1, 3, 4, 4], Any), (&[3, 2, 2, 2], Any)],
+        f: |x| x[0].conv2d(&x[1].transpose(0, 1), None, [1, 1], [0, 0]),
+    },
+    Case { name: "max_pool2d", inputs: &[(&[2, 2, 4, 6], Any)], f: |x| x[0].max_pool2d([2, 3], [2, 3]) },
+    Case {
+        name: "max_pool2d_overlapping_non_contiguous",
+        inputs: &[(&[2, 3, 5, 4], Any)],
+        f: |x| x[0].permute(&[0, 1, 3, 2]).max_pool2d([2, 3], [1, 2]),
+    },
+    Case {
+        name: "conv_relu_pool_flatten_linear",
+        inputs: &[(&[2, 1, 6, 6], Any), (&[2, 1, 3, 3], Any), (&[2], Any), (&[3, 8], Any)],
+        f: |x| {
+            x[0].conv2d(&x[1], Some(&x[2]), [1, 1], [1, 1])
+                .relu()
+                .max_pool2d([3, 3], [3, 3])
+                .flatten_from(1)
+                .matmul(&x[3].t())
+        },
+    },
+    Case {
+        // x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0: every hidden state and the last cell.
+        name: "lstm_sequence",
+        inputs: &[
+            (&[2, 3, 3], Any),
+            (&[8, 3], Any),
+            (&[8, 2], Any),
+            (&[8], Any),
+            (&[8], Any),
+            (&[2, 2], Any),
+            (&[2, 2], Any),
+        ],
+        f: |x| {
+            let lstm = Lstm::from_weights(x[1].clone(), x[2].clone(), x[3].clone(), x[4].clone());
+            let out = lstm.forward_with_state(&x[0], Some((&x[5], &x[6])));
+            Tensor::concat(&[out.outputs.flatten_from(0), out.c.flatten_from(0)], 0)
+        },
     },
     Case {
         name: "mlp_composition",

@@ -519,7 +519,8 @@ fn step_decay_every_zero_panics() {
 fn adamw_skips_decay_for_exempt_parameters() {
     let w = Tensor::from_vec_f64(vec![2.0, -4.0], &[2]).requires_grad_();
     let b = Tensor::from_vec_f64(vec![2.0, -4.0], &[2]).requires_grad_();
-    let mut opt = AdamW::new(vec![w.clone(), b.clone()], 0.1).weight_decay(0.5).no_weight_decay_for(&[b.clone()]);
+    let mut opt =
+        AdamW::new(vec![w.clone(), b.clone()], 0.1).weight_decay(0.5).no_weight_decay_for(std::slice::from_ref(&b));
     // Zero gradients: only weight decay can move a parameter.
     w.mul_scalar(0.0).add(&b.mul_scalar(0.0)).sum_all().backward();
     opt.step();

@@ -20,7 +20,8 @@ const F64_TOL: f64 = 1e-10;
 const F32_TOL: f64 = 2e-5;
 
 fn fixture(name: &str) -> TensorFile {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity").join(format!("{name}.safetensors"));
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity").join(format!("{name}.safetensors"));
     load_safetensors(&path).unwrap_or_else(|e| panic!("{e}"))
 }
 

@@ -160,3 +160,150 @@ impl Progress {
         }
     }
 }
+
+/// The data flags every MNIST example shares, parsed with per-example defaults.
+pub struct MnistRun {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Examples per step.
+    pub batch_size: usize,
+    /// Adam's peak learning rate (cosine-decayed to 0 over the run).
+    pub lr: f64,
+    /// Seed for initialization and shuffling.
+    pub seed: u64,
+    /// Worker threads actually in use.
+    pub threads: usize,
+    /// Folder with the four MNIST-format IDX files.
+    pub data: std::path::PathBuf,
+}
+
+impl MnistRun {
+    /// Reads `--epochs --batch-size --lr --seed --threads --data` (and `--help`), with the
+    /// example's own defaults, and sizes the thread pool.
+    pub fn from_flags(about: &str, epochs: usize, batch_size: usize, lr: f64) -> MnistRun {
+        let mut flags = Flags::from_env();
+        let epochs: usize = flags.get("epochs", epochs, "passes over the training set");
+        let batch_size: usize = flags.get("batch-size", batch_size, "examples per step");
+        let lr: f64 = flags.get("lr", lr, "Adam learning rate (cosine-decayed to 0 over the run)");
+        let seed: u64 = flags.get("seed", 0, "seed for initialization and shuffling");
+        let threads: Option<usize> =
+            flags.optional("threads", "worker threads (default: RAYON_NUM_THREADS or all cores)");
+        let data =
+            flags.get("data", glassbox::data::mnist::default_dir(), "folder with the four MNIST-format IDX files");
+        flags.finish(about);
+        if batch_size == 0 || epochs == 0 {
+            eprintln!("error: --batch-size and --epochs must be positive");
+            std::process::exit(2);
+        }
+        MnistRun { epochs, batch_size, lr, seed, threads: init_threads(threads), data }
+    }
+
+    /// Loads the data set, or exits with the loader's message.
+    pub fn load(&self) -> glassbox::data::Mnist {
+        let start = Instant::now();
+        let mnist = glassbox::data::Mnist::load(&self.data).unwrap_or_else(|e| {
+            eprintln!("error: {e}");
+            std::process::exit(1)
+        });
+        println!(
+            "loaded {} training and {} test images of {}x{} from {} in {:.2}s; {} threads",
+            mnist.train.len(),
+            mnist.test.len(),
+            mnist.train.rows,
+            mnist.train.cols,
+            self.data.display(),
+            start.elapsed().as_secs_f64(),
+            self.threads
+        );
+        mnist
+    }
+
+    /// Trains `model` (whose input is a batch of images shaped `[batch] + image_shape`, and
+    /// whose output is `[batch, 10]` logits) with softmax cross-entropy and Adam on a cosine
+    /// schedule; prints each epoch's train loss, test accuracy and time, then the per-class
+    /// report and, last, `test accuracy: 0.XXXX`. Returns the final test confusion matrix.
+    pub fn train_classifier(
+        &self,
+        model: &mut dyn glassbox::nn::Module,
+        image_shape: &[usize],
+        mnist: &glassbox::data::Mnist,
+    ) -> glassbox::metrics::ConfusionMatrix {
+        use glassbox::data::shuffled_batches;
+        use glassbox::optim::{Adam, CosineSchedule, Optimizer};
+
+        let start = Instant::now();
+        // Shuffling draws from its own stream, so changing the model never changes the batches.
+        let mut rng = glassbox::rng::Rng::new(self.seed.wrapping_add(1));
+        let mut optimizer = Adam::new(model.parameters(), self.lr);
+        let steps_per_epoch = mnist.train.len().div_ceil(self.batch_size);
+        let schedule = CosineSchedule {
+            base_lr: self.lr,
+            min_lr: 0.0,
+            warmup_steps: 0,
+            total_steps: self.epochs * steps_per_epoch,
+        };
+        let (mut x_buf, mut y_buf) = (Vec::new(), Vec::new());
+        let mut step = 0;
+        for epoch in 1..=self.epochs {
+            let epoch_start = Instant::now();
+            model.set_training(true);
+            let batches = shuffled_batches(mnist.train.len(), self.batch_size, &mut rng);
+            let mut progress = Progress::new(format!("epoch {epoch}/{}", self.epochs), batches.len());
+            let (mut loss_sum, mut seen) = (0.0, 0);
+            for (i, batch) in batches.iter().enumerate() {
+                mnist.train.gather_normalized(batch, &mut x_buf);
+                mnist.train.gather_labels(batch, &mut y_buf);
+                let shape: Vec<usize> = std::iter::once(batch.len()).chain(image_shape.iter().copied()).collect();
+                let x = glassbox::Tensor::from_vec(std::mem::take(&mut x_buf), &shape);
+                let loss = model.forward(&x).cross_entropy(&y_buf);
+                optimizer.zero_grad();
+                loss.backward();
+                optimizer.set_learning_rate(schedule.lr_at(step));
+                optimizer.step();
+                step += 1;
+                loss_sum += loss.item_f64() * batch.len() as f64;
+                seen += batch.len();
+                progress.update(i + 1, &format!("loss {:.4}", loss_sum / seen as f64));
+            }
+            progress.finish();
+            let train_time = epoch_start.elapsed().as_secs_f64();
+            model.set_training(false);
+            let confusion = evaluate_classifier(model, image_shape, &mnist.test);
+            println!(
+                "epoch {epoch:>2}/{}  train loss {:.4}  test accuracy {:.4}  {train_time:.1}s",
+                self.epochs,
+                loss_sum / seen as f64,
+                confusion.accuracy()
+            );
+        }
+        let confusion = evaluate_classifier(model, image_shape, &mnist.test);
+        println!("\n{}", confusion.per_class_report());
+        println!("confusion matrix (rows: true class, columns: predicted):\n{confusion}");
+        println!("training and evaluation took {:.1}s", start.elapsed().as_secs_f64());
+        println!("test accuracy: {:.4}", confusion.accuracy());
+        confusion
+    }
+}
+
+/// Predicts every image of `set` (batches of 1000, no graph) and tallies the results.
+pub fn evaluate_classifier(
+    model: &dyn glassbox::nn::Module,
+    image_shape: &[usize],
+    set: &glassbox::data::ImageSet,
+) -> glassbox::metrics::ConfusionMatrix {
+    use glassbox::data::{sequential_batches, NUM_CLASSES};
+    let mut confusion = glassbox::metrics::ConfusionMatrix::new(NUM_CLASSES);
+    let (mut x_buf, mut y_buf) = (Vec::new(), Vec::new());
+    glassbox::no_grad(|| {
+        for batch in sequential_batches(set.len(), 1000) {
+            set.gather_normalized(&batch, &mut x_buf);
+            set.gather_labels(&batch, &mut y_buf);
+            let shape: Vec<usize> = std::iter::once(batch.len()).chain(image_shape.iter().copied()).collect();
+            let logits = model.forward(&glassbox::Tensor::from_vec(std::mem::take(&mut x_buf), &shape));
+            for (&truth, pred) in y_buf.iter().zip(glassbox::metrics::argmax_rows(&logits.to_vec(), NUM_CLASSES)) {
+                confusion.add(truth, pred);
+            }
+        }
+    });
+    confusion
+}

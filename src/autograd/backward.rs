@@ -78,17 +78,23 @@ pub fn op_backward(op: &Op, out: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
         }
 
         // C = A B: dA = dC B^T, dB = A^T dC (batch dims that were broadcast are summed away).
-        Op::Matmul(a, b) => {
-            vec![Some(g.matmul(&b.t()).sum_to_shape(a.shape())), Some(a.t().matmul(g).sum_to_shape(b.shape()))]
-        }
+        // (Each product is skipped when its input needs no gradient, e.g. a batch of data.)
+        Op::Matmul(a, b) => vec![
+            a.requires_grad().then(|| g.matmul(&b.t()).sum_to_shape(a.shape())),
+            b.requires_grad().then(|| a.t().matmul(g).sum_to_shape(b.shape())),
+        ],
 
         // y = x W^T + b over rows x of the input flattened to [rows, in]:
         // dx = g W, dW = g^T x, db = column sums of g
-        Op::Linear { input, weight, .. } => {
+        Op::Linear { input, weight, bias } => {
             let (inputs, outputs) = (weight.shape()[1], weight.shape()[0]);
             let rows = input.numel() / inputs.max(1);
             let (g2, x2) = (g.reshape(&[rows, outputs]), input.reshape(&[rows, inputs]));
-            vec![Some(g2.matmul(weight).reshape(input.shape())), Some(g2.t().matmul(&x2)), Some(g2.sum(&[0], false))]
+            vec![
+                input.requires_grad().then(|| g2.matmul(weight).reshape(input.shape())),
+                weight.requires_grad().then(|| g2.t().matmul(&x2)),
+                bias.requires_grad().then(|| g2.sum(&[0], false)),
+            ]
         }
 
         // y = softmax(x): dx = y * (g - sum(g * y))
@@ -210,6 +216,29 @@ pub fn op_backward(op: &Op, out: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
         Op::Expand(x) => vec![Some(g.sum_to_shape(x.shape()))],
         Op::Copy(_) => vec![Some(g.clone())],
         Op::Cast(x) => vec![Some(g.to_dtype(x.dtype()))],
+
+        // y = conv(x, w) + b. Per image, with cols = im2col(x) and G = dy as [O, OH OW]:
+        // dx = col2im(W^T G), dW = sum_n G cols^T, db = sum of G over batch and pixels.
+        // Inputs that need no gradient (the images of a first layer) are skipped: col2im costs
+        // as much as the forward pass.
+        Op::Conv2d { input, weight, bias, stride, padding } => {
+            let dx = input
+                .requires_grad()
+                .then(|| crate::ops::conv2d_input_grad(g, weight, input.shape(), *stride, *padding));
+            let dw = weight
+                .requires_grad()
+                .then(|| crate::ops::conv2d_weight_grad(input, g, weight.shape(), *stride, *padding));
+            let mut grads = vec![dx, dw];
+            if bias.is_some() {
+                grads.push(Some(g.sum(&[0, 2, 3], false)));
+            }
+            grads
+        }
+
+        // Each window's gradient goes to the one input that was its maximum.
+        Op::MaxPool2d { input, kernel, stride, argmax } => {
+            vec![Some(crate::ops::max_pool2d_backward(g, argmax, input.shape(), *kernel, *stride))]
+        }
     }
 }
 
@@ -252,6 +281,8 @@ pub fn formula(kind: OpKind) -> &'static str {
         OpKind::Attention | OpKind::MultiHeadAttention => {
             "P = exp(s - lse) recomputed; dV = P^T g; dS = P (g V^T - rowsum(g o)); dQ = dS K scale, dK = dS^T Q scale"
         }
+        OpKind::Conv2d => "dx = col2im(W^T g), dW = sum over images of g im2col(x)^T, db = sum of g over N, H, W",
+        OpKind::MaxPool2d => "dx = g sent to each window's argmax (saved by forward), 0 elsewhere",
         OpKind::Dropout => "dx = g * mask          (mask = 0 or 1 / (1 - p), saved by forward)",
         OpKind::Concat => "d part_i = the slice of g that part_i filled",
         OpKind::IndexSelect => "dx = zeros, then g's slices added back at the picked indices (repeats sum)",

@@ -258,6 +258,30 @@ pub enum Op {
     Copy(Tensor),
     /// A change of element type.
     Cast(Tensor),
+    /// 2-D convolution (NCHW), as PyTorch's `conv2d`.
+    Conv2d {
+        /// the images `[N, C, H, W]`
+        input: Tensor,
+        /// the filters `[O, C, KH, KW]`
+        weight: Tensor,
+        /// one value per output channel, if any
+        bias: Option<Tensor>,
+        /// step between windows (rows, columns)
+        stride: [usize; 2],
+        /// zeros added on each side (rows, columns)
+        padding: [usize; 2],
+    },
+    /// 2-D max pooling (NCHW).
+    MaxPool2d {
+        /// the images `[N, C, H, W]`
+        input: Tensor,
+        /// window size (rows, columns)
+        kernel: [usize; 2],
+        /// step between windows (rows, columns)
+        stride: [usize; 2],
+        /// per output element, where its maximum sits in the contiguous input
+        argmax: Arc<[usize]>,
+    },
 }
 
 /// Declares [`OpKind`] and its list [`OpKind::ALL`] from one table, so no kind can be added
@@ -294,6 +318,7 @@ op_kinds! {
     Dropout => "dropout", Concat => "concat", IndexSelect => "index_select", Gather => "gather",
     Where => "where", Reshape => "reshape", Permute => "permute", Narrow => "narrow",
     Expand => "expand", Copy => "contiguous", Cast => "to_dtype",
+    Conv2d => "conv2d", MaxPool2d => "max_pool2d",
 }
 
 impl UnaryOp {
@@ -360,6 +385,8 @@ impl Op {
             Op::Expand(_) => OpKind::Expand,
             Op::Copy(_) => OpKind::Copy,
             Op::Cast(_) => OpKind::Cast,
+            Op::Conv2d { .. } => OpKind::Conv2d,
+            Op::MaxPool2d { .. } => OpKind::MaxPool2d,
         }
     }
 
@@ -380,7 +407,8 @@ impl Op {
             | Op::Narrow { input: x, .. }
             | Op::Expand(x)
             | Op::Copy(x)
-            | Op::Cast(x) => vec![x],
+            | Op::Cast(x)
+            | Op::MaxPool2d { input: x, .. } => vec![x],
             Op::Binary(_, a, b)
             | Op::Matmul(a, b)
             | Op::MseLoss { pred: a, target: b }
@@ -390,6 +418,7 @@ impl Op {
             Op::LayerNorm { input, weight, bias, .. } | Op::Linear { input, weight, bias } => vec![input, weight, bias],
             Op::Attention { q, k, v, .. } => vec![q, k, v],
             Op::Concat { inputs, .. } => inputs.iter().collect(),
+            Op::Conv2d { input, weight, bias, .. } => [input, weight].into_iter().chain(bias).collect(),
         }
     }
 
@@ -409,6 +438,8 @@ impl Op {
             Op::Gather { index, .. } => index_bytes(index.len()),
             Op::Where { cond, .. } => bytes(cond),
             Op::LayerNorm { mean, rstd, .. } => bytes(mean) + bytes(rstd),
+            Op::MaxPool2d { argmax, .. } => index_bytes(argmax.len()),
+            Op::Conv2d { .. } => 0,
             Op::Attention { lse, .. } | Op::MultiHeadAttention { lse, .. } => bytes(lse),
             Op::Unary(..)
             | Op::Binary(..)

@@ -1,6 +1,6 @@
 //! Recording a backward pass node by node, for people who want to watch it run.
 //!
-//! Off unless asked for. The engine calls [`Recorder::start`] once per backward pass: a
+//! Off unless asked for. The engine calls `Recorder::start` once per backward pass: a
 //! thread-local read, plus one atomic load for the `GLASSBOX_EXPLAIN` budget (the variable is
 //! read once per process). When recording, each node's step is timed and its kernels are
 //! logged through [`backend::record_kernels`](crate::backend::record_kernels); the norms of

@@ -245,7 +245,11 @@ pub fn load_safetensors(path: &Path) -> Result<TensorFile, IoError> {
     let len = file.metadata().map_err(|e| fail("cannot read the file's metadata", e))?.len();
     // The file's own length (not anything it declares) bounds the buffer; reading one byte
     // past it notices a file that grows while being read.
-    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    let mut bytes = Vec::new();
+    // try_reserve: a file larger than the memory available is an error, not an abort.
+    bytes.try_reserve_exact(usize::try_from(len).unwrap_or(usize::MAX)).map_err(|e| {
+        IoError::new(path, format!("the file holds {len} bytes, more than can be loaded into memory ({e})"))
+    })?;
     file.take(len.saturating_add(1)).read_to_end(&mut bytes).map_err(|e| fail("read failed", e))?;
     if bytes.len() as u64 != len {
         return Err(IoError::new(

@@ -148,7 +148,7 @@ impl Gpt {
     }
 
     /// Logits `[batch, t, vocab]` for token ids laid out `[batch, t]` (row-major).
-    pub fn forward(&self, ids: &[usize], batch: usize, t: usize) -> Tensor {
+    pub fn logits(&self, ids: &[usize], batch: usize, t: usize) -> Tensor {
         assert!(
             t <= self.config.block_size,
             "Gpt::forward: sequence length {t} exceeds the block size {}",
@@ -169,27 +169,13 @@ impl Gpt {
 
     /// Mean next-token cross-entropy of `ids` against `targets` (both `[batch, t]`).
     pub fn loss(&self, ids: &[usize], targets: &[usize], batch: usize, t: usize) -> Tensor {
-        let logits = self.forward(ids, batch, t);
+        let logits = self.logits(ids, batch, t);
         logits.reshape(&[batch * t, self.config.vocab_size]).cross_entropy(targets)
-    }
-
-    /// Every parameter with its nanoGPT-style name.
-    pub fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let mut out = vec![
-            ("transformer.wte.weight".to_string(), self.wte.weight.clone()),
-            ("transformer.wpe.weight".to_string(), self.wpe.weight.clone()),
-        ];
-        for (i, block) in self.blocks.iter().enumerate() {
-            out.extend(prefixed(&format!("transformer.h.{i}"), block));
-        }
-        out.extend(prefixed("transformer.ln_f", &self.ln_f));
-        out.extend(prefixed("lm_head", &self.lm_head));
-        out
     }
 
     /// Every parameter.
     pub fn parameters(&self) -> Vec<Tensor> {
-        self.named_parameters().into_iter().map(|(_, t)| t).collect()
+        Module::named_parameters(self).into_iter().map(|(_, t)| t).collect()
     }
 
     /// Number of trainable scalars.
@@ -214,13 +200,54 @@ impl Gpt {
             for _ in 0..count {
                 let start = tokens.len().saturating_sub(self.config.block_size);
                 let context = &tokens[start..];
-                let logits = self.forward(context, 1, context.len());
+                let logits = self.logits(context, 1, context.len());
                 let vocab = self.config.vocab_size;
                 let last = logits.narrow(1, context.len() - 1, 1).reshape(&[vocab]).to_vec_f64();
                 tokens.push(sample_logits(&last, temperature, top_k, rng));
             }
         });
         tokens[prompt.len()..].to_vec()
+    }
+}
+
+/// As a [`Module`], a GPT takes its token ids as a `[batch, t]` tensor of whole numbers
+/// (glassbox has no integer dtype) and returns the logits; [`Gpt::logits`] takes them as a
+/// slice. This is what lets checkpoints and the instruments treat it like any other model.
+impl Module for Gpt {
+    fn forward(&self, ids: &Tensor) -> Tensor {
+        assert!(ids.rank() == 2, "Gpt::forward: token ids must be [batch, t], got shape {:?}", ids.shape());
+        let (batch, t) = (ids.shape()[0], ids.shape()[1]);
+        let ids: Vec<usize> = ids
+            .to_vec_f64()
+            .into_iter()
+            .map(|v| {
+                assert!(v >= 0.0 && v.fract() == 0.0, "Gpt::forward: token id {v} is not a whole number >= 0");
+                v as usize
+            })
+            .collect();
+        self.logits(&ids, batch, t)
+    }
+
+    /// Every parameter with its nanoGPT-style name.
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![
+            ("transformer.wte.weight".to_string(), self.wte.weight.clone()),
+            ("transformer.wpe.weight".to_string(), self.wpe.weight.clone()),
+        ];
+        for (i, block) in self.blocks.iter().enumerate() {
+            out.extend(prefixed(&format!("transformer.h.{i}"), block));
+        }
+        out.extend(prefixed("transformer.ln_f", &self.ln_f));
+        out.extend(prefixed("lm_head", &self.lm_head));
+        out
+    }
+
+    fn describe(&self) -> String {
+        let c = self.config;
+        format!(
+            "Gpt({} layers, {} heads, width {}, context {}, vocab {})",
+            c.n_layer, c.n_head, c.n_embd, c.block_size, c.vocab_size
+        )
     }
 }
 

@@ -14,10 +14,12 @@
 //! | `index.rs` | index_select gather embedding |
 //! | `layernorm.rs` | layer_norm |
 //! | `attention.rs` | scaled_dot_product_attention, multi_head_attention (packed qkv) |
+//! | `conv.rs` | conv2d max_pool2d (NCHW) |
 //! | `dropout.rs` | dropout |
 //! | `inplace.rs` | in-place writes for optimizers: copy_from_, fused SGD / Adam / RMSprop steps |
 
 mod attention;
+mod conv;
 mod dropout;
 mod elementwise;
 mod index;
@@ -32,6 +34,7 @@ mod softmax;
 pub use inplace::AdamStep;
 
 pub(crate) use attention::{attention_backward, multi_head_attention_backward};
+pub(crate) use conv::{conv2d_input_grad, conv2d_weight_grad, max_pool2d_backward};
 pub(crate) use elementwise::gelu_backward;
 pub(crate) use index::{index_add_zeros, scatter_add_zeros};
 pub(crate) use layernorm::layer_norm_backward;

@@ -90,7 +90,11 @@ impl Adam {
     pub fn no_weight_decay_for(mut self, exempt: &[Tensor]) -> Adam {
         for t in exempt {
             let i = self.params.iter().position(|p| p.id() == t.id()).unwrap_or_else(|| {
-                panic!("{}: a tensor of shape {:?} is not one of the parameters", self.name("no_weight_decay_for"), t.shape())
+                panic!(
+                    "{}: a tensor of shape {:?} is not one of the parameters",
+                    self.name("no_weight_decay_for"),
+                    t.shape()
+                )
             });
             self.decays[i] = false;
         }

@@ -20,6 +20,7 @@ use std::any::TypeId;
 
 use rayon::prelude::*;
 
+use super::isa::{self, Isa};
 use crate::tensor::{Float, Layout};
 
 /// A read-only strided matrix: element `(i, j)` is `data[offset + i * row_stride + j * col_stride]`.
@@ -250,27 +251,6 @@ fn macro_kernel<T: Float, const MR: usize, const NR: usize, const FMA: bool>(
     }
 }
 
-/// The instruction sets the packed kernels are compiled for, best first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Isa {
-    Avx512,
-    Avx2Fma,
-    Portable,
-}
-
-fn detect_isa() -> Isa {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
-            return Isa::Avx512;
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return Isa::Avx2Fma;
-        }
-    }
-    Isa::Portable
-}
-
 // Register tiles per instruction set. The compiler keeps an accumulator tile in registers only
 // up to about 96 scalars (6 x 16: larger tiles spill to the stack and run 20x slower), so the
 // tiles below are what auto-vectorization handles well: AVX2's 16 ymm registers hold 6 x 16
@@ -430,7 +410,11 @@ pub fn matmul_bias<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, bias: &[T], c: 
 
 /// Picks the tile size and compiled kernel for this CPU.
 fn packed_for_isa<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], parallel: bool, accumulate: bool) {
-    let isa = detect_isa();
+    let isa = isa::detect();
+    // Calling a target_feature function is unsafe only because the CPU might lack the feature;
+    // the kernel bodies below are safe Rust (or check their panel bounds), so that is the one
+    // thing each SAFETY argument has to establish. The assertion re-checks it in tests.
+    debug_assert!(isa::supported(isa), "matmul: {isa:?} kernel chosen on a CPU without its features");
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 {
         if let (Some(a_data), Some(b_data)) = (as_f32(a.data), as_f32(b.data)) {
@@ -447,8 +431,8 @@ fn packed_for_isa<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], par
             const MR: usize = AVX512_F32_TILE.0;
             const NR: usize = AVX512_F32_TILE.1;
             return packed::<f32, MR, NR>(a, b, c, parallel, accumulate, |kc, mc, nc, ap, bp, c, ldc, j0| {
-                // SAFETY: isa is Avx512 only when detect_isa() saw avx512f on this CPU; the
-                // kernel checks its panel lengths before reading through pointers.
+                // SAFETY: isa is Avx512 only when isa_supported saw avx512f (and avx2, fma) on
+                // this CPU; the kernel checks its panel lengths before reading through pointers.
                 unsafe { macro_kernel_avx512_f32(kc, mc, nc, ap, bp, c, ldc, j0) }
             });
         }
@@ -463,7 +447,7 @@ fn packed_for_isa<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], par
                 parallel,
                 accumulate,
                 |kc, mc, nc, ap, bp, c, ldc, j0| {
-                    // SAFETY: this arm runs only when detect_isa() saw avx512f and fma on this CPU;
+                    // SAFETY: this arm runs only when isa::detect() saw avx512f and fma on this CPU;
                     // the kernel body is safe Rust (every slice access is bounds-checked).
                     unsafe { macro_kernel_avx512(kc, mc, nc, ap, bp, c, ldc, j0) }
                 },

@@ -1,0 +1,157 @@
+//! Times three workloads in glassbox and, with `--pytorch PYTHON`, the same three in PyTorch
+//! (`scripts/pytorch_steps.py`) in the same run, printing the ratio of each:
+//!
+//! 1. one MNIST MLP training step (784-256-128-10, ReLU, cross-entropy, Adam, batch 128);
+//! 2. one char-level GPT training step (vocab 65, block 128, 4 layers, 4 heads, width 128,
+//!    batch 16, AdamW, gradient clipping);
+//! 3. causal attention forward + backward (batch 16, 4 heads, T 128, head dim 32).
+//!
+//! It also reports the buffer pool's misses per step once warm: each miss is a fresh
+//! allocation (and its page faults), which a steady training loop should not need.
+//!
+//! `cargo run --release --example step_bench -- --pytorch /path/to/python --threads 2`
+//! Timings are medians; run on a quiet machine (other load makes OpenMP's spin-waits, and so
+//! PyTorch's multi-threaded figures, collapse).
+
+mod common;
+
+use std::process::Command;
+use std::time::Instant;
+
+use glassbox::backend::cpu::pool;
+use glassbox::nn::{Activation, Gpt, GptConfig, Module, Sequential};
+use glassbox::optim::{clip_grad_norm, Adam, AdamW, Optimizer};
+use glassbox::rng::Rng;
+use glassbox::Tensor;
+
+fn median_ms(mut f: impl FnMut(), warmup: usize, runs: usize) -> f64 {
+    for _ in 0..warmup {
+        f();
+    }
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// Median milliseconds and pool misses per run (after the warm-up) of `f`.
+fn measure(f: impl FnMut(), warmup: usize, runs: usize) -> (f64, f64) {
+    let mut f = f;
+    for _ in 0..warmup {
+        f();
+    }
+    let before = pool::stats().misses;
+    let ms = median_ms(&mut f, 0, runs);
+    (ms, (pool::stats().misses - before) as f64 / runs as f64)
+}
+
+fn mnist_step() -> impl FnMut() {
+    let mut rng = Rng::new(0);
+    let model = Sequential::mlp(&[784, 256, 128, 10], Activation::Relu, 0.0, &mut rng);
+    let mut opt = Adam::new(model.parameters(), 1e-3);
+    let x = Tensor::randn(&[128, 784], 1);
+    let y: Vec<usize> = (0..128).map(|_| rng.below(10)).collect();
+    move || {
+        let loss = model.forward(&x).cross_entropy(&y);
+        opt.zero_grad();
+        loss.backward();
+        opt.step();
+    }
+}
+
+fn gpt_step() -> impl FnMut() {
+    let mut rng = Rng::new(0);
+    let config = GptConfig { vocab_size: 65, block_size: 128, n_layer: 4, n_head: 4, n_embd: 128 };
+    let model = Gpt::new(config, &mut rng);
+    let params = model.parameters();
+    let exempt: Vec<Tensor> = params.iter().filter(|t| t.rank() < 2).cloned().collect();
+    let mut opt = AdamW::new(params.clone(), 2e-3).betas(0.9, 0.95).weight_decay(0.1).no_weight_decay_for(&exempt);
+    let x: Vec<usize> = (0..16 * 128).map(|_| rng.below(65)).collect();
+    let y: Vec<usize> = (0..16 * 128).map(|_| rng.below(65)).collect();
+    move || {
+        let loss = model.loss(&x, &y, 16, 128);
+        opt.zero_grad();
+        loss.backward();
+        clip_grad_norm(&params, 1.0);
+        opt.step();
+    }
+}
+
+fn attention_fwd_bwd() -> impl FnMut() {
+    let [q, k, v] = [1, 2, 3].map(|s| Tensor::randn(&[16, 4, 128, 32], s).requires_grad_());
+    let g = Tensor::randn(&[16, 4, 128, 32], 4);
+    move || {
+        for t in [&q, &k, &v] {
+            t.zero_grad();
+        }
+        Tensor::scaled_dot_product_attention(&q, &k, &v, true).backward_with_grad(&g);
+    }
+}
+
+/// Runs the PyTorch script and returns (name, milliseconds) pairs.
+fn pytorch(python: &str, threads: usize) -> Result<Vec<(String, f64)>, String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pytorch_steps.py");
+    let out = Command::new(python)
+        .args([script, "--threads", &threads.to_string()])
+        .output()
+        .map_err(|e| format!("cannot run {python}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{python} {script} failed:\n{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    // Lines look like {"name": "gpt_step", "ms": 88.1, ...}; pick the two fields by hand.
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |line: &str, key: &str| -> Option<String> {
+        let start = line.find(&format!("\"{key}\": "))? + key.len() + 4;
+        let rest = &line[start..];
+        let end = rest.find([',', '}'])?;
+        Some(rest[..end].trim().trim_matches('"').to_string())
+    };
+    text.lines()
+        .map(|line| {
+            let name = field(line, "name").ok_or_else(|| format!("unexpected line {line:?}"))?;
+            let ms = field(line, "ms").and_then(|v| v.parse().ok()).ok_or_else(|| format!("no time in {line:?}"))?;
+            Ok((name, ms))
+        })
+        .collect()
+}
+
+fn main() {
+    let mut flags = common::Flags::from_env();
+    let python: Option<String> =
+        flags.optional("pytorch", "Python with torch installed: also time PyTorch, in this run");
+    let threads: Option<usize> = flags.optional("threads", "worker threads for both engines (default: all cores)");
+    let runs: usize = flags.get("runs", 30, "timed runs per workload (medians are reported)");
+    flags.finish("glassbox vs PyTorch: training steps and attention, timed in one run");
+    let threads = common::init_threads(threads);
+
+    let ours = [
+        ("mnist_mlp_step", measure(mnist_step(), 5, runs * 4)),
+        ("gpt_step", measure(gpt_step(), 3, runs)),
+        ("attention_fwd_bwd", measure(attention_fwd_bwd(), 3, runs * 2)),
+    ];
+    let theirs = python.as_deref().map(|p| pytorch(p, threads));
+    if let Some(Err(e)) = &theirs {
+        eprintln!("warning: no PyTorch figures: {e}");
+    }
+    println!("{threads} threads, medians of {runs}+ runs");
+    println!(
+        "{:<20} {:>12} {:>14} {:>12} {:>18}",
+        "workload", "glassbox ms", "pool misses/run", "PyTorch ms", "glassbox/PyTorch"
+    );
+    for (name, (ms, misses)) in ours {
+        let torch_ms = match &theirs {
+            Some(Ok(list)) => list.iter().find(|(n, _)| n == name).map(|(_, t)| *t),
+            _ => None,
+        };
+        let (torch_col, ratio_col) = match torch_ms {
+            Some(t) => (format!("{t:.2}"), format!("{:.2}x", ms / t)),
+            None => ("-".to_string(), "-".to_string()),
+        };
+        println!("{name:<20} {ms:>12.2} {misses:>14.1} {torch_col:>12} {ratio_col:>18}");
+    }
+}
