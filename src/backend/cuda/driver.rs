@@ -161,7 +161,7 @@ impl Driver {
                 if file.ptx.is_some() { "rejected by the driver as too new" } else { "not built: nvcc was missing" }
             ));
         }
-        let (major, minor) = self.ctx.compute_capability().map_err(|e| describe(e))?;
+        let (major, minor) = self.ctx.compute_capability().map_err(describe)?;
         let opts = cudarc::nvrtc::CompileOptions {
             arch: nvrtc_arch(major, minor),
             options: vec!["-std=c++17".into()],
