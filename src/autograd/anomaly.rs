@@ -161,9 +161,9 @@ fn first_non_finite(storage: &Storage) -> Option<(usize, &'static str)> {
             },
         ))
     }
-    match storage {
-        Storage::Cpu(CpuStorage::F32(v)) => find(v),
-        Storage::Cpu(CpuStorage::F64(v)) => find(v),
+    match &*storage.to_cpu() {
+        CpuStorage::F32(v) => find(v),
+        CpuStorage::F64(v) => find(v),
     }
 }
 

@@ -204,17 +204,22 @@ pub fn op_backward(op: &Op, out: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
             let mut pad_shape = input.shape().to_vec();
             if *start > 0 {
                 pad_shape[*dim] = *start;
-                parts.push(Tensor::full_dtype(&pad_shape, 0.0, g.dtype()));
+                parts.push(Tensor::full_on(&pad_shape, 0.0, g.dtype(), g.device()));
             }
             parts.push(g.clone());
             if start + len < full {
                 pad_shape[*dim] = full - start - len;
-                parts.push(Tensor::full_dtype(&pad_shape, 0.0, g.dtype()));
+                parts.push(Tensor::full_on(&pad_shape, 0.0, g.dtype(), g.device()));
             }
             vec![Some(Tensor::concat(&parts, *dim))]
         }
         Op::Expand(x) => vec![Some(g.sum_to_shape(x.shape()))],
-        Op::Copy(_) => vec![Some(g.clone())],
+        // A copy (packing a view, or a move between devices): g, back on x's device.
+        Op::Copy(x) => vec![Some(if g.device() == x.device() {
+            g.clone()
+        } else {
+            g.to(x.device()).unwrap_or_else(|e| panic!("backward of a device copy: {e}"))
+        })],
         Op::Cast(x) => vec![Some(g.to_dtype(x.dtype()))],
 
         // y = conv(x, w) + b. Per image, with cols = im2col(x) and G = dy as [O, OH OW]:
@@ -292,7 +297,7 @@ pub fn formula(kind: OpKind) -> &'static str {
         OpKind::Permute => "dx = g permuted back by the inverse permutation",
         OpKind::Narrow => "dx = g padded with zeros outside the slice",
         OpKind::Expand => "dx = g summed over the broadcast (stride-0) dims",
-        OpKind::Copy => "dx = g",
+        OpKind::Copy => "dx = g                (moved back to x's device if the copy crossed devices)",
         OpKind::Cast => "dx = g cast back to x's dtype",
     }
 }

@@ -39,7 +39,7 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
 use super::IoError;
-use crate::tensor::{checked_numel, CpuStorage, Storage};
+use crate::tensor::{checked_numel, CpuStorage};
 use crate::{DType, Tensor};
 
 /// The largest header we read: 100 MB, the reference implementation's limit. A header holds a
@@ -163,9 +163,9 @@ fn append_le_bytes(t: &Tensor, out: &mut Vec<u8>) {
     // A packed copy starting at index 0 (the storage itself when already so), read exactly: no
     // conversion through another type, so every bit (NaN payloads included) survives.
     let packed = crate::backend::contiguous(&t.storage(), t.layout());
-    match &packed {
-        Storage::Cpu(CpuStorage::F32(v)) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        Storage::Cpu(CpuStorage::F64(v)) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+    match &*packed.to_cpu() {
+        CpuStorage::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        CpuStorage::F64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
     }
 }
 

@@ -128,8 +128,8 @@ impl Lstm {
                 (h0.clone(), c0.clone())
             }
             None => (
-                Tensor::full_dtype(&[batch, hidden], 0.0, x.dtype()),
-                Tensor::full_dtype(&[batch, hidden], 0.0, x.dtype()),
+                Tensor::full_on(&[batch, hidden], 0.0, x.dtype(), x.device()),
+                Tensor::full_on(&[batch, hidden], 0.0, x.dtype(), x.device()),
             ),
         };
 

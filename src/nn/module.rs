@@ -1,5 +1,6 @@
 //! The `Module` trait.
 
+use crate::tensor::{Device, DeviceError};
 use crate::Tensor;
 
 /// A layer or model: a differentiable function with parameters.
@@ -16,6 +17,12 @@ pub trait Module {
     /// Every trainable tensor (what an optimizer updates).
     fn parameters(&self) -> Vec<Tensor> {
         self.named_parameters().into_iter().map(|(_, t)| t).collect()
+    }
+
+    /// Moves every parameter to `device` in place (see [`Tensor::move_to_`]); build the
+    /// optimizer after this, so its state is made on the same device.
+    fn move_to(&self, device: Device) -> Result<(), DeviceError> {
+        self.parameters().iter().try_for_each(|p| p.move_to_(device))
     }
 
     /// Switches between training behaviour (dropout active) and evaluation.

@@ -22,6 +22,8 @@ impl Tensor {
         let keep_scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
         let mask: Vec<f64> = (0..self.numel()).map(|_| if rng.uniform() >= p { keep_scale } else { 0.0 }).collect();
         let mask = Tensor::from_vec_f64(mask, self.shape()).to_dtype(self.dtype()).detach();
+        let mask =
+            mask.to(self.device()).unwrap_or_else(|e| panic!("dropout: moving the mask to {}: {e}", self.device()));
         // The product is this op's output, checked (in anomaly mode) as dropout's, not as a `mul`.
         let out = crate::autograd::anomaly::quiet(|| crate::autograd::no_grad(|| self.mul(&mask)));
         let op = Op::Dropout { input: self.clone(), mask };

@@ -111,7 +111,7 @@ impl Tensor {
     }
 
     fn scalar_like(&self, value: f64) -> Tensor {
-        Tensor::full_dtype(&[], value, self.dtype())
+        Tensor::full_on(&[], value, self.dtype(), self.device())
     }
 
     /// 1.0 where a > b, else 0.0 (a mask; not differentiable).

@@ -38,7 +38,7 @@ impl Tensor {
         let rows = dense(self, self.layout());
         let (loss, probs) = backend::cross_entropy_rows(&rows, c, targets);
         let probs = Tensor::from_storage(probs, Layout::contiguous(self.shape()));
-        let out = Tensor::full_dtype(&[], loss, self.dtype());
+        let out = Tensor::full_on(&[], loss, self.dtype(), self.device());
         let op = Op::CrossEntropy { logits: self.clone(), targets: Arc::from(targets), probs };
         Tensor::from_op(Arc::unwrap_or_clone(out.storage()), Layout::contiguous(&[]), op)
     }

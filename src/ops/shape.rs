@@ -180,7 +180,7 @@ impl Tensor {
         let mut shape = first.shape().to_vec();
         shape[dim] = parts.iter().map(|p| p.shape()[dim]).sum();
         let out_layout = Layout::contiguous(&shape);
-        let mut out = backend::zeros(out_layout.numel(), first.dtype());
+        let mut out = backend::zeros_on(out_layout.numel(), first.dtype(), first.device());
         let mut start = 0;
         for p in parts {
             let len = p.shape()[dim];

@@ -7,7 +7,7 @@ mod dtype;
 mod layout;
 mod storage;
 
-pub use device::Device;
+pub use device::{Device, DeviceError};
 pub use dtype::{DType, Float};
 pub use layout::{broadcast_shapes, checked_numel, contiguous_strides, Layout, StridedOffsets};
 pub use storage::{CpuStorage, Storage};
@@ -56,7 +56,6 @@ struct TensorInner {
     storage: StorageCell,
     layout: Layout,
     dtype: DType,
-    device: Device,
     /// How this tensor was computed, kept only when a gradient must flow through it.
     op: Option<Op>,
     requires_grad: AtomicBool,
@@ -97,17 +96,13 @@ impl Tensor {
     }
 
     fn build(storage: StorageCell, layout: Layout, op: Option<Op>) -> Tensor {
-        let (dtype, device) = {
-            let s = storage.lock().expect("storage lock poisoned");
-            (s.dtype(), s.device())
-        };
+        let dtype = storage.lock().expect("storage lock poisoned").dtype();
         let requires_grad = op.is_some();
         Tensor(Arc::new(TensorInner {
             id: TensorId::fresh(),
             storage,
             layout,
             dtype,
-            device,
             op,
             requires_grad: AtomicBool::new(requires_grad),
             grad: Mutex::new(None),
@@ -151,6 +146,15 @@ impl Tensor {
         crate::with_float!(dtype, T => Tensor::from_float_vec(vec![T::from_f64(value); n], shape))
     }
 
+    /// A tensor of `shape` and `dtype` with every element `value`, made directly on `device`.
+    pub fn full_on(shape: &[usize], value: f64, dtype: DType, device: Device) -> Tensor {
+        if device == Device::Cpu {
+            return Tensor::full_dtype(shape, value, dtype);
+        }
+        let n = numel_of("Tensor::full", shape);
+        Tensor::from_storage(crate::backend::full_on(n, value, dtype, device), Layout::contiguous(shape))
+    }
+
     /// An f32 tensor of `shape` with every element `value`.
     pub fn full(shape: &[usize], value: f32) -> Tensor {
         Tensor::full_dtype(shape, value as f64, DType::F32)
@@ -168,12 +172,52 @@ impl Tensor {
 
     /// Zeros with the shape, dtype and device of `self`.
     pub fn zeros_like(&self) -> Tensor {
-        Tensor::full_dtype(self.shape(), 0.0, self.dtype())
+        Tensor::full_on(self.shape(), 0.0, self.dtype(), self.device())
     }
 
     /// Ones with the shape, dtype and device of `self`.
     pub fn ones_like(&self) -> Tensor {
-        Tensor::full_dtype(self.shape(), 1.0, self.dtype())
+        Tensor::full_on(self.shape(), 1.0, self.dtype(), self.device())
+    }
+
+    // ----- devices ------------------------------------------------------------------------
+
+    /// The same values on `device`: `self` when already there, else a copy. The copy is
+    /// recorded like [`contiguous`](Tensor::contiguous)'s, so gradients flow back to `self`'s
+    /// device. An error when the device cannot be used (no driver, no such GPU, f64 on CUDA).
+    ///
+    /// ```
+    /// use glassbox::{Device, Tensor};
+    /// let x = Tensor::ones(&[2, 3]);
+    /// assert_eq!(x.to(Device::Cpu).unwrap().device(), Device::Cpu);
+    /// ```
+    pub fn to(&self, device: Device) -> Result<Tensor, DeviceError> {
+        if self.device() == device {
+            return Ok(self.clone());
+        }
+        let moved = crate::backend::to_device(&crate::backend::contiguous(&self.storage(), self.layout()), device)?;
+        Ok(Tensor::from_op(moved, Layout::contiguous(self.shape()), Op::Copy(self.clone())))
+    }
+
+    /// Moves this leaf tensor's elements to `device` in place: every clone and view of it
+    /// sees the new device (how a model's parameters move; see `nn::move_parameters`). Its
+    /// accumulated gradient, which stays behind on the old device, is dropped. An error for a
+    /// tensor computed by a recorded op (move the leaves instead) or an unusable device.
+    pub fn move_to_(&self, device: Device) -> Result<(), DeviceError> {
+        if let Some(op) = &self.0.op {
+            return Err(DeviceError(format!(
+                "move_to_: tensor of shape {:?} was computed by {}; only leaf tensors move in place (use to(device))",
+                self.shape(),
+                op.kind().name()
+            )));
+        }
+        let mut cell = self.0.storage.lock().expect("storage lock poisoned");
+        if cell.device() != device {
+            *cell = std::sync::Arc::new(crate::backend::to_device(&cell, device)?);
+        }
+        drop(cell);
+        self.zero_grad();
+        Ok(())
     }
 
     /// The f32 vector `[0, 1, .., n - 1]`.
@@ -232,9 +276,10 @@ impl Tensor {
         self.0.dtype
     }
 
-    /// The device holding the elements.
+    /// The device holding the elements (read from the storage, which
+    /// [`move_to_`](Tensor::move_to_) may move).
     pub fn device(&self) -> Device {
-        self.0.device
+        self.0.storage.lock().expect("storage lock poisoned").device()
     }
 
     /// Shape, strides and offset of this view.
@@ -280,9 +325,10 @@ impl Tensor {
 
     fn to_vec_as<T: Float>(&self) -> Vec<T> {
         let storage = self.storage();
+        let host = storage.to_cpu();
         let layout = self.layout();
         crate::with_float!(self.dtype(), S => {
-            let data = S::slice(storage.cpu());
+            let data = S::slice(&host);
             if layout.is_contiguous() {
                 let start = layout.offset();
                 data[start..start + layout.numel()].iter().map(|v| T::from_f64(v.to_f64())).collect()

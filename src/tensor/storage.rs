@@ -61,6 +61,9 @@ impl Drop for CpuStorage {
 pub enum Storage {
     /// Host memory.
     Cpu(CpuStorage),
+    /// Memory of a CUDA device (f32 only).
+    #[cfg(any(feature = "cuda", feature = "cuda-emu"))]
+    Cuda(crate::backend::cuda::CudaStorage),
 }
 
 impl Storage {
@@ -68,6 +71,8 @@ impl Storage {
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            #[cfg(any(feature = "cuda", feature = "cuda-emu"))]
+            Storage::Cuda(s) => Device::Cuda(s.ordinal()),
         }
     }
 
@@ -75,6 +80,8 @@ impl Storage {
     pub fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(s) => s.dtype(),
+            #[cfg(any(feature = "cuda", feature = "cuda-emu"))]
+            Storage::Cuda(_) => DType::F32,
         }
     }
 
@@ -82,6 +89,8 @@ impl Storage {
     pub fn len(&self) -> usize {
         match self {
             Storage::Cpu(s) => s.len(),
+            #[cfg(any(feature = "cuda", feature = "cuda-emu"))]
+            Storage::Cuda(s) => s.len(),
         }
     }
 
@@ -90,10 +99,13 @@ impl Storage {
         self.len() == 0
     }
 
-    /// The host storage; every device but the CPU is ruled out by the op front doors.
+    /// The host storage. Panics on device storage: the switchboard (`backend`) sends device
+    /// storage to device kernels, so a CPU kernel never sees it.
     pub fn cpu(&self) -> &CpuStorage {
         match self {
             Storage::Cpu(s) => s,
+            #[cfg(any(feature = "cuda", feature = "cuda-emu"))]
+            Storage::Cuda(s) => panic!("internal: a CPU kernel was handed {} storage", Device::Cuda(s.ordinal())),
         }
     }
 
@@ -101,6 +113,18 @@ impl Storage {
     pub fn cpu_mut(&mut self) -> &mut CpuStorage {
         match self {
             Storage::Cpu(s) => s,
+            #[cfg(any(feature = "cuda", feature = "cuda-emu"))]
+            Storage::Cuda(s) => panic!("internal: a CPU kernel was handed {} storage", Device::Cuda(s.ordinal())),
+        }
+    }
+
+    /// The elements in host memory: borrowed when already there, else copied from the device
+    /// (panicking with the device's error if the copy fails).
+    pub fn to_cpu(&self) -> std::borrow::Cow<'_, CpuStorage> {
+        match self {
+            Storage::Cpu(s) => std::borrow::Cow::Borrowed(s),
+            #[cfg(any(feature = "cuda", feature = "cuda-emu"))]
+            Storage::Cuda(s) => std::borrow::Cow::Owned(CpuStorage::F32(s.to_vec().unwrap_or_else(|e| panic!("{e}")))),
         }
     }
 }

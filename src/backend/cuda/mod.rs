@@ -14,10 +14,13 @@ mod driver;
 #[cfg(feature = "cuda-emu")]
 mod emu;
 pub mod kernels;
+pub mod ops;
+mod storage;
 mod structs;
 
 pub use device::{AllocatorStats, CudaDevice, CudaError, CudaResult, DeviceBuffer};
 #[cfg(feature = "cuda")]
 pub use driver::nvrtc_compile;
 pub use kernels::{KernelArg, KernelStruct, Param, KERNEL_FILES};
+pub use storage::CudaStorage;
 pub use structs::*;
