@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use glassbox::data::text::{default_shakespeare_path, random_windows, TextData};
 use glassbox::io::{load_checkpoint, load_module, save_checkpoint, TrainState};
-use glassbox::nn::{Gpt, GptConfig};
+use glassbox::nn::{Gpt, GptConfig, Module};
 use glassbox::no_grad;
 use glassbox::optim::{AdamW, CosineSchedule, Optimizer};
 use glassbox::rng::Rng;
@@ -41,8 +41,10 @@ fn main() {
     let resume = flags.switch("resume", "continue the run saved at --checkpoint (same flags as when it started)");
     let sample_only =
         flags.switch("sample-only", "load the weights saved at --checkpoint and only generate (same model flags)");
+    let device_name: String = flags.get("device", "cpu".to_string(), common::DEVICE_HELP);
     flags.finish("glassbox GPT: a character-level transformer language model");
     let threads = common::init_threads(threads);
+    let device = common::open_device(&device_name);
     if (resume || sample_only) && checkpoint.is_none() {
         eprintln!("error: --resume and --sample-only need --checkpoint PATH");
         std::process::exit(2);
@@ -56,8 +58,10 @@ fn main() {
     let config = GptConfig { vocab_size: corpus.vocab.len(), block_size, n_layer, n_head, n_embd };
     let mut rng = Rng::new(seed);
     let model = Gpt::new(config, &mut rng);
+    // Parameters move before the optimizer is built, so its state is made on the same device.
+    model.move_to(device).unwrap_or_else(|e| fail("cannot move the model", &e));
     println!(
-        "corpus {} chars ({} train / {} val), vocab {}; model {:?}, {} parameters; {threads} threads",
+        "corpus {} chars ({} train / {} val), vocab {}; model {:?}, {} parameters; {threads} threads; on {device}",
         corpus.train.len() + corpus.val.len(),
         corpus.train.len(),
         corpus.val.len(),

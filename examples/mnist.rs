@@ -23,7 +23,7 @@ use glassbox::metrics::{argmax_rows, ConfusionMatrix};
 use glassbox::nn::{Activation, Module, Sequential};
 use glassbox::optim::{Adam, CosineSchedule, Optimizer};
 use glassbox::rng::Rng;
-use glassbox::{no_grad, Tensor};
+use glassbox::{no_grad, Device, Tensor};
 
 fn main() {
     let mut flags = common::Flags::from_env();
@@ -38,6 +38,7 @@ fn main() {
         flags.optional("checkpoint", "save the run here at the end of each epoch (safetensors, written atomically)");
     let resume: Option<PathBuf> =
         flags.optional("resume", "continue the run saved in this checkpoint (give the flags it was started with)");
+    let device_name: String = flags.get("device", "cpu".to_string(), common::DEVICE_HELP);
     let instruments = Instruments::from_flags(&mut flags, "runs/mnist");
     flags.finish("glassbox MNIST: an MLP 784-256-128-10 trained with Adam");
     if batch_size == 0 || epochs == 0 {
@@ -45,6 +46,7 @@ fn main() {
         std::process::exit(2);
     }
     let threads = common::init_threads(threads);
+    let device = common::open_device(&device_name);
 
     let start = Instant::now();
     let mnist = Mnist::load(&data).unwrap_or_else(|e| {
@@ -64,7 +66,12 @@ fn main() {
     let mut rng = Rng::new(seed);
     let pixels = mnist.train.pixels_per_image();
     let model = Sequential::mlp(&[pixels, 256, 128, NUM_CLASSES], Activation::Relu, 0.0, &mut rng);
-    println!("model: {}", model.describe());
+    println!("model: {} on {device}", model.describe());
+    // Parameters move before the optimizer is built, so its state is made on the same device.
+    model.move_to(device).unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(1)
+    });
     let params = model.named_parameters();
     let mut optimizer = Adam::new(model.parameters(), lr);
     let steps_per_epoch = mnist.train.len().div_ceil(batch_size);
@@ -97,7 +104,7 @@ fn main() {
         for (i, batch) in batches.iter().enumerate() {
             mnist.train.gather_normalized(batch, &mut x_buf);
             mnist.train.gather_labels(batch, &mut y_buf);
-            let x = Tensor::from_vec(std::mem::take(&mut x_buf), &[batch.len(), pixels]);
+            let x = on(device, Tensor::from_vec(std::mem::take(&mut x_buf), &[batch.len(), pixels]));
             let health_now = instruments.health_due(step);
             let (logits, relus) =
                 if health_now { forward_keeping_relus(&model, &x) } else { (model.forward(&x), Vec::new()) };
@@ -140,7 +147,7 @@ fn main() {
         }
         progress.finish();
         let train_time = epoch_start.elapsed().as_secs_f64();
-        let (confusion, test_loss) = evaluate(&model, &mnist.test);
+        let (confusion, test_loss) = evaluate(&model, &mnist.test, device);
         println!(
             "epoch {epoch:>2}/{epochs}  train loss {:.4}  test loss {test_loss:.4}  test accuracy {:.4}  {train_time:.2}s",
             loss_sum / seen as f64,
@@ -158,7 +165,7 @@ fn main() {
         write_metrics(&log, &instruments.log_dir);
     }
 
-    let (confusion, _) = evaluate(&model, &mnist.test);
+    let (confusion, _) = evaluate(&model, &mnist.test, device);
     println!("\n{}", confusion.per_class_report());
     println!("confusion matrix (rows: true class, columns: predicted):\n{confusion}");
     println!(
@@ -178,7 +185,7 @@ fn main() {
 
 /// Predicts every image of `set` (in batches, without a graph) and tallies the results;
 /// also returns the mean cross-entropy over the set.
-fn evaluate(model: &Sequential, set: &ImageSet) -> (ConfusionMatrix, f64) {
+fn evaluate(model: &Sequential, set: &ImageSet, device: Device) -> (ConfusionMatrix, f64) {
     let mut confusion = ConfusionMatrix::new(NUM_CLASSES);
     let (mut x_buf, mut y_buf) = (Vec::new(), Vec::new());
     let mut loss_sum = 0.0;
@@ -186,8 +193,8 @@ fn evaluate(model: &Sequential, set: &ImageSet) -> (ConfusionMatrix, f64) {
         for batch in sequential_batches(set.len(), 1000) {
             set.gather_normalized(&batch, &mut x_buf);
             set.gather_labels(&batch, &mut y_buf);
-            let logits =
-                model.forward(&Tensor::from_vec(std::mem::take(&mut x_buf), &[batch.len(), set.pixels_per_image()]));
+            let x = Tensor::from_vec(std::mem::take(&mut x_buf), &[batch.len(), set.pixels_per_image()]);
+            let logits = model.forward(&on(device, x));
             loss_sum += logits.cross_entropy(&y_buf).item_f64() * batch.len() as f64;
             for (&truth, pred) in y_buf.iter().zip(argmax_rows(&logits.to_vec(), NUM_CLASSES)) {
                 confusion.add(truth, pred);
@@ -220,4 +227,9 @@ fn write_metrics(log: &MetricsLog, dir: &std::path::Path) {
     if let Err(e) = log.write(dir, &charts) {
         eprintln!("warning: could not write metrics to {}: {e}", dir.display());
     }
+}
+
+/// `x` on `device` (a batch is built on the host, then uploaded).
+fn on(device: Device, x: Tensor) -> Tensor {
+    x.to(device).unwrap_or_else(|e| panic!("moving a batch to {device}: {e}"))
 }

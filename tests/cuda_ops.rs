@@ -263,4 +263,19 @@ mod on_device {
             assert_close(&format!("gpt parameter {k} gradient"), d, c, 1e-3);
         }
     }
+
+    #[test]
+    fn copy_from_loads_host_values_into_a_device_parameter() {
+        let Some(dev) = cuda() else { return };
+        let w = Tensor::zeros(&[2, 3]).requires_grad_();
+        w.move_to_(dev).unwrap();
+        assert_eq!(w.device(), dev);
+        let values = randn(&[2, 3], 45);
+        w.copy_from_(&values);
+        assert_eq!(w.device(), dev);
+        assert_eq!(w.to_vec(), values.to_vec());
+        // Computed tensors do not move in place.
+        let y = w.mul_scalar(2.0);
+        assert!(y.move_to_(Device::Cpu).unwrap_err().to_string().contains("leaf"));
+    }
 }

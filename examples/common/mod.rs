@@ -307,3 +307,20 @@ pub fn evaluate_classifier(
     });
     confusion
 }
+
+/// Help text of the `--device` flag.
+pub const DEVICE_HELP: &str = "cpu, cuda or cuda:N (CUDA needs a build with --features cuda)";
+
+/// The device named by `--device`, checked by moving a tensor there: exits with the reason
+/// (not built in, no driver, no such GPU) rather than failing later inside an op.
+pub fn open_device(name: &str) -> glassbox::Device {
+    let device: glassbox::Device = name.parse().unwrap_or_else(|e| {
+        eprintln!("error: --device {name}: {e}");
+        std::process::exit(2)
+    });
+    if let Err(e) = glassbox::Tensor::zeros(&[1]).to(device) {
+        eprintln!("error: --device {name}: {e}");
+        std::process::exit(1)
+    }
+    device
+}

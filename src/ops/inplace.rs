@@ -21,8 +21,17 @@ impl Tensor {
         }
     }
 
-    /// Overwrites this tensor's elements with `src`'s (same shape, dtype and device).
+    /// Overwrites this tensor's elements with `src`'s (same shape and dtype).
+    /// A source on another device is copied there first (how checkpoints load into a model
+    /// that lives on a GPU).
     pub fn copy_from_(&self, src: &Tensor) {
+        let moved;
+        let src = if src.device() != self.device() {
+            moved = src.to(self.device()).unwrap_or_else(|e| panic!("copy_from_: {e}"));
+            &moved
+        } else {
+            src
+        };
         self.check_update_target("copy_from_", &[("source", src)]);
         let src_storage = src.storage();
         let layout = self.layout().clone();

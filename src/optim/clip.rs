@@ -1,6 +1,6 @@
 //! Gradient clipping by global norm.
 
-use crate::{no_grad, DType, Tensor};
+use crate::{no_grad, DType, Device, Tensor};
 
 /// Added to the norm before dividing, as PyTorch does, so the clipped norm lands just under
 /// `max_norm` rather than on it.
@@ -10,7 +10,8 @@ const NORM_EPS: f64 = 1e-6;
 /// returns the norm they had before (PyTorch's `clip_grad_norm_`).
 ///
 /// The norm is `sqrt(sum over parameters of sum(g^2))`, accumulated in f64 whatever the
-/// gradients' dtype. When it exceeds `max_norm`, every gradient is multiplied in place by
+/// gradients' dtype (on a CUDA device, which holds f32 only, each gradient's sum of squares is
+/// an f32 reduction there and only the total is f64). When it exceeds `max_norm`, every gradient is multiplied in place by
 /// `max_norm / (norm + 1e-6)`, which keeps the direction of the whole update and only shortens
 /// it. Parameters without a gradient are ignored. A non-finite norm is returned with the
 /// gradients left as they are: no scale can repair them, so the caller should check the
@@ -33,7 +34,7 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> f64 {
         let sum_sq: f64 = grads
             .iter()
             .map(|g| {
-                let g = g.to_dtype(DType::F64);
+                let g = if g.device() == Device::Cpu { g.to_dtype(DType::F64) } else { g.clone() };
                 g.mul(&g).sum_all().item_f64()
             })
             .sum();
