@@ -211,11 +211,11 @@ fn forward_batch<T: Float, const FMA: bool>(
                     continue;
                 }
                 let m = seen.iter().fold(T::NEG_INFINITY, |a, &c| a.max(c)) * scale;
-                let mut l = T::ZERO;
+                // Exponentials and their sum in separate loops, so the exp loop vectorizes.
                 for x in seen.iter_mut() {
                     *x = (*x * scale - m).exp();
-                    l += *x;
                 }
+                let l = super::reduce::sum_contiguous(seen);
                 let inv = T::ONE / l;
                 for x in seen.iter_mut() {
                     *x *= inv;
@@ -346,10 +346,13 @@ fn backward_batch<T: Float, const FMA: bool>(
                 let out_at = b * s.out_chunk() + i * hd + h * d;
                 let d_i = dot(&d_o[out_at..out_at + d], &o[out_at..out_at + d]);
                 let l_i = lse[(b * s.heads + h) * tq + i];
-                for j in 0..keys {
-                    let pj = if j < n { (p_row[j] * scale - l_i).exp() } else { T::ZERO };
-                    p_row[j] = pj;
-                    ds_row[j] = pj * (ds_row[j] - d_i) * scale;
+                let (seen, masked) = p_row.split_at_mut(n);
+                for x in seen.iter_mut() {
+                    *x = (*x * scale - l_i).exp();
+                }
+                masked.fill(T::ZERO);
+                for (ds, &pj) in ds_row.iter_mut().zip(p_row.iter()) {
+                    *ds = pj * (*ds - d_i) * scale;
                 }
             }
             let ds_mat = MatRef::row_major(&ds_blk[..rows * keys], rows, keys);
