@@ -349,3 +349,19 @@ fn attention_across_query_blocks_matches_the_naive_composition_with_gradients() 
         }
     }
 }
+
+#[test]
+fn column_reductions_over_many_rows_match_a_serial_fold() {
+    // 1000 rows take the banded parallel path (bands of 256 rows, combined in order).
+    let (rows, cols) = (1000, 37);
+    let x = Tensor::randn(&[rows, cols], 12).to_dtype(DType::F64);
+    let v = x.to_vec_f64();
+    let sums = x.sum(&[0], false).to_vec_f64();
+    let maxes = x.max(&[0], false).to_vec_f64();
+    for c in 0..cols {
+        let column: Vec<f64> = (0..rows).map(|r| v[r * cols + c]).collect();
+        let expected: f64 = column.iter().sum();
+        assert!((sums[c] - expected).abs() < 1e-10, "column {c}: {} vs {expected}", sums[c]);
+        assert_eq!(maxes[c], column.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+    }
+}
