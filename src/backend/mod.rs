@@ -172,22 +172,26 @@ pub fn linear(x: &Storage, w: &Storage, b: &Storage, rows: usize, inputs: usize,
 /// 2-D convolution of the `[N, C, H, W]` view `(x, lx)` with a contiguous `[O, C, KH, KW]`
 /// weight and optional `[O]` bias; contiguous `[N, O, OH, OW]` out.
 pub fn conv2d(x: &Storage, lx: &Layout, w: &Storage, bias: Option<&Storage>, shape: &Conv2dShape) -> Storage {
+    note("conv::conv2d", None, x.dtype());
     cpu_map!(x, T, |xs| cpu::conv::conv2d::<T>(xs, lx, T::slice(w.cpu()), bias.map(|b| T::slice(b.cpu())), shape))
 }
 
 /// Input gradient of conv2d from the contiguous output gradient `dy` and weight `w`.
 pub fn conv2d_input_grad(dy: &Storage, w: &Storage, shape: &Conv2dShape) -> Storage {
+    note("conv::conv2d_input_grad", None, dy.dtype());
     cpu_map!(dy, T, |gs| cpu::conv::conv2d_input_grad::<T>(gs, T::slice(w.cpu()), shape))
 }
 
 /// Weight gradient of conv2d from the input view `(x, lx)` and contiguous output gradient `dy`.
 pub fn conv2d_weight_grad(x: &Storage, lx: &Layout, dy: &Storage, shape: &Conv2dShape) -> Storage {
+    note("conv::conv2d_weight_grad", None, x.dtype());
     cpu_map!(x, T, |xs| cpu::conv::conv2d_weight_grad::<T>(xs, lx, T::slice(dy.cpu()), shape))
 }
 
 /// Max pooling of the `[N, C, H, W]` view: the contiguous output and, per output element, the
 /// index of its maximum in the contiguous input.
 pub fn max_pool2d(x: &Storage, layout: &Layout, shape: &Pool2dShape) -> (Storage, Vec<usize>) {
+    note("conv::max_pool2d", None, x.dtype());
     let s = x.cpu();
     with_float!(s.dtype(), T => {
         let (y, argmax) = cpu::conv::max_pool2d::<T>(T::slice(s), layout, shape);
@@ -197,6 +201,7 @@ pub fn max_pool2d(x: &Storage, layout: &Layout, shape: &Pool2dShape) -> (Storage
 
 /// Max-pooling input gradient: the contiguous `dy` sent to each window's maximum.
 pub fn max_pool2d_backward(dy: &Storage, argmax: &[usize], shape: &Pool2dShape) -> Storage {
+    note("conv::max_pool2d_backward", None, dy.dtype());
     cpu_map!(dy, T, |gs| cpu::conv::max_pool2d_backward::<T>(gs, argmax, shape))
 }
 
