@@ -434,7 +434,7 @@ pub fn conv2d_weight_grad_v1_direct<T: Float>(x: &[T], lx: &Layout, dy: &[T], s:
 }
 
 /// v2 weight gradient: `dW = sum_n G_n cols_n^T` (the transpose is a strided read, no copy).
-/// Images are summed in groups of [`WEIGHT_GRAD_GROUP`] (groups in parallel when the job is
+/// Images are summed in groups of `WEIGHT_GRAD_GROUP` (groups in parallel when the job is
 /// large), then the group sums are added in order, so the result is the same on any number of
 /// threads.
 pub fn conv2d_weight_grad_v2_im2col<T: Float>(x: &[T], lx: &Layout, dy: &[T], s: &Conv2dShape) -> Vec<T> {
