@@ -195,6 +195,15 @@ fn engine_gradients_uncut(layers: &[Layer], x: &[f64], y: &[f64]) -> Vec<f64> {
     params.iter().flat_map(|(w, b)| [w.grad(), b.grad()]).flat_map(|g| g.expect("gradient").to_vec_f64()).collect()
 }
 
+/// Prints the backward explainer's trace of one uninterrupted backward pass: the engine's own
+/// account of the same chain rule, node by node, with each local derivative.
+fn explain_uncut(layers: &[Layer], x: &[f64], y: &[f64]) {
+    let params = leaves(layers);
+    let output =
+        params.iter().fold(Tensor::from_vec_f64(x.to_vec(), &[x.len(), 1]), |a, (w, b)| w.matmul(&a).add(b).sigmoid());
+    println!("\n    the engine's trace of this backward pass:\n{}", engine_loss(&output, y).backward_explained());
+}
+
 /// Prints values; the tracker remembers the largest hand-vs-engine difference.
 struct Narrator {
     max_diff: f64,
@@ -315,6 +324,7 @@ impl Narrator {
 fn main() {
     let mut flags = common::Flags::from_env();
     let lr: f64 = flags.get("lr", 0.1, "learning rate of the gradient step");
+    let explain = flags.switch("explain", "also print the engine's own trace of each example's backward pass");
     flags.finish("glassbox backprop: the documents' two worked examples, by hand and by autograd");
     let mut narrator = Narrator { max_diff: 0.0 };
 
@@ -322,6 +332,9 @@ fn main() {
     println!("    W = [[0.1, 0.2], [0.3, 0.4]], b = [0.1, 0.2], x = [1, 2], y = [1, 0]");
     let single = [Layer { w: vec![0.1, 0.2, 0.3, 0.4], rows: 2, cols: 2, b: vec![0.1, 0.2] }];
     narrator.narrate(&single, &[1.0, 2.0], &[1.0, 0.0], lr);
+    if explain {
+        explain_uncut(&single, &[1.0, 2.0], &[1.0, 0.0]);
+    }
 
     println!("\n(b) 3 inputs -> 2 sigmoid -> 2 sigmoid -> 1 sigmoid output, binary cross-entropy, target 1");
     let deep = [
@@ -333,6 +346,9 @@ fn main() {
     println!("    W2 = [[0.3, -0.2], [0.4, 0.1]], b2 = [0.0, -0.1]");
     println!("    W3 = [[0.5, -0.4]], b3 = [0.1], x = [1, 2, 3], y = 1");
     narrator.narrate(&deep, &[1.0, 2.0, 3.0], &[1.0], lr);
+    if explain {
+        explain_uncut(&deep, &[1.0, 2.0, 3.0], &[1.0]);
+    }
 
     println!(
         "\nWhy the output delta is a - y: with L = -(y ln a + (1-y) ln(1-a)) and a = sigmoid(z),\n\

@@ -20,8 +20,13 @@ const C2: usize = 16;
 const F: usize = 120;
 
 fn main() {
-    let run =
-        common::MnistRun::from_flags("glassbox CNN: a LeNet-style network on MNIST, trained with Adam", 6, 64, 2e-3);
+    let run = common::MnistRun::from_flags(
+        "cnn",
+        "glassbox CNN: a LeNet-style network on MNIST, trained with Adam",
+        6,
+        64,
+        2e-3,
+    );
     let mnist = run.load();
     let mut rng = Rng::new(run.seed);
     let mut model = Sequential::new()
@@ -38,5 +43,5 @@ fn main() {
     println!("model: {}", model.describe());
     let count: usize = model.parameters().iter().map(|p| p.numel()).sum();
     println!("{count} parameters");
-    run.train_classifier(&mut model, &[1, mnist.train.rows, mnist.train.cols], &mnist);
+    run.train_classifier(&mut model, &[1, mnist.train.rows, mnist.train.cols], &mnist, None);
 }

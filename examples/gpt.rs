@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use glassbox::data::text::{default_shakespeare_path, random_windows, TextData};
+use glassbox::inspect::MetricsLog;
 use glassbox::io::{load_checkpoint, load_module, save_checkpoint, TrainState};
 use glassbox::nn::{Gpt, GptConfig, Module};
 use glassbox::no_grad;
@@ -36,6 +37,7 @@ fn main() {
     let sample_len: usize = flags.get("sample-len", 500, "characters to generate at the end");
     let threads: Option<usize> = flags.optional("threads", "worker threads (default: RAYON_NUM_THREADS or all cores)");
     let data: PathBuf = flags.get("data", default_shakespeare_path(), "UTF-8 text corpus");
+    let log_dir: PathBuf = flags.get("log-dir", PathBuf::from("runs/gpt"), "folder for metrics.csv and metrics.svg");
     let checkpoint: Option<PathBuf> =
         flags.optional("checkpoint", "save the run here at every evaluation and at the end (safetensors, atomic)");
     let resume = flags.switch("resume", "continue the run saved at --checkpoint (same flags as when it started)");
@@ -106,6 +108,7 @@ fn main() {
         }
     };
 
+    let mut log = MetricsLog::new(&["train_loss", "val_loss"]);
     let start = Instant::now();
     let mut train_loss_avg = None;
     for step in first_step..steps {
@@ -134,6 +137,8 @@ fn main() {
                 1000.0 * elapsed / (step + 1 - first_step) as f64
             );
             println!("val loss: {val:.4}");
+            log.record(step + 1, &[("train_loss", train_loss_avg.unwrap_or(f64::NAN)), ("val_loss", val)]);
+            common::instruments::write_metrics(&log, &log_dir, "char GPT", &["train_loss", "val_loss"], &[]);
             save(step + 1, &rng, &optimizer);
         }
     }

@@ -8,6 +8,7 @@
 
 mod common;
 
+use glassbox::inspect::gate_saturation;
 use glassbox::nn::{Linear, Lstm, Module};
 use glassbox::rng::Rng;
 use glassbox::Tensor;
@@ -41,6 +42,7 @@ impl Module for RowLstmClassifier {
 
 fn main() {
     let run = common::MnistRun::from_flags(
+        "lstm",
         "glassbox LSTM: MNIST read row by row (28 steps of 28 pixels) by an LSTM(128) + linear layer",
         3,
         64,
@@ -54,5 +56,16 @@ fn main() {
     println!("model: {}", model.describe());
     let count: usize = model.parameters().iter().map(|p| p.numel()).sum();
     println!("{count} parameters");
-    run.train_classifier(&mut model, &[rows, cols], &mnist);
+    // With --health, also report how many of the LSTM's sigmoid gates sit saturated (below 0.05
+    // or above 0.95), where their gradient nearly vanishes.
+    // A second handle on the same weight tensors (clones share storage), so the closure can
+    // read the live weights while training holds the model mutably.
+    let l = &model.lstm;
+    let lstm = Lstm::from_weights(l.weight_ih.clone(), l.weight_hh.clone(), l.bias_ih.clone(), l.bias_hh.clone());
+    let gate_report = |x: &Tensor| {
+        let gates = lstm.forward_with_state(x, None).gates;
+        let mean = gates.iter().map(gate_saturation).sum::<f64>() / gates.len().max(1) as f64;
+        format!("LSTM gate saturation on this batch: {:.1}% of input/forget/output gate values", 100.0 * mean)
+    };
+    run.train_classifier(&mut model, &[rows, cols], &mnist, Some(&gate_report));
 }

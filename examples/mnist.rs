@@ -15,7 +15,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use common::instruments::Instruments;
+use common::instruments::{write_metrics, Instruments};
 use glassbox::data::{sequential_batches, shuffled_batches, ImageSet, Mnist, NUM_CLASSES};
 use glassbox::inspect::{HealthReport, MetricsLog, WeightSnapshot};
 use glassbox::io::{load_checkpoint, save_checkpoint, TrainState};
@@ -162,7 +162,13 @@ fn main() {
             println!("saved checkpoint {} (epoch {epoch}, step {step})", path.display());
         }
         log.record(step, &[("test_loss", test_loss), ("test_accuracy", confusion.accuracy())]);
-        write_metrics(&log, &instruments.log_dir);
+        write_metrics(
+            &log,
+            &instruments.log_dir,
+            "MNIST MLP",
+            &["train_loss", "test_loss"],
+            &["train_accuracy", "test_accuracy"],
+        );
     }
 
     let (confusion, _) = evaluate(&model, &mnist.test, device);
@@ -216,17 +222,6 @@ fn forward_keeping_relus(model: &Sequential, x: &Tensor) -> (Tensor, Vec<(String
         }
     }
     (h, relus)
-}
-
-/// Rewrites `metrics.csv` and `metrics.svg` (loss and accuracy charts) in `dir`.
-fn write_metrics(log: &MetricsLog, dir: &std::path::Path) {
-    let charts = [
-        log.chart("MNIST MLP: loss", "cross-entropy (log scale)", &["train_loss", "test_loss"], true),
-        log.chart("MNIST MLP: accuracy", "fraction correct", &["train_accuracy", "test_accuracy"], false),
-    ];
-    if let Err(e) = log.write(dir, &charts) {
-        eprintln!("warning: could not write metrics to {}: {e}", dir.display());
-    }
 }
 
 /// `x` on `device` (a batch is built on the host, then uploaded).

@@ -71,7 +71,7 @@ fn every_parallel_kernel_gives_the_same_bits_for_any_thread_count() {
             // Elementwise maps over 150,000 elements, split in chunks.
             let activated = product.gelu();
             outputs.push(activated.clone());
-            // Row reductions (one output per row, rows in parallel) and column sums (serial).
+            // Row reductions (one output per row, rows in parallel) and column sums (row bands).
             outputs.push(activated.sum(&[1], false));
             outputs.push(activated.max(&[1], true));
             outputs.push(activated.sum(&[0], false));
@@ -85,6 +85,19 @@ fn every_parallel_kernel_gives_the_same_bits_for_any_thread_count() {
             loss.backward();
             outputs.push(a.grad().expect("grad of a"));
             outputs.push(b.grad().expect("grad of b"));
+            // Layer norm (its backward sums dw / db over row bands), a fused linear layer, and
+            // packed multi-head attention, forward and backward.
+            let w = Tensor::randn_dtype(&[90], DType::F32, &mut rng).requires_grad_();
+            let bias = Tensor::randn_dtype(&[90], DType::F32, &mut rng).requires_grad_();
+            let proj = Tensor::randn_dtype(&[96, 90], DType::F32, &mut rng).requires_grad_();
+            let proj_bias = Tensor::randn_dtype(&[96], DType::F32, &mut rng).requires_grad_();
+            let x = Tensor::randn_dtype(&[4, 100, 90], DType::F32, &mut rng);
+            let attended = x.layer_norm(&w, &bias, 1e-5).linear(&proj, &proj_bias).multi_head_attention(4, true);
+            outputs.push(attended.clone());
+            attended.mul(&attended).sum_all().backward();
+            for t in [&w, &bias, &proj, &proj_bias] {
+                outputs.push(t.grad().expect("grad"));
+            }
             // A fused optimizer update on 100,000 weights.
             let mut opt = Adam::new(vec![a.clone(), b.clone()], 1e-2);
             opt.step();

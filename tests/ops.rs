@@ -318,3 +318,50 @@ fn packed_multi_head_attention_matches_per_head_attention() {
         .reshape(&[b, t, c]);
     assert_close(&fused.to_vec_f64(), &reference.to_vec_f64(), F32_TIGHT, "multi_head_attention");
 }
+
+#[test]
+fn attention_across_query_blocks_matches_the_naive_composition_with_gradients() {
+    // 150 query rows span three 64-row blocks (the last one partial); keys differ in length
+    // for the non-causal case.
+    for (t_q, t_k, causal) in [(150, 150, true), (150, 70, false), (70, 150, false)] {
+        let d = 8;
+        let q = Tensor::randn(&[2, t_q, d], 5).to_dtype(DType::F64).requires_grad_();
+        let k = Tensor::randn(&[2, t_k, d], 6).to_dtype(DType::F64).requires_grad_();
+        let v = Tensor::randn(&[2, t_k, d], 7).to_dtype(DType::F64).requires_grad_();
+        let upstream = Tensor::randn(&[2, t_q, d], 8).to_dtype(DType::F64);
+        let fused = Tensor::scaled_dot_product_attention(&q, &k, &v, causal);
+        fused.backward_with_grad(&upstream);
+        let fused_grads: Vec<Vec<f64>> = [&q, &k, &v].iter().map(|t| t.grad().unwrap().to_vec_f64()).collect();
+        for t in [&q, &k, &v] {
+            t.zero_grad();
+        }
+        let mut scores = q.matmul(&k.t()).mul_scalar(1.0 / (d as f64).sqrt());
+        if causal {
+            let above: Vec<f64> = (0..t_q * t_k).map(|i| if i % t_k > i / t_k { 1.0 } else { 0.0 }).collect();
+            scores = scores.masked_fill(&Tensor::from_vec_f64(above, &[t_q, t_k]), -1e30);
+        }
+        let naive = scores.softmax(2).matmul(&v);
+        naive.backward_with_grad(&upstream);
+        let what = format!("attention {t_q}x{t_k} causal={causal}");
+        assert_close(&fused.to_vec_f64(), &naive.to_vec_f64(), 1e-10, &what);
+        for (t, fused_grad) in [&q, &k, &v].iter().zip(&fused_grads) {
+            assert_close(fused_grad, &t.grad().unwrap().to_vec_f64(), 1e-10, &format!("{what} gradient"));
+        }
+    }
+}
+
+#[test]
+fn column_reductions_over_many_rows_match_a_serial_fold() {
+    // 1000 rows take the banded parallel path (bands of 256 rows, combined in order).
+    let (rows, cols) = (1000, 37);
+    let x = Tensor::randn(&[rows, cols], 12).to_dtype(DType::F64);
+    let v = x.to_vec_f64();
+    let sums = x.sum(&[0], false).to_vec_f64();
+    let maxes = x.max(&[0], false).to_vec_f64();
+    for c in 0..cols {
+        let column: Vec<f64> = (0..rows).map(|r| v[r * cols + c]).collect();
+        let expected: f64 = column.iter().sum();
+        assert!((sums[c] - expected).abs() < 1e-10, "column {c}: {} vs {expected}", sums[c]);
+        assert_eq!(maxes[c], column.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+    }
+}

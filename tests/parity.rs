@@ -95,3 +95,48 @@ fn cross_entropy_matches_pytorch_in_f64_and_f32() {
     check_cross_entropy(DType::F64, F64_TOL);
     check_cross_entropy(DType::F32, F32_TOL);
 }
+
+fn check_lstm(dtype: DType, tol: f64) {
+    let f = fixture("lstm");
+    let p = |name: &str| leaf(&f, name, dtype);
+    let lstm = glassbox::nn::Lstm::from_weights(p("weight_ih_l0"), p("weight_hh_l0"), p("bias_ih_l0"), p("bias_hh_l0"));
+    let x = p("input");
+    let out = lstm.forward(&x);
+    assert_matches("lstm output", &out, f.get("output").unwrap(), tol);
+    out.backward_with_grad(&leaf(&f, "upstream", dtype).detach());
+    assert_matches("lstm grad.input", &x.grad().unwrap(), f.get("grad.input").unwrap(), tol);
+    for (name, t) in lstm.named_parameters() {
+        let expected = f.get(&format!("grad.{name}")).unwrap_or_else(|| panic!("fixture has no grad.{name}"));
+        assert_matches(&format!("lstm grad.{name}"), &t.grad().unwrap(), expected, tol);
+    }
+}
+
+#[test]
+fn lstm_matches_pytorch_in_f64_and_f32() {
+    check_lstm(DType::F64, F64_TOL);
+    check_lstm(DType::F32, F32_TOL);
+}
+
+fn check_conv_pool(dtype: DType, tol: f64) {
+    let f = fixture("conv_pool");
+    let meta = |k: &str| f.metadata[k].parse::<usize>().unwrap();
+    let (stride, padding, pool) = (meta("stride"), meta("padding"), meta("pool"));
+    let (x, w, b) = (leaf(&f, "input", dtype), leaf(&f, "weight", dtype), leaf(&f, "bias", dtype));
+    let out = x.conv2d(&w, Some(&b), [stride, stride], [padding, padding]).max_pool2d([pool, pool], [pool, pool]);
+    assert_matches("conv_pool output", &out, f.get("output").unwrap(), tol);
+    out.backward_with_grad(&leaf(&f, "upstream", dtype).detach());
+    for (name, t) in [("input", &x), ("weight", &w), ("bias", &b)] {
+        assert_matches(
+            &format!("conv_pool grad.{name}"),
+            &t.grad().unwrap(),
+            f.get(&format!("grad.{name}")).unwrap(),
+            tol,
+        );
+    }
+}
+
+#[test]
+fn conv_and_max_pool_match_pytorch_in_f64_and_f32() {
+    check_conv_pool(DType::F64, F64_TOL);
+    check_conv_pool(DType::F32, F32_TOL);
+}

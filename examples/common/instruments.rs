@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use glassbox::inspect::{self, BackwardTrace, DotOptions};
+use glassbox::inspect::{self, BackwardTrace, DotOptions, MetricsLog};
 use glassbox::Tensor;
 
 use super::Flags;
@@ -73,5 +73,17 @@ pub fn write_graph(loss: &Tensor, names: &[(String, Tensor)], trace: &BackwardTr
     match inspect::render_svg(&dot, path) {
         Ok(svg) => println!("graph of the first step: {} and {}", path.with_extension("dot").display(), svg.display()),
         Err(e) => eprintln!("warning: {e}"),
+    }
+}
+
+/// Rewrites `metrics.csv` and `metrics.svg` in `dir`: a loss chart (log scale) of `losses` and,
+/// when given, an accuracy chart of `accuracies`, titled after the model.
+pub fn write_metrics(log: &MetricsLog, dir: &Path, model: &str, losses: &[&str], accuracies: &[&str]) {
+    let mut charts = vec![log.chart(&format!("{model}: loss"), "cross-entropy (log scale)", losses, true)];
+    if !accuracies.is_empty() {
+        charts.push(log.chart(&format!("{model}: accuracy"), "fraction correct", accuracies, false));
+    }
+    if let Err(e) = log.write(dir, &charts) {
+        eprintln!("warning: could not write metrics to {}: {e}", dir.display());
     }
 }

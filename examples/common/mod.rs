@@ -175,12 +175,15 @@ pub struct MnistRun {
     pub threads: usize,
     /// Folder with the four MNIST-format IDX files.
     pub data: std::path::PathBuf,
+    /// `--explain`, `--graph`, `--health`, `--log-dir`, `--log-every`.
+    pub instruments: instruments::Instruments,
 }
 
 impl MnistRun {
-    /// Reads `--epochs --batch-size --lr --seed --threads --data` (and `--help`), with the
-    /// example's own defaults, and sizes the thread pool.
-    pub fn from_flags(about: &str, epochs: usize, batch_size: usize, lr: f64) -> MnistRun {
+    /// Reads `--epochs --batch-size --lr --seed --threads --data`, the instrument flags (logs
+    /// default to `runs/<name>`) and `--help`, with the example's own defaults, and sizes the
+    /// thread pool.
+    pub fn from_flags(name: &str, about: &str, epochs: usize, batch_size: usize, lr: f64) -> MnistRun {
         let mut flags = Flags::from_env();
         let epochs: usize = flags.get("epochs", epochs, "passes over the training set");
         let batch_size: usize = flags.get("batch-size", batch_size, "examples per step");
@@ -190,12 +193,13 @@ impl MnistRun {
             flags.optional("threads", "worker threads (default: RAYON_NUM_THREADS or all cores)");
         let data =
             flags.get("data", glassbox::data::mnist::default_dir(), "folder with the four MNIST-format IDX files");
+        let instruments = instruments::Instruments::from_flags(&mut flags, &format!("runs/{name}"));
         flags.finish(about);
         if batch_size == 0 || epochs == 0 {
             eprintln!("error: --batch-size and --epochs must be positive");
             std::process::exit(2);
         }
-        MnistRun { epochs, batch_size, lr, seed, threads: init_threads(threads), data }
+        MnistRun { epochs, batch_size, lr, seed, threads: init_threads(threads), data, instruments }
     }
 
     /// Loads the data set, or exits with the loader's message.
@@ -221,15 +225,24 @@ impl MnistRun {
     /// Trains `model` (whose input is a batch of images shaped `[batch] + image_shape`, and
     /// whose output is `[batch, 10]` logits) with softmax cross-entropy and Adam on a cosine
     /// schedule; prints each epoch's train loss, test accuracy and time, then the per-class
-    /// report and, last, `test accuracy: 0.XXXX`. Returns the final test confusion matrix.
+    /// report and, last, `test accuracy: 0.XXXX`. The instruments apply: on health steps,
+    /// `extra_health` (if any) reports on the batch too (the LSTM's gate saturation). Writes the
+    /// metrics log after every epoch. Returns the final test confusion matrix.
     pub fn train_classifier(
         &self,
         model: &mut dyn glassbox::nn::Module,
         image_shape: &[usize],
         mnist: &glassbox::data::Mnist,
+        extra_health: Option<&dyn Fn(&glassbox::Tensor) -> String>,
     ) -> glassbox::metrics::ConfusionMatrix {
-        use glassbox::data::shuffled_batches;
+        use glassbox::data::{shuffled_batches, NUM_CLASSES};
+        use glassbox::inspect::{HealthReport, MetricsLog, WeightSnapshot};
         use glassbox::optim::{Adam, CosineSchedule, Optimizer};
+
+        let ins = &self.instruments;
+        let params = model.named_parameters();
+        let mut log = MetricsLog::new(&["train_loss", "test_loss", "train_accuracy", "test_accuracy"]);
+        let (mut window_loss, mut window_correct, mut window_seen) = (0.0, 0, 0);
 
         let start = Instant::now();
         // Shuffling draws from its own stream, so changing the model never changes the batches.
@@ -255,57 +268,96 @@ impl MnistRun {
                 mnist.train.gather_labels(batch, &mut y_buf);
                 let shape: Vec<usize> = std::iter::once(batch.len()).chain(image_shape.iter().copied()).collect();
                 let x = glassbox::Tensor::from_vec(std::mem::take(&mut x_buf), &shape);
-                let loss = model.forward(&x).cross_entropy(&y_buf);
+                let logits = model.forward(&x);
+                let loss = logits.cross_entropy(&y_buf);
                 optimizer.zero_grad();
-                loss.backward();
+                ins.backward(step, &loss, || {
+                    let mut names = params.clone();
+                    names.push(("input batch".to_string(), x.clone()));
+                    names
+                });
                 optimizer.set_learning_rate(schedule.lr_at(step));
+                let before = ins.health_due(step).then(|| WeightSnapshot::take(&params));
                 optimizer.step();
+                if let Some(before) = before {
+                    progress.finish();
+                    println!("\nhealth at step {step}:\n{}", HealthReport::check(&params, Some(&before)));
+                    if let Some(extra) = extra_health {
+                        println!("{}", glassbox::no_grad(|| extra(&x)));
+                    }
+                }
                 step += 1;
-                loss_sum += loss.item_f64() * batch.len() as f64;
+                let batch_loss = loss.item_f64();
+                loss_sum += batch_loss * batch.len() as f64;
                 seen += batch.len();
+                let predicted = glassbox::metrics::argmax_rows(&logits.to_vec(), NUM_CLASSES);
+                window_correct += predicted.iter().zip(&y_buf).filter(|(p, t)| p == t).count();
+                window_loss += batch_loss * batch.len() as f64;
+                window_seen += batch.len();
+                if step % ins.log_every == 0 {
+                    let (l, a) = (window_loss / window_seen as f64, window_correct as f64 / window_seen as f64);
+                    log.record(step, &[("train_loss", l), ("train_accuracy", a)]);
+                    (window_loss, window_correct, window_seen) = (0.0, 0, 0);
+                }
                 progress.update(i + 1, &format!("loss {:.4}", loss_sum / seen as f64));
             }
             progress.finish();
             let train_time = epoch_start.elapsed().as_secs_f64();
             model.set_training(false);
-            let confusion = evaluate_classifier(model, image_shape, &mnist.test);
+            let (confusion, test_loss) = evaluate_classifier(model, image_shape, &mnist.test);
             println!(
-                "epoch {epoch:>2}/{}  train loss {:.4}  test accuracy {:.4}  {train_time:.1}s",
+                "epoch {epoch:>2}/{}  train loss {:.4}  test loss {test_loss:.4}  test accuracy {:.4}  {train_time:.1}s",
                 self.epochs,
                 loss_sum / seen as f64,
                 confusion.accuracy()
             );
+            log.record(step, &[("test_loss", test_loss), ("test_accuracy", confusion.accuracy())]);
+            instruments::write_metrics(
+                &log,
+                &ins.log_dir,
+                &model.describe(),
+                &["train_loss", "test_loss"],
+                &["train_accuracy", "test_accuracy"],
+            );
         }
-        let confusion = evaluate_classifier(model, image_shape, &mnist.test);
+        let (confusion, _) = evaluate_classifier(model, image_shape, &mnist.test);
         println!("\n{}", confusion.per_class_report());
         println!("confusion matrix (rows: true class, columns: predicted):\n{confusion}");
+        println!(
+            "metrics: {} and {}",
+            ins.log_dir.join("metrics.csv").display(),
+            ins.log_dir.join("metrics.svg").display()
+        );
         println!("training and evaluation took {:.1}s", start.elapsed().as_secs_f64());
         println!("test accuracy: {:.4}", confusion.accuracy());
         confusion
     }
 }
 
-/// Predicts every image of `set` (batches of 1000, no graph) and tallies the results.
+/// Predicts every image of `set` (batches of 1000, no graph) and tallies the results; also
+/// returns the mean cross-entropy over the set.
 pub fn evaluate_classifier(
     model: &dyn glassbox::nn::Module,
     image_shape: &[usize],
     set: &glassbox::data::ImageSet,
-) -> glassbox::metrics::ConfusionMatrix {
+) -> (glassbox::metrics::ConfusionMatrix, f64) {
     use glassbox::data::{sequential_batches, NUM_CLASSES};
     let mut confusion = glassbox::metrics::ConfusionMatrix::new(NUM_CLASSES);
     let (mut x_buf, mut y_buf) = (Vec::new(), Vec::new());
+    let mut loss_sum = 0.0;
     glassbox::no_grad(|| {
         for batch in sequential_batches(set.len(), 1000) {
             set.gather_normalized(&batch, &mut x_buf);
             set.gather_labels(&batch, &mut y_buf);
             let shape: Vec<usize> = std::iter::once(batch.len()).chain(image_shape.iter().copied()).collect();
             let logits = model.forward(&glassbox::Tensor::from_vec(std::mem::take(&mut x_buf), &shape));
+            loss_sum += logits.cross_entropy(&y_buf).item_f64() * batch.len() as f64;
             for (&truth, pred) in y_buf.iter().zip(glassbox::metrics::argmax_rows(&logits.to_vec(), NUM_CLASSES)) {
                 confusion.add(truth, pred);
             }
         }
     });
-    confusion
+    (confusion, loss_sum / set.len().max(1) as f64)
 }
 
 /// Help text of the `--device` flag.

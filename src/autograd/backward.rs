@@ -111,8 +111,8 @@ pub fn op_backward(op: &Op, out: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
         // loss = mean (p - t)^2: dp = 2 (p - t) / n, dt = -dp
         Op::MseLoss { pred, target } => {
             let dp = pred.sub(target).mul(g).mul_scalar(2.0 / pred.numel() as f64);
-            let dt = dp.neg();
-            vec![Some(dp), Some(dt)]
+            let dt = target.requires_grad().then(|| dp.neg());
+            vec![Some(dp), dt]
         }
 
         // loss = mean -(t ln p + (1 - t) ln(1 - p)):
@@ -121,16 +121,16 @@ pub fn op_backward(op: &Op, out: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
             let n = probs.numel() as f64;
             let one_minus_p = probs.affine(-1.0, 1.0);
             let dp = probs.sub(target).div(&probs.mul(&one_minus_p).clamp_min(1e-12)).mul(g).mul_scalar(1.0 / n);
-            let dt = one_minus_p.log().sub(&probs.log()).mul(g).mul_scalar(1.0 / n);
-            vec![Some(dp), Some(dt)]
+            let dt = target.requires_grad().then(|| one_minus_p.log().sub(&probs.log()).mul(g).mul_scalar(1.0 / n));
+            vec![Some(dp), dt]
         }
 
         // loss = mean max(z, 0) - z t + ln(1 + e^-|z|): dz = (sigmoid(z) - t) / n, dt = -z / n
         Op::BinaryCrossEntropyWithLogits { logits, target } => {
             let n = logits.numel() as f64;
             let dz = logits.sigmoid().sub(target).mul(g).mul_scalar(1.0 / n);
-            let dt = logits.mul(g).mul_scalar(-1.0 / n);
-            vec![Some(dz), Some(dt)]
+            let dt = target.requires_grad().then(|| logits.mul(g).mul_scalar(-1.0 / n));
+            vec![Some(dz), dt]
         }
 
         // y = xhat * w + b with xhat = (x - mean) * rstd: formulas in backend/cpu/layernorm.rs

@@ -333,6 +333,7 @@ pub fn linear(x: &Storage, w: &Storage, b: &Storage, rows: usize, inputs: usize,
 /// 2-D convolution of the `[N, C, H, W]` view `(x, lx)` with a contiguous `[O, C, KH, KW]`
 /// weight and optional `[O]` bias; contiguous `[N, O, OH, OW]` out.
 pub fn conv2d(x: &Storage, lx: &Layout, w: &Storage, bias: Option<&Storage>, shape: &Conv2dShape) -> Storage {
+    note("conv::conv2d", None, x.dtype());
     #[cfg(any(feature = "cuda", feature = "cuda-emu"))]
     if let Storage::Cuda(_x) = x {
         not_on_cuda("conv2d");
@@ -342,6 +343,7 @@ pub fn conv2d(x: &Storage, lx: &Layout, w: &Storage, bias: Option<&Storage>, sha
 
 /// Input gradient of conv2d from the contiguous output gradient `dy` and weight `w`.
 pub fn conv2d_input_grad(dy: &Storage, w: &Storage, shape: &Conv2dShape) -> Storage {
+    note("conv::conv2d_input_grad", None, dy.dtype());
     #[cfg(any(feature = "cuda", feature = "cuda-emu"))]
     if let Storage::Cuda(_x) = dy {
         not_on_cuda("conv2d");
@@ -351,6 +353,7 @@ pub fn conv2d_input_grad(dy: &Storage, w: &Storage, shape: &Conv2dShape) -> Stor
 
 /// Weight gradient of conv2d from the input view `(x, lx)` and contiguous output gradient `dy`.
 pub fn conv2d_weight_grad(x: &Storage, lx: &Layout, dy: &Storage, shape: &Conv2dShape) -> Storage {
+    note("conv::conv2d_weight_grad", None, x.dtype());
     #[cfg(any(feature = "cuda", feature = "cuda-emu"))]
     if let Storage::Cuda(_x) = x {
         not_on_cuda("conv2d");
@@ -361,6 +364,7 @@ pub fn conv2d_weight_grad(x: &Storage, lx: &Layout, dy: &Storage, shape: &Conv2d
 /// Max pooling of the `[N, C, H, W]` view: the contiguous output and, per output element, the
 /// index of its maximum in the contiguous input.
 pub fn max_pool2d(x: &Storage, layout: &Layout, shape: &Pool2dShape) -> (Storage, Vec<usize>) {
+    note("conv::max_pool2d", None, x.dtype());
     #[cfg(any(feature = "cuda", feature = "cuda-emu"))]
     if let Storage::Cuda(_x) = x {
         not_on_cuda("max_pool2d");
@@ -374,6 +378,7 @@ pub fn max_pool2d(x: &Storage, layout: &Layout, shape: &Pool2dShape) -> (Storage
 
 /// Max-pooling input gradient: the contiguous `dy` sent to each window's maximum.
 pub fn max_pool2d_backward(dy: &Storage, argmax: &[usize], shape: &Pool2dShape) -> Storage {
+    note("conv::max_pool2d_backward", None, dy.dtype());
     #[cfg(any(feature = "cuda", feature = "cuda-emu"))]
     if let Storage::Cuda(_x) = dy {
         not_on_cuda("max_pool2d");
@@ -488,7 +493,7 @@ pub fn assign(dst: &mut Storage, dst_layout: &Layout, src: &Storage, src_layout:
     with_float!(d.dtype(), T => cpu::elementwise::assign::<T>(T::slice_mut(d), dst_layout, T::slice(src.cpu()), src_layout))
 }
 
-/// Fresh contiguous zeros.
+/// Fresh contiguous zeros in host memory ([`zeros_on`] makes them on any device).
 pub fn zeros(numel: usize, dtype: DType) -> Storage {
     note("zeros", None, dtype);
     Storage::Cpu(with_float!(dtype, T => T::wrap(cpu::pool::zeros::<T>(numel))))

@@ -50,6 +50,9 @@ pub struct LstmOutput {
     pub h: Tensor,
     /// The last cell state `[B, hidden]` (PyTorch's `c_n[0]`).
     pub c: Tensor,
+    /// The sigmoid gates (input, forget, output) of every step, `[B, hidden]` each: what
+    /// `inspect::gate_saturation` reads to tell whether the gates are stuck open or shut.
+    pub gates: Vec<Tensor>,
 }
 
 impl Lstm {
@@ -139,6 +142,7 @@ impl Lstm {
         let (w_ih_t, w_hh_t) = (self.weight_ih.t(), self.weight_hh.t());
 
         let mut hs = Vec::with_capacity(steps);
+        let mut sigmoid_gates = Vec::with_capacity(3 * steps);
         for t in 0..steps {
             let x_t = x.narrow(1, t, 1).squeeze(1);
             let gates = x_t.matmul(&w_ih_t).add(&h.matmul(&w_hh_t)).add(&bias);
@@ -149,8 +153,9 @@ impl Lstm {
             c = f.mul(&c).add(&i.mul(&g));
             h = o.mul(&c.tanh());
             hs.push(h.clone());
+            sigmoid_gates.extend([i, f, o]);
         }
-        LstmOutput { outputs: Tensor::stack(&hs, 1), h, c }
+        LstmOutput { outputs: Tensor::stack(&hs, 1), h, c, gates: sigmoid_gates }
     }
 }
 

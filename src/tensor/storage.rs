@@ -33,14 +33,6 @@ impl CpuStorage {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    /// Takes the buffer out, leaving an empty one behind (whose drop does nothing).
-    pub(crate) fn into_empty(mut self) -> CpuStorage {
-        match &mut self {
-            CpuStorage::F32(v) => CpuStorage::F32(std::mem::take(v)),
-            CpuStorage::F64(v) => CpuStorage::F64(std::mem::take(v)),
-        }
-    }
 }
 
 impl Drop for CpuStorage {

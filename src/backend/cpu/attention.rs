@@ -5,22 +5,25 @@
 //! tensors and GPT's packed `[batch, T, 3 C]` query-key-value projection work without copies.
 //! Each batch element is an independent task for rayon; its heads run in turn.
 //!
-//! **Forward.** For each query row `i`, walk the keys once with an *online softmax*: keep the
-//! running max `m`, the running sum `l = sum exp(s_j - m)` and the running output
-//! `acc = sum exp(s_j - m) v_j`. When a new score raises the max to `m'`, the old terms are
-//! rescaled by `exp(m - m')`. At the end `o_i = acc / l`. We save only `o` and the row's
-//! log-sum-exp `L_i = m + ln l`: `O(T d)` memory instead of `O(T^2)`.
+//! **Forward.** Query rows go in blocks of `QUERY_BLOCK` (64). For a block, `S = Q_blk K^T`
+//! is one GEMM over the keys the block can see (a causal block stops at its last row), then
+//! each row becomes `P = softmax(S * scale)` with its max subtracted, and `O_blk = P V` is a
+//! second GEMM. The row's log-sum-exp `L_i = m + ln(sum exp(s_j - m))` is saved, not `P`:
+//! scratch is one `64 x T_k` block per thread, so memory grows like `T`, never `T^2`. (A block
+//! sees all its keys at once, so the online softmax's running rescale is not needed; tiling
+//! the keys too, with that rescale, would bound the scratch for very long sequences.)
 //!
 //! **Backward.** With `P_ij = exp(s_ij - L_i)` recomputed from `L`, and `dO` the upstream
-//! gradient: `dV_j = sum_i P_ij dO_i`; `dP_ij = dO_i . v_j`; `dS_ij = P_ij (dP_ij - D_i)` with
+//! gradient: `dV = P^T dO`; `dP = dO V^T`; `dS_ij = P_ij (dP_ij - D_i)` with
 //! `D_i = dO_i . o_i` (= `sum_j P_ij dP_ij`, the softmax Jacobian's correction term);
-//! `dQ_i = scale sum_j dS_ij k_j`; `dK_j = scale sum_i dS_ij q_i`.
+//! `dQ = dS K scale`; `dK = dS^T Q scale`. Five GEMMs per block of query rows.
 //!
 //! With `causal`, query `i` sees keys `j <= i` only (PyTorch's top-left alignment).
 
 use rayon::prelude::*;
 
 use super::isa::{self, Isa};
+use super::matmul::{matmul_v4_packed, MatRef};
 
 use crate::tensor::Float;
 
@@ -114,28 +117,6 @@ fn axpy<T: Float, const FMA: bool>(alpha: T, x: &[T], y: &mut [T]) {
     }
 }
 
-/// One head's `[t, d]` rows gathered transposed into `[d, t]`, so that a query row's scores
-/// against all keys become `d` unit-stride multiply-adds across keys (vectorized) instead of
-/// one horizontal dot product per key.
-fn gather_transposed<T: Float>(m: &[T], l: &HeadLayout, b: usize, h: usize, t: usize, d: usize, out: &mut [T]) {
-    for j in 0..t {
-        let row = &m[l.row(b, h, j)..l.row(b, h, j) + d];
-        for (p, &v) in row.iter().enumerate() {
-            out[p * t + j] = v;
-        }
-    }
-}
-
-/// `scores[j] = scale * (q_i . k_j)` for the first `scores.len()` keys, from K transposed.
-#[inline(always)]
-fn row_scores<T: Float, const FMA: bool>(q_i: &[T], k_t: &[T], t_k: usize, scale: T, scores: &mut [T]) {
-    scores.fill(T::ZERO);
-    let n = scores.len();
-    for (p, &qp) in q_i.iter().enumerate() {
-        axpy::<T, FMA>(qp * scale, &k_t[p * t_k..p * t_k + n], scores);
-    }
-}
-
 /// The inputs of one attention problem, each with its layout.
 #[derive(Clone, Copy)]
 pub struct AttentionInputs<'a, T> {
@@ -169,52 +150,84 @@ pub fn attention_forward<T: Float>(x: AttentionInputs<'_, T>, s: AttentionShape)
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn forward_batch_avx512<T: Float>(x: AttentionInputs<'_, T>, s: AttentionShape, b: usize, o_b: &mut [T], lse_b: &mut [T]) {
+unsafe fn forward_batch_avx512<T: Float>(
+    x: AttentionInputs<'_, T>,
+    s: AttentionShape,
+    b: usize,
+    o_b: &mut [T],
+    lse_b: &mut [T],
+) {
     forward_batch::<T, true>(x, s, b, o_b, lse_b)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn forward_batch_avx2<T: Float>(x: AttentionInputs<'_, T>, s: AttentionShape, b: usize, o_b: &mut [T], lse_b: &mut [T]) {
+unsafe fn forward_batch_avx2<T: Float>(
+    x: AttentionInputs<'_, T>,
+    s: AttentionShape,
+    b: usize,
+    o_b: &mut [T],
+    lse_b: &mut [T],
+) {
     forward_batch::<T, true>(x, s, b, o_b, lse_b)
 }
 
-/// The forward pass for batch element `b`: every head, every query row. Inlined into one
-/// copy per instruction set (see `isa.rs`), so its loops run on the widest vectors available.
+/// The forward pass for batch element `b`, one block of `QUERY_BLOCK` query rows at a time:
+/// `S = Q_blk K^T` and `O_blk = P V` are GEMMs (the packed kernels of `matmul.rs`); the
+/// softmax between them runs over rows of the `QUERY_BLOCK x T_k` scratch. Inlined into one
+/// copy per instruction set (see `isa.rs`), so the row loops use the widest vectors available.
 #[inline(always)]
-fn forward_batch<T: Float, const FMA: bool>(x: AttentionInputs<'_, T>, s: AttentionShape, b: usize, o_b: &mut [T], lse_b: &mut [T]) {
+fn forward_batch<T: Float, const FMA: bool>(
+    x: AttentionInputs<'_, T>,
+    s: AttentionShape,
+    b: usize,
+    o_b: &mut [T],
+    lse_b: &mut [T],
+) {
     let (tq, tk, d, hd) = (s.t_q, s.t_k, s.d, s.heads * s.d);
     let scale = s.scale::<T>();
     let ((q, ql), (k, kl), (v, vl)) = (x.q, x.k, x.v);
-    let mut k_t = vec![T::ZERO; tk * d];
-    // One row of scores is the only per-row scratch: O(T_k), reused by every query.
-    let mut scores = vec![T::ZERO; tk];
+    let mut p_blk = vec![T::ZERO; QUERY_BLOCK * tk];
+    let mut o_blk = vec![T::ZERO; QUERY_BLOCK * d];
     for h in 0..s.heads {
-        gather_transposed(k, &kl, b, h, tk, d, &mut k_t);
-        for i in 0..tq {
-            let n = s.keys_for(i);
-            if n == 0 {
-                lse_b[h * tq + i] = T::NEG_INFINITY;
+        for q0 in (0..tq).step_by(QUERY_BLOCK) {
+            let rows = QUERY_BLOCK.min(tq - q0);
+            // Keys any row of this block may see: causal blocks stop at their last row.
+            let keys = s.keys_for(q0 + rows - 1);
+            if keys == 0 {
+                // No keys at all: the output rows stay zero.
+                lse_b[h * tq + q0..h * tq + q0 + rows].fill(T::NEG_INFINITY);
                 continue;
             }
-            let row = &mut scores[..n];
-            row_scores::<T, FMA>(&q[ql.row(b, h, i)..ql.row(b, h, i) + d], &k_t, tk, scale, row);
-            // With the whole row at hand, the online softmax needs one rescale: take the max
-            // first, then exponentiate and sum.
-            let m = row.iter().fold(T::NEG_INFINITY, |a, &c| a.max(c));
-            for x in row.iter_mut() {
-                *x = (*x - m).exp();
+            let p = &mut p_blk[..rows * keys];
+            matmul_v4_packed(rows_of(q, &ql, b, h, q0, rows, d), rows_of(k, &kl, b, h, 0, keys, d).t(), p);
+            for (r, row) in p.chunks_exact_mut(keys).enumerate() {
+                let n = s.keys_for(q0 + r);
+                let (seen, masked) = row.split_at_mut(n);
+                masked.fill(T::ZERO);
+                let lse = &mut lse_b[h * tq + q0 + r];
+                if n == 0 {
+                    *lse = T::NEG_INFINITY;
+                    continue;
+                }
+                let m = seen.iter().fold(T::NEG_INFINITY, |a, &c| a.max(c)) * scale;
+                // Exponentials and their sum in separate loops, so the exp loop vectorizes.
+                for x in seen.iter_mut() {
+                    *x = (*x * scale - m).exp();
+                }
+                let l = super::reduce::sum_contiguous(seen);
+                let inv = T::ONE / l;
+                for x in seen.iter_mut() {
+                    *x *= inv;
+                }
+                *lse = m + l.ln();
             }
-            let l: T = row.iter().copied().sum();
-            let o_i = &mut o_b[i * hd + h * d..i * hd + (h + 1) * d];
-            for (j, &p) in row.iter().enumerate() {
-                axpy::<T, FMA>(p, &v[vl.row(b, h, j)..vl.row(b, h, j) + d], o_i);
+            let o = &mut o_blk[..rows * d];
+            matmul_v4_packed(MatRef::row_major(p, rows, keys), rows_of(v, &vl, b, h, 0, keys, d), o);
+            for (r, o_row) in o.chunks_exact(d).enumerate() {
+                let at = (q0 + r) * hd + h * d;
+                o_b[at..at + d].copy_from_slice(o_row);
             }
-            let inv = T::ONE / l;
-            for x in o_i.iter_mut() {
-                *x *= inv;
-            }
-            lse_b[h * tq + i] = m + l.ln();
         }
     }
 }
@@ -293,7 +306,10 @@ unsafe fn backward_batch_avx2<T: Float>(
     backward_batch::<T, true>(x, saved, s, g, b, grad_b)
 }
 
-/// The backward pass for batch element `b`, written into its chunk of the gradient buffer.
+/// The backward pass for batch element `b`, one block of query rows at a time, written into
+/// its chunk of the gradient buffer. Per block, with `P` recomputed from the saved
+/// log-sum-exp: `dP = dO V^T`, `dS = P (dP - D) scale`, then `dQ = dS K`, `dK += dS^T Q`,
+/// `dV += P^T dO`: five GEMMs on `QUERY_BLOCK x T_k` scratch.
 #[inline(always)]
 fn backward_batch<T: Float, const FMA: bool>(
     x: AttentionInputs<'_, T>,
@@ -307,43 +323,75 @@ fn backward_batch<T: Float, const FMA: bool>(
     let scale = s.scale::<T>();
     let ((q, ql), (k, kl), (v, vl)) = (x.q, x.k, x.v);
     let Saved { o, lse, d_o } = saved;
-    let at = |l: &HeadLayout, h: usize, t: usize| l.offset + h * l.head_stride + t * l.row_stride;
-    let (mut k_t, mut v_t) = (vec![T::ZERO; tk * d], vec![T::ZERO; tk * d]);
-    let (mut p_row, mut ds_row) = (vec![T::ZERO; tk], vec![T::ZERO; tk]);
+    // The upstream gradient and output of this batch element, laid out [t_q, heads * d].
+    let out_layout = HeadLayout { offset: 0, batch_stride: s.out_chunk(), head_stride: d, row_stride: hd };
+    let (mut p_blk, mut ds_blk) = (vec![T::ZERO; QUERY_BLOCK * tk], vec![T::ZERO; QUERY_BLOCK * tk]);
+    let mut tmp = vec![T::ZERO; QUERY_BLOCK.max(tk) * d];
     for h in 0..s.heads {
-        gather_transposed(k, &kl, b, h, tk, d, &mut k_t);
-        gather_transposed(v, &vl, b, h, tk, d, &mut v_t);
-        for i in 0..tq {
-            let n = s.keys_for(i);
-            if n == 0 {
+        for q0 in (0..tq).step_by(QUERY_BLOCK) {
+            let rows = QUERY_BLOCK.min(tq - q0);
+            let keys = s.keys_for(q0 + rows - 1);
+            if keys == 0 {
                 continue;
             }
-            let q_i = &q[ql.row(b, h, i)..ql.row(b, h, i) + d];
-            let out_row = b * s.out_chunk() + i * hd + h * d;
-            let do_i = &d_o[out_row..out_row + d];
-            let d_i = dot(do_i, &o[out_row..out_row + d]);
-            let l_i = lse[(b * s.heads + h) * tq + i];
-            // P_ij recomputed from the saved log-sum-exp.
-            let p = &mut p_row[..n];
-            row_scores::<T, FMA>(q_i, &k_t, tk, scale, p);
-            for x in p.iter_mut() {
-                *x = (*x - l_i).exp();
+            let (q_blk, do_blk) = (rows_of(q, &ql, b, h, q0, rows, d), rows_of(d_o, &out_layout, b, h, q0, rows, d));
+            let (k_all, v_all) = (rows_of(k, &kl, b, h, 0, keys, d), rows_of(v, &vl, b, h, 0, keys, d));
+            let p = &mut p_blk[..rows * keys];
+            let ds = &mut ds_blk[..rows * keys];
+            matmul_v4_packed(q_blk, k_all.t(), p);
+            matmul_v4_packed(do_blk, v_all.t(), ds);
+            for (r, (p_row, ds_row)) in p.chunks_exact_mut(keys).zip(ds.chunks_exact_mut(keys)).enumerate() {
+                let i = q0 + r;
+                let n = s.keys_for(i);
+                let out_at = b * s.out_chunk() + i * hd + h * d;
+                let d_i = dot(&d_o[out_at..out_at + d], &o[out_at..out_at + d]);
+                let l_i = lse[(b * s.heads + h) * tq + i];
+                let (seen, masked) = p_row.split_at_mut(n);
+                for x in seen.iter_mut() {
+                    *x = (*x * scale - l_i).exp();
+                }
+                masked.fill(T::ZERO);
+                for (ds, &pj) in ds_row.iter_mut().zip(p_row.iter()) {
+                    *ds = pj * (*ds - d_i) * scale;
+                }
             }
-            // dP_ij = dO_i . v_j, vectorized over keys through V transposed.
-            let ds = &mut ds_row[..n];
-            row_scores::<T, FMA>(do_i, &v_t, tk, T::ONE, ds);
-            for (x, &pj) in ds.iter_mut().zip(p.iter()) {
-                *x = pj * (*x - d_i) * scale;
-            }
-            for j in 0..n {
-                let k_j = &k[kl.row(b, h, j)..kl.row(b, h, j) + d];
-                let dq_at = at(&g.dq, h, i);
-                axpy::<T, FMA>(ds[j], k_j, &mut grad_b[dq_at..dq_at + d]);
-                let dk_at = at(&g.dk, h, j);
-                axpy::<T, FMA>(ds[j], q_i, &mut grad_b[dk_at..dk_at + d]);
-                let dv_at = at(&g.dv, h, j);
-                axpy::<T, FMA>(p[j], do_i, &mut grad_b[dv_at..dv_at + d]);
-            }
+            let ds_mat = MatRef::row_major(&ds_blk[..rows * keys], rows, keys);
+            let p_mat = MatRef::row_major(&p_blk[..rows * keys], rows, keys);
+            // dQ rows of this block.
+            matmul_v4_packed(ds_mat, k_all, &mut tmp[..rows * d]);
+            add_rows::<T, FMA>(&tmp[..rows * d], grad_b, &g.dq, h, q0, d);
+            // dK and dV rows of every key the block saw.
+            matmul_v4_packed(ds_mat.t(), q_blk, &mut tmp[..keys * d]);
+            add_rows::<T, FMA>(&tmp[..keys * d], grad_b, &g.dk, h, 0, d);
+            matmul_v4_packed(p_mat.t(), do_blk, &mut tmp[..keys * d]);
+            add_rows::<T, FMA>(&tmp[..keys * d], grad_b, &g.dv, h, 0, d);
         }
+    }
+}
+
+/// Query rows per block: the softmax scratch is `QUERY_BLOCK x T_k`, so memory grows with
+/// `T`, not `T^2`, and each block's work is large enough for the packed GEMM.
+const QUERY_BLOCK: usize = 64;
+
+/// Rows `t0..t0 + rows` of head `h` of batch element `b` as a strided `[rows, d]` matrix.
+fn rows_of<'a, T: Float>(
+    data: &'a [T],
+    l: &HeadLayout,
+    b: usize,
+    h: usize,
+    t0: usize,
+    rows: usize,
+    d: usize,
+) -> MatRef<'a, T> {
+    MatRef { data, offset: l.row(b, h, t0), rows, cols: d, row_stride: l.row_stride, col_stride: 1 }
+}
+
+/// Adds the contiguous `[rows, d]` block `src` to rows `t0..` of head `h` in `dst` (a batch
+/// element's chunk, laid out by `l` without its batch stride).
+#[inline(always)]
+fn add_rows<T: Float, const FMA: bool>(src: &[T], dst: &mut [T], l: &HeadLayout, h: usize, t0: usize, d: usize) {
+    for (r, row) in src.chunks_exact(d).enumerate() {
+        let at = l.offset + h * l.head_stride + (t0 + r) * l.row_stride;
+        axpy::<T, FMA>(T::ONE, row, &mut dst[at..at + d]);
     }
 }

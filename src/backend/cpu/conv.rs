@@ -434,7 +434,7 @@ pub fn conv2d_weight_grad_v1_direct<T: Float>(x: &[T], lx: &Layout, dy: &[T], s:
 }
 
 /// v2 weight gradient: `dW = sum_n G_n cols_n^T` (the transpose is a strided read, no copy).
-/// Images are summed in groups of [`WEIGHT_GRAD_GROUP`] (groups in parallel when the job is
+/// Images are summed in groups of `WEIGHT_GRAD_GROUP` (groups in parallel when the job is
 /// large), then the group sums are added in order, so the result is the same on any number of
 /// threads.
 pub fn conv2d_weight_grad_v2_im2col<T: Float>(x: &[T], lx: &Layout, dy: &[T], s: &Conv2dShape) -> Vec<T> {
@@ -565,4 +565,127 @@ pub fn max_pool2d_backward<T: Float>(dy: &[T], argmax: &[usize], s: &Pool2dShape
         dx.chunks_exact_mut(plane_in).enumerate().for_each(one_plane);
     }
     dx
+}
+
+/// Largest acceptable relative error of a ladder version: `|y - exact| / sum |x w|` over
+/// each output's products, so f32 rounding of long sums cannot fail it but a wrong tap can.
+const LADDER_TOLERANCE: f64 = 1e-4;
+
+/// The convolution family for the kernel report and `tests/kernels_ladders.rs`: every forward
+/// version on LeNet's two layers and a wider layer; sizes are `[N, C, H, W, O, K]` with a
+/// square `K x K` kernel, stride 1 and padding `K / 2`.
+pub fn ladder() -> super::ladder::Ladder {
+    use super::ladder::{Ladder, LadderVersion, Limit};
+    Ladder {
+        family: "conv2d",
+        source: "src/backend/cpu/conv.rs",
+        limit: Limit::Compute,
+        tolerance: LADDER_TOLERANCE,
+        tolerance_note: "|y - exact| / sum |x w| over each output's taps",
+        versions: versions::<f32>()
+            .into_iter()
+            .map(|(name, _)| LadderVersion { name, max_flops: None, parallel: name.ends_with("parallel") })
+            .collect(),
+        report_sizes: vec![vec![64, 1, 28, 28, 6, 5], vec![64, 6, 14, 14, 16, 5], vec![16, 32, 32, 32, 64, 3]],
+        test_sizes: vec![vec![1, 1, 3, 3, 1, 3], vec![2, 3, 7, 5, 4, 3], vec![3, 2, 9, 11, 5, 5]],
+        setup: |dims, seed| Box::new(ConvWorkload::new(dims, seed)),
+    }
+}
+
+/// Random images and filters of one size, the output buffer, and the exact value (in f64) of
+/// every output, computed straight from the definition.
+struct ConvWorkload {
+    shape: Conv2dShape,
+    x: Vec<f32>,
+    w: Vec<f32>,
+    y: Vec<f32>,
+    /// `(exact, sum of |x w| over the taps)` per output element.
+    exact: Vec<(f64, f64)>,
+}
+
+impl ConvWorkload {
+    fn new(dims: &[usize], seed: u64) -> ConvWorkload {
+        assert!(dims.len() == 6, "conv2d ladder: sizes are [N, C, H, W, O, K], got {dims:?}");
+        let (n, c, h, w, o, k) = (dims[0], dims[1], dims[2], dims[3], dims[4], dims[5]);
+        let shape = Conv2dShape {
+            batch: n,
+            in_channels: c,
+            in_h: h,
+            in_w: w,
+            out_channels: o,
+            kernel: [k, k],
+            stride: [1, 1],
+            padding: [k / 2, k / 2],
+        };
+        let mut rng = crate::rng::Rng::new(seed);
+        let x: Vec<f32> = (0..n * c * h * w).map(|_| rng.normal() as f32).collect();
+        let wt: Vec<f32> = (0..o * c * k * k).map(|_| rng.normal() as f32).collect();
+        let (oh, ow, pad) = (shape.out_h(), shape.out_w(), k / 2);
+        let mut exact = Vec::with_capacity(n * o * oh * ow);
+        for img in 0..n {
+            for oc in 0..o {
+                for r in 0..oh {
+                    for col in 0..ow {
+                        let (mut sum, mut scale) = (0.0f64, 0.0f64);
+                        for ic in 0..c {
+                            for i in 0..k {
+                                for j in 0..k {
+                                    // Taps over the zero padding contribute nothing.
+                                    let (y, xx) = ((r + i).wrapping_sub(pad), (col + j).wrapping_sub(pad));
+                                    if y < h && xx < w {
+                                        let p = x[((img * c + ic) * h + y) * w + xx] as f64
+                                            * wt[((oc * c + ic) * k + i) * k + j] as f64;
+                                        sum += p;
+                                        scale += p.abs();
+                                    }
+                                }
+                            }
+                        }
+                        exact.push((sum, scale));
+                    }
+                }
+            }
+        }
+        ConvWorkload { shape, x, w: wt, y: Vec::new(), exact }
+    }
+}
+
+impl super::ladder::Workload for ConvWorkload {
+    fn size(&self) -> String {
+        let s = &self.shape;
+        format!("{}x{}x{}x{}->{}k{}", s.batch, s.in_channels, s.in_h, s.in_w, s.out_channels, s.kernel[0])
+    }
+
+    fn flops(&self) -> f64 {
+        2.0 * (self.shape.batch * self.shape.out_channels * self.shape.out_pixels() * self.shape.patch_len()) as f64
+    }
+
+    fn bytes(&self) -> f64 {
+        4.0 * (self.x.len() + self.w.len() + self.exact.len()) as f64
+    }
+
+    fn run(&mut self, version: usize) {
+        let s = &self.shape;
+        let layout = Layout::contiguous(&[s.batch, s.in_channels, s.in_h, s.in_w]);
+        self.y = versions::<f32>()[version].1(&self.x, &layout, &self.w, None, s);
+    }
+
+    fn error(&self) -> f64 {
+        if self.y.len() != self.exact.len() {
+            return f64::INFINITY;
+        }
+        self.y
+            .iter()
+            .zip(&self.exact)
+            .map(|(&got, &(exact, scale))| {
+                let err = (got as f64 - exact).abs() / scale.max(f64::MIN_POSITIVE);
+                // A NaN (an element never written) must fail.
+                if err.is_nan() {
+                    f64::INFINITY
+                } else {
+                    err
+                }
+            })
+            .fold(0.0, f64::max)
+    }
 }

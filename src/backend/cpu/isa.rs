@@ -23,7 +23,8 @@ pub enum Isa {
 /// The best instruction set this CPU supports (detected on first use, then cached).
 pub fn detect() -> Isa {
     static DETECTED: OnceLock<Isa> = OnceLock::new();
-    *DETECTED.get_or_init(|| [Isa::Avx512, Isa::Avx2Fma].into_iter().find(|&isa| supported(isa)).unwrap_or(Isa::Portable))
+    *DETECTED
+        .get_or_init(|| [Isa::Avx512, Isa::Avx2Fma].into_iter().find(|&isa| supported(isa)).unwrap_or(Isa::Portable))
 }
 
 /// True when this CPU has every feature the kernels for `isa` are compiled with.

@@ -83,5 +83,5 @@ impl Ladder {
 
 /// Every CPU kernel family with a ladder of versions.
 pub fn ladders() -> Vec<Ladder> {
-    vec![matmul::ladder()]
+    vec![matmul::ladder(), super::conv::ladder()]
 }

@@ -20,6 +20,8 @@ use crate::tensor::Float;
 
 /// Rows handled per parallel task.
 const ROWS_PER_TASK: usize = 16;
+/// Rows per band of the backward pass's dw / db partial sums.
+const ROWS_PER_BAND: usize = 64;
 
 /// Normalizes each row; returns `(y, mean, rstd)`.
 pub fn layer_norm<T: Float>(x: &[T], w: &[T], b: &[T], cols: usize, eps: f64) -> (Vec<T>, Vec<T>, Vec<T>) {
@@ -92,11 +94,9 @@ pub fn layer_norm_backward<T: Float>(
         }
         (dw, db)
     };
-    let band_rows = if x.len() >= PARALLEL_MIN_ELEMENTS {
-        rows.div_ceil(rayon::current_num_threads() * 4).max(1)
-    } else {
-        rows.max(1)
-    };
+    // Fixed bands (not a share per thread), so the grouping of the dw / db sums, and with it
+    // every rounding, is the same on any number of threads.
+    let band_rows = if x.len() >= PARALLEL_MIN_ELEMENTS { ROWS_PER_BAND } else { rows.max(1) };
     let partials: Vec<(Vec<T>, Vec<T>)> = if cols == 0 || rows == 0 {
         Vec::new()
     } else if band_rows < rows {

@@ -6,7 +6,8 @@
 //! its time in page faults and zeroing. So a dropped [`CpuStorage`] of at least
 //! [`MIN_POOLED_ELEMENTS`] elements parks its buffer here, keyed by element type and length,
 //! and the next kernel asking for that size takes it back (already paged in). The pool holds
-//! at most [`MAX_POOLED_BYTES`]; past that, dropped buffers are freed as usual.
+//! at most [`MAX_POOLED_BYTES`] (or what [`set_capacity`] says); past that, dropped buffers
+//! are freed as usual.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,8 +17,16 @@ use crate::tensor::{CpuStorage, DType, Float};
 
 /// Buffers smaller than this are left to the allocator, which recycles them well by itself.
 pub const MIN_POOLED_ELEMENTS: usize = 1 << 12;
-/// Upper bound on the bytes parked in the pool.
-pub const MAX_POOLED_BYTES: usize = 1 << 30;
+/// Default upper bound on the bytes parked in the pool (see [`set_capacity`]).
+pub const MAX_POOLED_BYTES: usize = 512 << 20;
+
+static CAPACITY: AtomicUsize = AtomicUsize::new(MAX_POOLED_BYTES);
+
+/// Sets how many bytes the pool may park (0 turns pooling off); buffers already parked beyond
+/// it are kept until taken.
+pub fn set_capacity(bytes: usize) {
+    CAPACITY.store(bytes, Ordering::Relaxed);
+}
 
 struct Pool {
     free: HashMap<(DType, usize), Vec<CpuStorage>>,
@@ -100,7 +109,7 @@ pub(crate) fn recycle(storage: CpuStorage) {
     let rejected = match POOL.lock() {
         Ok(mut guard) => {
             let pool = guard.get_or_insert_with(|| Pool { free: HashMap::new(), bytes: 0 });
-            if pool.bytes + bytes <= MAX_POOLED_BYTES {
+            if pool.bytes + bytes <= CAPACITY.load(Ordering::Relaxed) {
                 pool.bytes += bytes;
                 pool.free.entry((dtype, len)).or_default().push(storage);
                 None
@@ -115,17 +124,23 @@ pub(crate) fn recycle(storage: CpuStorage) {
     }
 }
 
-/// Frees a storage's buffer directly (its `Drop` then finds an empty buffer and does nothing).
-fn free_without_pooling(storage: CpuStorage) {
-    drop(storage.into_empty());
+/// Frees a storage's buffer directly: the vector is taken out and dropped here, so the
+/// storage's own `Drop` finds it empty and does not come back to the pool.
+fn free_without_pooling(mut storage: CpuStorage) {
+    match &mut storage {
+        CpuStorage::F32(v) => drop(std::mem::take(v)),
+        CpuStorage::F64(v) => drop(std::mem::take(v)),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    // One test, not two: the pool is process-wide, and a capacity change in one test would
+    // race with the other's expectation of reuse.
     #[test]
-    fn a_dropped_buffer_is_reused_for_the_same_size() {
+    fn dropped_buffers_are_reused_and_a_full_pool_frees_them_instead() {
         let len = MIN_POOLED_ELEMENTS + 17;
         let first: Vec<f64> = zeros(len);
         let ptr = first.as_ptr();
@@ -133,5 +148,16 @@ mod tests {
         let again: Vec<f64> = zeros(len);
         assert_eq!(again.as_ptr(), ptr, "the parked buffer should come back");
         assert!(again.iter().all(|&v| v == 0.0), "recycled buffers are zeroed");
+
+        // Regression: freeing past the capacity once re-entered the pool from the buffer's own
+        // drop, recursing until the stack overflowed.
+        set_capacity(0);
+        drop(CpuStorage::F64(again));
+        for _ in 0..3 {
+            drop(CpuStorage::F32(zeros::<f32>(len)));
+        }
+        set_capacity(MAX_POOLED_BYTES);
+        clear();
+        assert_eq!(stats().pooled_bytes, 0, "clear() empties the pool");
     }
 }

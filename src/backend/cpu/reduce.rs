@@ -60,22 +60,54 @@ pub fn reduce<T: Float>(kind: ReduceKind, x: &[T], layout: &Layout, dims: &[usiz
         };
     }
 
-    let mut out = super::pool::zeros::<T>(out_numel);
-    out.fill(identity);
-    for row in 0..plan.rows {
-        let (sx, so) = (plan.starts[0][row], plan.starts[1][row]);
-        if io == 0 {
-            let folded = fold_row(sx, ix);
-            out[so] = combine(kind, out[so], folded);
-        } else {
-            for j in 0..plan.row_len {
-                let o = so + j * io;
-                out[o] = combine(kind, out[o], x[sx + j * ix]);
+    // Rows fold into the output in order. Big reductions split the rows into fixed bands of
+    // `ROWS_PER_BAND` (never by thread count, so results do not depend on it), fold each band
+    // into its own partial output in parallel, then combine the partials in band order.
+    let accumulate = |rows: std::ops::Range<usize>, out: &mut [T]| {
+        for row in rows {
+            let (sx, so) = (plan.starts[0][row], plan.starts[1][row]);
+            if io == 0 {
+                let folded = fold_row(sx, ix);
+                out[so] = combine(kind, out[so], folded);
+            } else if io == 1 && ix == 1 && kind == ReduceKind::Sum {
+                // The bias-gradient case: whole rows added onto the output, vectorized.
+                for (o, &v) in out[so..so + plan.row_len].iter_mut().zip(&x[sx..sx + plan.row_len]) {
+                    *o += v;
+                }
+            } else {
+                for j in 0..plan.row_len {
+                    let o = so + j * io;
+                    out[o] = combine(kind, out[o], x[sx + j * ix]);
+                }
             }
         }
+    };
+    let mut out = super::pool::zeros::<T>(out_numel);
+    out.fill(identity);
+    let bands = plan.rows.div_ceil(ROWS_PER_BAND);
+    if layout.numel() >= PARALLEL_MIN_ELEMENTS && bands > 1 {
+        let partials: Vec<Vec<T>> = (0..bands)
+            .into_par_iter()
+            .map(|band| {
+                let mut partial = vec![identity; out_numel];
+                accumulate(band * ROWS_PER_BAND..((band + 1) * ROWS_PER_BAND).min(plan.rows), &mut partial);
+                partial
+            })
+            .collect();
+        for partial in partials {
+            for (o, p) in out.iter_mut().zip(partial) {
+                *o = combine(kind, *o, p);
+            }
+        }
+    } else {
+        accumulate(0..plan.rows, &mut out);
     }
     out
 }
+
+/// Rows per band of a parallel reduction across rows (a constant, so the grouping of the sums,
+/// and with it every rounding, is the same on any number of threads).
+const ROWS_PER_BAND: usize = 256;
 
 #[inline(always)]
 fn combine<T: Float>(kind: ReduceKind, acc: T, v: T) -> T {

@@ -18,12 +18,16 @@ fn for_rows<T: Float>(out: &mut [T], cols: usize, f: impl Fn(usize, &mut [T]) + 
     }
 }
 
-/// Row max and ln(sum e^(x - max)) of one row.
+/// Writes `e^(x - max)` of a row into `out` and returns `(max, sum of those)`. The exponentials
+/// and the sum are separate loops on purpose: a running sum inside the exp loop is a serial
+/// dependency that keeps the compiler from vectorizing the exp (it measured 4x slower).
 #[inline(always)]
-fn max_and_log_sum_exp<T: Float>(row: &[T]) -> (T, T) {
+fn exp_shifted<T: Float>(row: &[T], out: &mut [T]) -> (T, T) {
     let max = row.iter().fold(T::NEG_INFINITY, |m, &v| m.max(v));
-    let sum: T = row.iter().map(|&v| (v - max).exp()).sum();
-    (max, sum.ln())
+    for (o, &v) in out.iter_mut().zip(row) {
+        *o = (v - max).exp();
+    }
+    (max, super::reduce::sum_contiguous(out))
 }
 
 /// Softmax (or log-softmax when `log`) of each `cols`-long row of `x`.
@@ -34,17 +38,13 @@ pub fn softmax_rows<T: Float>(x: &[T], cols: usize, log: bool) -> Vec<T> {
     }
     for_rows(&mut out, cols, |r, y| {
         let row = &x[r * cols..(r + 1) * cols];
-        let (max, lse) = max_and_log_sum_exp(row);
+        let (max, sum) = exp_shifted(row, y);
         if log {
+            let shift = max + sum.ln();
             for (o, &v) in y.iter_mut().zip(row) {
-                *o = v - max - lse;
+                *o = v - shift;
             }
         } else {
-            let mut sum = T::ZERO;
-            for (o, &v) in y.iter_mut().zip(row) {
-                *o = (v - max).exp();
-                sum += *o;
-            }
             let inv = T::ONE / sum;
             for o in y.iter_mut() {
                 *o *= inv;
@@ -81,15 +81,28 @@ pub fn softmax_backward_rows<T: Float>(y: &[T], g: &[T], cols: usize, log: bool)
 /// Mean over rows of `-ln softmax(x)[target]`, and the softmax itself (which the backward
 /// pass needs), in one pass per row.
 pub fn cross_entropy_rows<T: Float>(x: &[T], cols: usize, targets: &[usize]) -> (f64, Vec<T>) {
-    let probs = softmax_rows(x, cols, false);
-    let mut total = 0.0f64;
-    for (r, &t) in targets.iter().enumerate() {
-        let row = &x[r * cols..(r + 1) * cols];
-        let (max, lse) = max_and_log_sum_exp(row);
-        total += (max + lse - row[t]).to_f64();
+    let mut probs = super::pool::reuse::<T>(x.len());
+    let mut losses = vec![0.0f64; targets.len()];
+    if cols > 0 {
+        // Each row: softmax into `probs`, and its loss `max + ln(sum) - x[target]` from the same
+        // pass (not from ln(p[target]), which underflows to -inf for very wrong logits).
+        let row_job = |(r, (p, loss)): (usize, (&mut [T], &mut f64))| {
+            let row = &x[r * cols..(r + 1) * cols];
+            let (max, sum) = exp_shifted(row, p);
+            let inv = T::ONE / sum;
+            for v in p.iter_mut() {
+                *v *= inv;
+            }
+            *loss = (max + sum.ln() - row[targets[r]]).to_f64();
+        };
+        if x.len() >= PARALLEL_MIN_ELEMENTS {
+            probs.par_chunks_mut(cols).zip(losses.par_iter_mut()).enumerate().for_each(row_job);
+        } else {
+            probs.chunks_mut(cols).zip(losses.iter_mut()).enumerate().for_each(row_job);
+        }
     }
     let rows = targets.len().max(1);
-    (total / rows as f64, probs)
+    (losses.iter().sum::<f64>() / rows as f64, probs)
 }
 
 /// Gradient of the mean cross-entropy: `(p - onehot(t)) * scale`, with `scale` the upstream
