@@ -214,7 +214,7 @@ fn write_table(parsed: &[(PathBuf, Vec<Kernel>)], ptx: &[Option<PathBuf>], dest:
 #[cfg(feature = "cuda-emu")]
 fn build_emulator(root: &Path, parsed: &[(PathBuf, Vec<Kernel>)], out: &Path) {
     let emu_dir = root.join("tests").join("cuda_emu");
-    for f in ["shim.h", "mma.h", "launch.cpp"] {
+    for f in ["shim.h", "mma.h", "cuda_bf16.h", "launch.cpp"] {
         println!("cargo:rerun-if-changed={}", emu_dir.join(f).display());
     }
     let mut build = cc::Build::new();

@@ -118,13 +118,14 @@ fn launch_matmul(dev: &CudaDevice, version: &str, a: &DeviceBuffer, b: &DeviceBu
     dev.launch(version, grid, block, &[a.arg(), b.arg(), c.arg(), n.clone(), n.clone(), n]).expect("launch");
 }
 
-const VERSIONS: [&str; 6] = [
+const VERSIONS: [&str; 7] = [
     "matmul_v1_naive",
     "matmul_v2_coalesced",
     "matmul_v3_shared",
     "matmul_v4_register_blocked",
     "matmul_v5_vectorized",
     "matmul_v6_tf32_wmma",
+    "matmul_v6_bf16_wmma",
 ];
 
 fn bench_matmul(c: &mut Criterion) {
@@ -160,7 +161,9 @@ fn bench_matmul(c: &mut Criterion) {
         let tflops = |t: Duration| flops / t.as_secs_f64() / 1e12;
         let yard = |name: &str| summary.iter().find(|(n, _)| *n == name).map(|(_, t)| tflops(*t)).unwrap_or(f64::NAN);
         for (name, t) in &summary {
-            let against = if name.contains("tf32") { "cublas_tf32" } else { "cublas_sgemm" };
+            // Tensor-core versions against cuBLAS on tensor cores (TF32; there is no f32-input
+            // bf16 cuBLAS GEMM to compare the bf16 version with).
+            let against = if name.contains("tf32") || name.contains("bf16") { "cublas_tf32" } else { "cublas_sgemm" };
             println!(
                 "matmul {n}: {name:<28} {:7.2} TFLOP/s  {:5.1}% of {against}",
                 tflops(*t),

@@ -457,13 +457,14 @@ mod on_device {
     }
 
     /// (name, block, tile rows, tile cols) of every matmul version; the grid covers the tiles.
-    const MATMUL_VERSIONS: [(&str, (u32, u32), u32, u32); 6] = [
+    const MATMUL_VERSIONS: [(&str, (u32, u32), u32, u32); 7] = [
         ("matmul_v1_naive", (16, 16), 16, 16),
         ("matmul_v2_coalesced", (32, 8), 8, 32),
         ("matmul_v3_shared", (32, 32), 32, 32),
         ("matmul_v4_register_blocked", (256, 1), 128, 128),
         ("matmul_v5_vectorized", (256, 1), 128, 128),
         ("matmul_v6_tf32_wmma", (128, 1), 64, 64),
+        ("matmul_v6_bf16_wmma", (128, 1), 64, 64),
     ];
 
     #[test]
@@ -514,7 +515,13 @@ mod on_device {
                         }
                     })
                     .fold(0.0, f64::max);
-                let tol = if name.contains("tf32") { TF32_TOL } else { MATMUL_TOL };
+                let tol = if name.contains("tf32") {
+                    TF32_TOL
+                } else if name.contains("bf16") {
+                    BF16_TOL
+                } else {
+                    MATMUL_TOL
+                };
                 let verdict = if err <= tol { "ok" } else { "FAILED" };
                 println!("{name} {batch}x{m}x{k}x{n}: max error {err:.2e} of sum|ab| (tolerance {tol:.0e}) {verdict}");
                 assert!(err <= tol, "{name} {batch}x{m}x{k}x{n}: error {err:e} > {tol:e}");

@@ -15,6 +15,8 @@ pub const SOFTMAX_TOL: f64 = 1e-4;
 pub const MATMUL_TOL: f64 = 1e-3;
 /// TF32 tensor cores: operands rounded to 10 mantissa bits (2^-11 relative each).
 pub const TF32_TOL: f64 = 5e-3;
+/// bf16 tensor cores: operands rounded to 8 mantissa bits (2^-9 relative each).
+pub const BF16_TOL: f64 = 1e-2;
 /// Reductions and atomically accumulated sums: order of additions differs.
 pub const ACCUMULATED_TOL: f64 = 1e-4;
 

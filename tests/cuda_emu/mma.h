@@ -7,11 +7,13 @@
 // rounding to TF32). The collective calls meet the warp's barrier on entry and on exit, as the
 // `_sync` in their names promises; only lane 0 stores, so the lanes never race on memory.
 // Precision: TF32 operands are rounded to 10 mantissa bits (as __float_to_tf32 does, and as the
-// hardware truncates operands that were not rounded); products accumulate in f32.
+// hardware truncates operands that were not rounded); bf16 operands are exact in f32; products
+// accumulate in f32.
 #pragma once
 
 #include <type_traits>
 
+#include "cuda_bf16.h"
 #include "shim.h"
 
 namespace nvcuda {
@@ -72,12 +74,18 @@ inline void fill_fragment(fragment<Use, M, N, K, T, L>& f, float v) {
     for (int i = 0; i < f.num_elements; ++i) f.x[i] = v;
 }
 
-template <class Use, int M, int N, int K, class T, class L>
-inline void load_matrix_sync(fragment<Use, M, N, K, T, L>& f, const float* p, unsigned ldm) {
+namespace detail {
+inline float to_float(float v) { return v; }
+inline float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+}  // namespace detail
+
+template <class Use, int M, int N, int K, class T, class L, class P>
+inline void load_matrix_sync(fragment<Use, M, N, K, T, L>& f, const P* p, unsigned ldm) {
     __syncwarp();
     constexpr bool col = std::is_same_v<L, col_major>;
     for (int r = 0; r < f.rows; ++r)
-        for (int c = 0; c < f.cols; ++c) f.x[r * f.cols + c] = col ? p[c * ldm + r] : p[r * ldm + c];
+        for (int c = 0; c < f.cols; ++c)
+            f.x[r * f.cols + c] = detail::to_float(col ? p[c * ldm + r] : p[r * ldm + c]);
     __syncwarp();
 }
 
@@ -98,17 +106,19 @@ inline void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, T>&
     __syncwarp();
 }
 
-/// d = a b + c, with TF32 operands.
-template <int M, int N, int K, class LA, class LB, class TC>
-inline void mma_sync(fragment<accumulator, M, N, K, TC>& d, const fragment<matrix_a, M, N, K, precision::tf32, LA>& a,
-                     const fragment<matrix_b, M, N, K, precision::tf32, LB>& b,
-                     const fragment<accumulator, M, N, K, TC>& c) {
+/// d = a b + c. TF32 operands are truncated to TF32 as the hardware does; bf16 operands were
+/// exact in f32 when loaded.
+template <int M, int N, int K, class T, class LA, class LB, class TC>
+inline void mma_sync(fragment<accumulator, M, N, K, TC>& d, const fragment<matrix_a, M, N, K, T, LA>& a,
+                     const fragment<matrix_b, M, N, K, T, LB>& b, const fragment<accumulator, M, N, K, TC>& c) {
     __syncwarp();
+    constexpr bool tf32 = std::is_same_v<T, precision::tf32>;
+    auto operand = [](float v) { return tf32 ? detail::truncate_tf32(v) : v; };
     float out[M * N];
     for (int i = 0; i < M; ++i)
         for (int j = 0; j < N; ++j) {
             float acc = c.x[i * N + j];
-            for (int p = 0; p < K; ++p) acc += detail::truncate_tf32(a.x[i * K + p]) * detail::truncate_tf32(b.x[p * N + j]);
+            for (int p = 0; p < K; ++p) acc += operand(a.x[i * K + p]) * operand(b.x[p * N + j]);
             out[i * N + j] = acc;
         }
     for (int i = 0; i < M * N; ++i) d.x[i] = out[i];

@@ -256,7 +256,7 @@ pub fn matmul_launch(version: &str, batch: usize, m: usize, n: usize) -> CudaRes
         "matmul_v2_coalesced" => ((32, 8, 1), 8, 32, false),
         "matmul_v3_shared" => ((32, 32, 1), 32, 32, false),
         "matmul_v4_register_blocked" | "matmul_v5_vectorized" => ((256, 1, 1), 128, 128, false),
-        "matmul_v6_tf32_wmma" => ((128, 1, 1), 64, 64, false),
+        "matmul_v6_tf32_wmma" | "matmul_v6_bf16_wmma" => ((128, 1, 1), 64, 64, false),
         other => return Err(CudaError(format!("no matmul version named {other}"))),
     };
     if batch > 65535 {
