@@ -14,7 +14,8 @@
 //   s_j = scale q_i . k_j for the tile; m' = max(m, max_j s_j); l = l e^(m - m') + sum_j e^(s_j - m');
 //   acc = acc e^(m - m') + sum_j e^(s_j - m') v_j;  at the end o_i = acc / l, lse_i = m + ln l.
 // Backward (v2), with P recomputed from the saved lse and D_i = dO_i . o_i (from a small first
-// kernel), block = BC threads for BC keys (one key row each), looping over query rows:
+// kernel), block = 2 BC threads for BC keys (two per key row, each with half the head dim),
+// looping over query rows:
 //   p = e^(s_ij - lse_i); dv_j += p dO_i; dp = dO_i . v_j; ds = p (dp - D_i) scale;
 //   dk_j += ds q_i; dq_i += sum_j ds k_j (summed in the block, then one atomicAdd per element).
 // dk and dv of a key row belong to one thread of one block, so they are stored plainly; dq_i
@@ -24,8 +25,8 @@
 // Operands are read in place through head layouts (so GPT's packed [B, T, 3C] projection needs
 // no copy): row t of head h of batch b starts at offset + b * batch_stride + h * head_stride +
 // t * row_stride. The output is [batch, t_q, heads * d]; lse is [batch, heads, t_q]. Head dims
-// up to 64 and up to 128 get their own instantiations (registers hold a row's accumulator;
-// ptxas shows the 128 one spilling, the price of one thread per row).
+// up to 64 and up to 128 get their own instantiations: registers hold a row's accumulators, so
+// their number is fixed at compile time.
 
 struct AttnHeads {
     int offset;
@@ -159,27 +160,33 @@ extern "C" __global__ void attention_v2_flash_backward_dot(const float* o, const
     if (lane == 0) dvec[row] = acc;
 }
 
+// Two threads per key row: thread t owns key t / 2 and half of the head dim, [(t % 2) D / 2,
+// (t % 2 + 1) D / 2), of its dk and dv accumulators. One thread per key would need 2 D
+// accumulator registers (256 at D = 128: ptxas spilled 2 KB per thread); split in two, each
+// thread holds D and the two halves of every dot product meet with one __shfl_xor_sync.
 template <int D, int BC>
 static __device__ __forceinline__ void flash_backward(const float* q, AttnHeads ql, const float* k, AttnHeads kl,
                                                       const float* v, AttnHeads vl, const float* lse,
                                                       const float* dvec, const float* dout, float* grad,
                                                       AttnGrads gl, AttnShape s) {
+    constexpr int HALF = D / 2;
     __shared__ float ks[BC][D + 1];
     __shared__ float vs[BC][D + 1];
     __shared__ float q_row[D];
     __shared__ float do_row[D];
     __shared__ float ds_col[BC];
     int b = blockIdx.y / s.heads, h = blockIdx.y % s.heads;
-    int j0 = blockIdx.x * BC, t = threadIdx.x, j = j0 + t;
+    int t = threadIdx.x, jj = t / 2, e0 = (t % 2) * HALF;
+    int j0 = blockIdx.x * BC, j = j0 + jj;
     for (int e = t; e < BC * D; e += blockDim.x) {
         int r = e / D, c = e % D;
         bool in = j0 + r < s.t_k && c < s.d;
         ks[r][c] = in ? k[head_row(kl, b, h, j0 + r) + c] : 0.0f;
         vs[r][c] = in ? v[head_row(vl, b, h, j0 + r) + c] : 0.0f;
     }
-    float dk[D], dv[D];
+    float dk[HALF], dv[HALF];
 #pragma unroll
-    for (int e = 0; e < D; ++e) {
+    for (int e = 0; e < HALF; ++e) {
         dk[e] = 0.0f;
         dv[e] = 0.0f;
     }
@@ -194,31 +201,33 @@ static __device__ __forceinline__ void flash_backward(const float* q, AttnHeads 
             do_row[e] = e < s.d ? do_src[e] : 0.0f;
         }
         __syncthreads();
-        float ds = 0.0f;
-        bool visible = j < s.t_k && (!s.causal || j <= i);
-        if (visible) {
-            size_t stat = ((size_t)b * s.heads + h) * s.t_q + i;
-            float score = 0.0f, dp = 0.0f;
+        // Both threads of a pair compute their halves of the two dot products, then swap.
+        float score = 0.0f, dp = 0.0f;
 #pragma unroll
-            for (int e = 0; e < D; ++e) {
-                score += q_row[e] * ks[t][e];
-                dp += do_row[e] * vs[t][e];
-            }
+        for (int e = 0; e < HALF; ++e) {
+            score += q_row[e0 + e] * ks[jj][e0 + e];
+            dp += do_row[e0 + e] * vs[jj][e0 + e];
+        }
+        score += __shfl_xor_sync(0xffffffffu, score, 1);
+        dp += __shfl_xor_sync(0xffffffffu, dp, 1);
+        float ds = 0.0f;
+        if (j < s.t_k && (!s.causal || j <= i)) {
+            size_t stat = ((size_t)b * s.heads + h) * s.t_q + i;
             float p = expf(score * s.scale - lse[stat]);
             ds = p * (dp - dvec[stat]) * s.scale;
 #pragma unroll
-            for (int e = 0; e < D; ++e) {
-                dv[e] += p * do_row[e];
-                dk[e] += ds * q_row[e];
+            for (int e = 0; e < HALF; ++e) {
+                dv[e] += p * do_row[e0 + e];
+                dk[e] += ds * q_row[e0 + e];
             }
         }
-        ds_col[t] = ds;
+        if (t % 2 == 0) ds_col[jj] = ds;
         __syncthreads();
-        // dq_i = sum over this block's keys of ds_j k_j: thread t sums elements t, t + BC, ...
+        // dq_i = sum over this block's keys of ds_j k_j: thread t sums elements t, t + 2 BC, ...
         float* dq = grad_b + (size_t)gl.dq.offset + (size_t)h * gl.dq.head_stride + (size_t)i * gl.dq.row_stride;
         for (int e = t; e < s.d; e += blockDim.x) {
             float sum = 0.0f;
-            for (int jj = 0; jj < BC; ++jj) sum += ds_col[jj] * ks[jj][e];
+            for (int r = 0; r < BC; ++r) sum += ds_col[r] * ks[r][e];
             atomicAdd(&dq[e], sum);
         }
     }
@@ -226,16 +235,16 @@ static __device__ __forceinline__ void flash_backward(const float* q, AttnHeads 
     float* dk_out = grad_b + (size_t)gl.dk.offset + (size_t)h * gl.dk.head_stride + (size_t)j * gl.dk.row_stride;
     float* dv_out = grad_b + (size_t)gl.dv.offset + (size_t)h * gl.dv.head_stride + (size_t)j * gl.dv.row_stride;
 #pragma unroll
-    for (int e = 0; e < D; ++e) {
-        if (e < s.d) {
-            dk_out[e] = dk[e];
-            dv_out[e] = dv[e];
+    for (int e = 0; e < HALF; ++e) {
+        if (e0 + e < s.d) {
+            dk_out[e0 + e] = dk[e];
+            dv_out[e0 + e] = dv[e];
         }
     }
 }
 
-// grid (ceil(t_k / 32), batch * heads), block 32; `grad` zeroed first.
-extern "C" __global__ void __launch_bounds__(32) attention_v2_flash_backward_d64(const float* q, AttnHeads ql, const float* k,
+// grid (ceil(t_k / 32), batch * heads), block 64 (two threads per key); `grad` zeroed first.
+extern "C" __global__ void __launch_bounds__(64) attention_v2_flash_backward_d64(const float* q, AttnHeads ql, const float* k,
                                                                         AttnHeads kl, const float* v, AttnHeads vl,
                                                                         const float* lse, const float* dvec,
                                                                         const float* dout, float* grad, AttnGrads gl,
@@ -243,8 +252,8 @@ extern "C" __global__ void __launch_bounds__(32) attention_v2_flash_backward_d64
     flash_backward<64, 32>(q, ql, k, kl, v, vl, lse, dvec, dout, grad, gl, s);
 }
 
-// grid (ceil(t_k / 32), batch * heads), block 32; `grad` zeroed first.
-extern "C" __global__ void __launch_bounds__(32) attention_v2_flash_backward_d128(const float* q, AttnHeads ql, const float* k,
+// grid (ceil(t_k / 32), batch * heads), block 64 (two threads per key); `grad` zeroed first.
+extern "C" __global__ void __launch_bounds__(64) attention_v2_flash_backward_d128(const float* q, AttnHeads ql, const float* k,
                                                                          AttnHeads kl, const float* v, AttnHeads vl,
                                                                          const float* lse, const float* dvec,
                                                                          const float* dout, float* grad, AttnGrads gl,

@@ -612,7 +612,7 @@ mod on_device {
                 KernelArg::from_struct(&AttnGrads::new(grads).unwrap()),
                 KernelArg::from_struct(&s),
             ];
-            dev.launch(kernel, ((tk as u32).div_ceil(32), (batch * heads) as u32, 1), (32, 1, 1), &args).unwrap();
+            dev.launch(kernel, ((tk as u32).div_ceil(32), (batch * heads) as u32, 1), (64, 1, 1), &args).unwrap();
             let what = format!("{kernel} b{batch} h{heads} tq{tq} tk{tk} d{d} causal={causal} packed={packed}");
             check(&format!("{what} dq dk dv"), &download(&dev, &d_grad, want.len()), &want, SOFTMAX_TOL);
         }

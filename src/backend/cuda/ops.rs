@@ -733,6 +733,6 @@ pub fn attention_backward(
         KernelArg::from_struct(&s),
     ];
     let grid = (shape.t_k.div_ceil(32) as u32, (shape.batch * shape.heads) as u32, 1);
-    dev.launch(&name, grid, (32, 1, 1), &args)?;
+    dev.launch(&name, grid, (64, 1, 1), &args)?;
     Ok(out)
 }
