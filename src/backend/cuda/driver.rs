@@ -5,7 +5,8 @@
 //! of cached allocations are ordered without events. Modules load lazily, one per
 //! `kernels/*.cu` file, on the first launch of one of its kernels: from the PTX that nvcc wrote
 //! at build time when there is one, else (or when the driver rejects that PTX as newer than
-//! itself) from the embedded source through NVRTC, for the device's own architecture.
+//! itself, or built for a newer GPU than this one) from the embedded source through NVRTC, for
+//! the device's own architecture.
 
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
@@ -136,7 +137,15 @@ impl Driver {
         if let Some(ptx) = file.ptx {
             match self.load_ptx(ptx) {
                 Ok(module) => return Ok(module),
-                Err(e) if e.0 == CUresult::CUDA_ERROR_UNSUPPORTED_PTX_VERSION => {}
+                // PTX newer than the driver, or built for a newer architecture than this GPU:
+                // NVRTC compiles the source for what is actually here.
+                Err(e)
+                    if matches!(
+                        e.0,
+                        CUresult::CUDA_ERROR_UNSUPPORTED_PTX_VERSION
+                            | CUresult::CUDA_ERROR_INVALID_PTX
+                            | CUresult::CUDA_ERROR_NO_BINARY_FOR_GPU
+                    ) => {}
                 Err(e) => return Err(format!("loading the PTX of kernels/{}.cu failed: {}", file.name, describe(e))),
             }
         }
@@ -158,7 +167,7 @@ impl Driver {
             return Err(format!(
                 "kernels/{}.cu needs NVRTC (its PTX was {}), but libnvrtc.so was not found; add its folder to LD_LIBRARY_PATH",
                 file.name,
-                if file.ptx.is_some() { "rejected by the driver as too new" } else { "not built: nvcc was missing" }
+                if file.ptx.is_some() { "rejected by the driver" } else { "not built: nvcc was missing" }
             ));
         }
         let (major, minor) = self.ctx.compute_capability().map_err(describe)?;
