@@ -25,8 +25,9 @@
 // Operands are read in place through head layouts (so GPT's packed [B, T, 3C] projection needs
 // no copy): row t of head h of batch b starts at offset + b * batch_stride + h * head_stride +
 // t * row_stride. The output is [batch, t_q, heads * d]; lse is [batch, heads, t_q]. Head dims
-// up to 64 and up to 128 get their own instantiations: registers hold a row's accumulators, so
-// their number is fixed at compile time.
+// up to 32, 64 and 128 get their own instantiations: registers hold a row's accumulators, so
+// their number is fixed at compile time, and a smaller head runs the smallest one that fits
+// (the padding is zeros, computed for nothing).
 
 struct AttnHeads {
     int offset;
@@ -128,6 +129,13 @@ static __device__ __forceinline__ void flash_forward(const float* q, AttnHeads q
     for (int e = 0; e < D; ++e)
         if (e < s.d) o_row[e] = acc[e] * inv;
     lse[((size_t)b * s.heads + h) * s.t_q + i] = l > 0.0f ? m + logf(l) : -ATT_INF;
+}
+
+// grid (ceil(t_q / 32), batch * heads), block 32.
+extern "C" __global__ void __launch_bounds__(32) attention_v2_flash_forward_d32(const float* q, AttnHeads ql, const float* k,
+                                                                       AttnHeads kl, const float* v, AttnHeads vl,
+                                                                       float* o, float* lse, AttnShape s) {
+    flash_forward<32, 32, 32>(q, ql, k, kl, v, vl, o, lse, s);
 }
 
 // grid (ceil(t_q / 32), batch * heads), block 32.
@@ -241,6 +249,15 @@ static __device__ __forceinline__ void flash_backward(const float* q, AttnHeads 
             dv_out[e0 + e] = dv[e];
         }
     }
+}
+
+// grid (ceil(t_k / 32), batch * heads), block 64 (two threads per key); `grad` zeroed first.
+extern "C" __global__ void __launch_bounds__(64) attention_v2_flash_backward_d32(const float* q, AttnHeads ql, const float* k,
+                                                                        AttnHeads kl, const float* v, AttnHeads vl,
+                                                                        const float* lse, const float* dvec,
+                                                                        const float* dout, float* grad, AttnGrads gl,
+                                                                        AttnShape s) {
+    flash_backward<32, 32>(q, ql, k, kl, v, vl, lse, dvec, dout, grad, gl, s);
 }
 
 // grid (ceil(t_k / 32), batch * heads), block 64 (two threads per key); `grad` zeroed first.

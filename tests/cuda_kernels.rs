@@ -541,6 +541,7 @@ mod on_device {
             (1, 3, 5, 40, 8, false, false),
             (2, 1, 33, 33, 80, true, false),
             (1, 2, 20, 20, 64, false, true),
+            (2, 1, 40, 40, 48, true, true),
         ];
         for (batch, heads, tq, tk, d, causal, packed) in cases {
             let shape = AttentionShape { batch, heads, t_q: tq, t_k: tk, d, causal };
@@ -559,7 +560,11 @@ mod on_device {
             let (d_o, d_lse) = (poisoned(&dev, o.len()), poisoned(&dev, lse.len()));
             let s = AttnShape::new(shape).unwrap();
             let heads_arg = |l| KernelArg::from_struct(&AttnHeads::new(l).unwrap());
-            let kernel = if d <= 64 { "attention_v2_flash_forward_d64" } else { "attention_v2_flash_forward_d128" };
+            let kernel = match d {
+                0..=32 => "attention_v2_flash_forward_d32",
+                33..=64 => "attention_v2_flash_forward_d64",
+                _ => "attention_v2_flash_forward_d128",
+            };
             let args = [
                 dq.arg(),
                 heads_arg(ql),
@@ -597,7 +602,11 @@ mod on_device {
             let args = [d_o.arg(), d_g.arg(), d_dvec.arg(), KernelArg::from_struct(&s)];
             dev.launch("attention_v2_flash_backward_dot", (rows.div_ceil(8), 1, 1), (256, 1, 1), &args).unwrap();
             let d_grad = upload(&dev, &vec![0.0; want.len()]);
-            let kernel = if d <= 64 { "attention_v2_flash_backward_d64" } else { "attention_v2_flash_backward_d128" };
+            let kernel = match d {
+                0..=32 => "attention_v2_flash_backward_d32",
+                33..=64 => "attention_v2_flash_backward_d64",
+                _ => "attention_v2_flash_backward_d128",
+            };
             let args = [
                 dq.arg(),
                 heads_arg(ql),

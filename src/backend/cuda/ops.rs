@@ -656,7 +656,8 @@ pub fn layer_norm_backward(
 /// The flash-attention instantiation for head dim `d`.
 fn flash_variant(d: usize) -> CudaResult<&'static str> {
     match d {
-        0..=64 => Ok("d64"),
+        0..=32 => Ok("d32"),
+        33..=64 => Ok("d64"),
         65..=128 => Ok("d128"),
         _ => Err(CudaError(format!("attention: head dim {d} is above the CUDA kernels' limit of 128"))),
     }
