@@ -23,13 +23,13 @@ fn main() {
     let n_embd: usize = flags.get("width", 128, "width of the residual stream");
     let block_size: usize = flags.get("block", 128, "context length in characters");
     let batch: usize = flags.get("batch-size", 16, "sequences per step");
-    let steps: usize = flags.get("steps", 2400, "training steps (the default run fits in about 10 minutes on 2 cores)");
+    let steps: usize = flags.get("steps", 3600, "training steps (the default run fits in about 10 minutes on 2 idle cores)");
     let lr: f64 = flags.get("lr", 3e-3, "peak AdamW learning rate (warmup, then cosine decay)");
     let min_lr: f64 = flags.get("min-lr", 1e-4, "learning rate at the end of the cosine decay");
     let weight_decay: f64 = flags.get("weight-decay", 0.1, "AdamW weight decay (matrices only)");
     let warmup: usize = flags.get("warmup", 100, "linear warmup steps");
     let clip: f64 = flags.get("clip", 1.0, "clip the global gradient norm to this (0: off)");
-    let eval_every: usize = flags.get("eval-every", 250, "steps between validation estimates");
+    let eval_every: usize = flags.get("eval-every", 300, "steps between validation estimates");
     let eval_batches: usize = flags.get("eval-batches", 50, "batches per validation estimate");
     let seed: u64 = flags.get("seed", 1337, "seed for initialization, batches and sampling");
     let temperature: f64 = flags.get("temperature", 0.8, "sampling temperature");
