@@ -23,7 +23,8 @@ fn main() {
     let n_embd: usize = flags.get("width", 128, "width of the residual stream");
     let block_size: usize = flags.get("block", 128, "context length in characters");
     let batch: usize = flags.get("batch-size", 16, "sequences per step");
-    let steps: usize = flags.get("steps", 3600, "training steps (the default run fits in about 10 minutes on 2 idle cores)");
+    let steps: usize =
+        flags.get("steps", 3600, "training steps (the default run fits in about 10 minutes on 2 idle cores)");
     let lr: f64 = flags.get("lr", 3e-3, "peak AdamW learning rate (warmup, then cosine decay)");
     let min_lr: f64 = flags.get("min-lr", 1e-4, "learning rate at the end of the cosine decay");
     let weight_decay: f64 = flags.get("weight-decay", 0.1, "AdamW weight decay (matrices only)");
