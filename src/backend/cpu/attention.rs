@@ -23,7 +23,7 @@
 use rayon::prelude::*;
 
 use super::isa::{self, Isa};
-use super::matmul::{matmul_v4_packed, MatRef};
+use super::matmul::{gemm, MatRef};
 
 use crate::tensor::Float;
 
@@ -200,7 +200,7 @@ fn forward_batch<T: Float, const FMA: bool>(
                 continue;
             }
             let p = &mut p_blk[..rows * keys];
-            matmul_v4_packed(rows_of(q, &ql, b, h, q0, rows, d), rows_of(k, &kl, b, h, 0, keys, d).t(), p);
+            gemm(rows_of(q, &ql, b, h, q0, rows, d), rows_of(k, &kl, b, h, 0, keys, d).t(), p, false);
             for (r, row) in p.chunks_exact_mut(keys).enumerate() {
                 let n = s.keys_for(q0 + r);
                 let (seen, masked) = row.split_at_mut(n);
@@ -223,7 +223,7 @@ fn forward_batch<T: Float, const FMA: bool>(
                 *lse = m + l.ln();
             }
             let o = &mut o_blk[..rows * d];
-            matmul_v4_packed(MatRef::row_major(p, rows, keys), rows_of(v, &vl, b, h, 0, keys, d), o);
+            gemm(MatRef::row_major(p, rows, keys), rows_of(v, &vl, b, h, 0, keys, d), o, false);
             for (r, o_row) in o.chunks_exact(d).enumerate() {
                 let at = (q0 + r) * hd + h * d;
                 o_b[at..at + d].copy_from_slice(o_row);
@@ -338,8 +338,8 @@ fn backward_batch<T: Float, const FMA: bool>(
             let (k_all, v_all) = (rows_of(k, &kl, b, h, 0, keys, d), rows_of(v, &vl, b, h, 0, keys, d));
             let p = &mut p_blk[..rows * keys];
             let ds = &mut ds_blk[..rows * keys];
-            matmul_v4_packed(q_blk, k_all.t(), p);
-            matmul_v4_packed(do_blk, v_all.t(), ds);
+            gemm(q_blk, k_all.t(), p, false);
+            gemm(do_blk, v_all.t(), ds, false);
             for (r, (p_row, ds_row)) in p.chunks_exact_mut(keys).zip(ds.chunks_exact_mut(keys)).enumerate() {
                 let i = q0 + r;
                 let n = s.keys_for(i);
@@ -358,12 +358,12 @@ fn backward_batch<T: Float, const FMA: bool>(
             let ds_mat = MatRef::row_major(&ds_blk[..rows * keys], rows, keys);
             let p_mat = MatRef::row_major(&p_blk[..rows * keys], rows, keys);
             // dQ rows of this block.
-            matmul_v4_packed(ds_mat, k_all, &mut tmp[..rows * d]);
+            gemm(ds_mat, k_all, &mut tmp[..rows * d], false);
             add_rows::<T, FMA>(&tmp[..rows * d], grad_b, &g.dq, h, q0, d);
             // dK and dV rows of every key the block saw.
-            matmul_v4_packed(ds_mat.t(), q_blk, &mut tmp[..keys * d]);
+            gemm(ds_mat.t(), q_blk, &mut tmp[..keys * d], false);
             add_rows::<T, FMA>(&tmp[..keys * d], grad_b, &g.dk, h, 0, d);
-            matmul_v4_packed(p_mat.t(), do_blk, &mut tmp[..keys * d]);
+            gemm(p_mat.t(), do_blk, &mut tmp[..keys * d], false);
             add_rows::<T, FMA>(&tmp[..keys * d], grad_b, &g.dv, h, 0, d);
         }
     }

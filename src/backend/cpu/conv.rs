@@ -53,7 +53,7 @@
 
 use rayon::prelude::*;
 
-use super::matmul::{matmul_v4_packed, matmul_v5_packed_parallel, MatRef};
+use super::matmul::{gemm, MatRef};
 use crate::tensor::{Float, Layout};
 
 /// Below this many multiply-adds a convolution stays on one thread (a rayon split costs
@@ -300,9 +300,9 @@ fn conv2d_im2col<T: Float>(
         im2col(x, ImageView::of(lx, n), s, cols);
         let (wm, cm) = (MatRef::row_major(w, s.out_channels, k), MatRef::row_major(cols, k, l));
         if images_in_parallel {
-            matmul_v4_packed(wm, cm, y_n);
+            gemm(wm, cm, y_n, false);
         } else {
-            matmul_v5_packed_parallel(wm, cm, y_n);
+            gemm(wm, cm, y_n, true);
         }
         if let Some(b) = bias {
             for (channel, &bo) in y_n.chunks_exact_mut(l).zip(b) {
@@ -382,9 +382,9 @@ pub fn conv2d_input_grad_v2_col2im<T: Float>(dy: &[T], w: &[T], s: &Conv2dShape)
     let one = |dcols: &mut Vec<T>, (n, dx_n): (usize, &mut [T]), threaded_gemm: bool| {
         let g_n = MatRef::row_major(&dy[n * per_image_out..(n + 1) * per_image_out], s.out_channels, l);
         if threaded_gemm {
-            matmul_v5_packed_parallel(w_t, g_n, dcols);
+            gemm(w_t, g_n, dcols, true);
         } else {
-            matmul_v4_packed(w_t, g_n, dcols);
+            gemm(w_t, g_n, dcols, false);
         }
         col2im_add(dcols, s, dx_n);
     };
@@ -453,9 +453,9 @@ pub fn conv2d_weight_grad_v2_im2col<T: Float>(x: &[T], lx: &Layout, dy: &[T], s:
             let cols_t = MatRef::row_major(&cols, k, l).t();
             // Threads go to the groups when there are several, else inside the GEMM.
             if groups_in_parallel {
-                matmul_v4_packed(g_n, cols_t, &mut dw_n);
+                gemm(g_n, cols_t, &mut dw_n, false);
             } else {
-                matmul_v5_packed_parallel(g_n, cols_t, &mut dw_n);
+                gemm(g_n, cols_t, &mut dw_n, true);
             }
             sum.iter_mut().zip(&dw_n).for_each(|(acc, &v)| *acc += v);
         }

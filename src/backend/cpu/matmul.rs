@@ -11,10 +11,12 @@
 //! | `matmul_v3_blocked` | tiles of `BLOCK` x `BLOCK` | the tiles of A, B and C being combined stay in cache instead of streaming B from memory for every row |
 //! | `matmul_v4_packed` | packed panels + an `MR x NR` register tile, compiled for AVX-512 / AVX2+FMA at run time | operands are copied once into the exact order the inner kernel reads them; the kernel keeps `MR x NR` sums in registers and does `MR + NR` loads per `MR * NR` fused multiply-adds |
 //! | `matmul_v5_packed_parallel` | v4 with row blocks spread over rayon threads | both cores work; small products stay on one thread |
+//! | `matmul_v6_wide` | (f32, AVX-512) a 12 x 32 tile, A read in place, B packed once per product (`matmul/wide.rs`) | 14 loads per 24 FMAs instead of 13 per 12, so the FMA units set the pace; no pass over A; one fork-join per product |
 //!
 //! All versions accept strided operands ([`MatRef`]), so `A^T B` and `A B^T` (what backward
 //! needs) run without materializing a transpose: the packing step reads through the strides.
-//! `benches/matmul.rs` measures the ladder; the dispatcher uses v5.
+//! `benches/matmul.rs` measures the ladder; the engine calls [`gemm`], which runs v6 where it
+//! applies and v4 / v5 elsewhere.
 
 use std::any::TypeId;
 
@@ -22,6 +24,8 @@ use rayon::prelude::*;
 
 use super::isa::{self, Isa};
 use crate::tensor::{Float, Layout};
+
+mod wide;
 
 /// A read-only strided matrix: element `(i, j)` is `data[offset + i * row_stride + j * col_stride]`.
 #[derive(Clone, Copy, Debug)]
@@ -52,6 +56,18 @@ impl<'a, T: Float> MatRef<'a, T> {
         MatRef { rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride, ..self }
     }
 
+    /// The same view over `data`, a buffer of another element type with the same layout.
+    fn with_data<U>(self, data: &[U]) -> MatRef<'_, U> {
+        MatRef {
+            data,
+            offset: self.offset,
+            rows: self.rows,
+            cols: self.cols,
+            row_stride: self.row_stride,
+            col_stride: self.col_stride,
+        }
+    }
+
     #[inline(always)]
     fn at(&self, i: usize, j: usize) -> T {
         self.data[self.offset + i * self.row_stride + j * self.col_stride]
@@ -69,6 +85,7 @@ pub fn versions<T: Float>() -> Vec<(&'static str, MatmulFn<T>)> {
         ("v3_blocked", matmul_v3_blocked::<T>),
         ("v4_packed", matmul_v4_packed::<T>),
         ("v5_packed_parallel", matmul_v5_packed_parallel::<T>),
+        ("v6_wide", matmul_v6_wide::<T>),
     ]
 }
 
@@ -396,16 +413,50 @@ fn worth_parallel<T>(a: &MatRef<'_, T>, b: &MatRef<'_, T>) -> bool {
     2 * a.rows * a.cols * b.cols >= PARALLEL_MIN_FLOPS && rayon::current_num_threads() > 1
 }
 
+/// v6: for f32 on AVX-512, the 12 x 32 kernel of `matmul/wide.rs` (A read in place, B packed
+/// once, one fork-join); elsewhere v5. Parallel when the product is big enough.
+pub fn matmul_v6_wide<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T]) {
+    gemm(a, b, c, true);
+}
+
+/// The fastest version for this CPU and element type: `C = A B`. With `parallel`, products big
+/// enough to gain from it are split over rayon threads; without, the caller's thread does all
+/// (for callers that are already one of many parallel tasks).
+pub fn gemm<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], parallel: bool) {
+    best(a, b, c, parallel && worth_parallel(&a, &b), None);
+}
+
 /// `C = A B + bias` (bias added to every row): the product accumulates onto rows that start
 /// as copies of the bias, so a linear layer's bias costs no extra pass over its output.
 pub fn matmul_bias<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, bias: &[T], c: &mut [T]) {
     assert_eq!(bias.len(), b.cols, "matmul_bias: bias of {} values for {} columns", bias.len(), b.cols);
-    if b.cols > 0 {
-        for row in c.chunks_exact_mut(b.cols) {
-            row.copy_from_slice(bias);
+    best(a, b, c, worth_parallel(&a, &b), Some(bias));
+}
+
+/// v6 for f32 on AVX-512, else the packed v4 / v5 kernels for this CPU. With a bias, the v6
+/// kernel adds it as it first stores C; the others start from rows copied from it.
+fn best<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], parallel: bool, bias: Option<&[T]>) {
+    #[cfg(target_arch = "x86_64")]
+    if isa::detect() == Isa::Avx512 {
+        if let (Some(a_data), Some(b_data)) = (as_f32(a.data), as_f32(b.data)) {
+            let c = as_f32_mut(c).expect("c has the element type of a");
+            let start = match bias {
+                Some(bias) => wide::Start::Bias(as_f32(bias).expect("bias has the element type of a")),
+                None => wide::Start::Overwrite,
+            };
+            // SAFETY: isa::detect() returned Avx512, so isa::supported saw avx512f on this CPU.
+            unsafe { wide::gemm(a.with_data(a_data), b.with_data(b_data), c, parallel, start) };
+            return;
         }
     }
-    packed_for_isa(a, b, c, worth_parallel(&a, &b), true);
+    if let Some(bias) = bias {
+        if b.cols > 0 {
+            for row in c.chunks_exact_mut(b.cols) {
+                row.copy_from_slice(bias);
+            }
+        }
+    }
+    packed_for_isa(a, b, c, parallel, bias.is_some());
 }
 
 /// Picks the tile size and compiled kernel for this CPU.
@@ -419,15 +470,7 @@ fn packed_for_isa<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], par
     if isa == Isa::Avx512 {
         if let (Some(a_data), Some(b_data)) = (as_f32(a.data), as_f32(b.data)) {
             let c = as_f32_mut(c).expect("c has the element type of a");
-            let retype = |m: MatRef<'_, T>, data| MatRef {
-                data,
-                offset: m.offset,
-                rows: m.rows,
-                cols: m.cols,
-                row_stride: m.row_stride,
-                col_stride: m.col_stride,
-            };
-            let (a, b) = (retype(a, a_data), retype(b, b_data));
+            let (a, b) = (a.with_data(a_data), b.with_data(b_data));
             const MR: usize = AVX512_F32_TILE.0;
             const NR: usize = AVX512_F32_TILE.1;
             return packed::<f32, MR, NR>(a, b, c, parallel, accumulate, |kc, mc, nc, ap, bp, c, ldc, j0| {
@@ -545,12 +588,7 @@ pub fn matmul<T: Float>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
         return out;
     }
     let one = |(i, c): (usize, &mut [T]), parallel_inside: bool| {
-        let (am, bm) = (mat(a, la, a_offsets[i], m, k), mat(b, lb, b_offsets[i], k, n));
-        if parallel_inside {
-            matmul_v5_packed_parallel(am, bm, c)
-        } else {
-            matmul_v4_packed(am, bm, c)
-        }
+        gemm(mat(a, la, a_offsets[i], m, k), mat(b, lb, b_offsets[i], k, n), c, parallel_inside)
     };
     let small = 2 * m * n * k < PARALLEL_MIN_FLOPS;
     if a_offsets.len() > 1 && small {
@@ -589,7 +627,7 @@ pub fn ladder() -> super::ladder::Ladder {
             .map(|(name, _)| LadderVersion {
                 name,
                 max_flops: (name == "v1_naive").then_some(NAIVE_MAX_FLOPS),
-                parallel: name == "v5_packed_parallel",
+                parallel: name == "v5_packed_parallel" || name == "v6_wide",
             })
             .collect(),
         // The MLP's first layer (batch 128, 784 -> 256), then squares from cache-sized to

@@ -97,6 +97,12 @@ pub fn reuse<T: Float>(len: usize) -> Vec<T> {
     vec![T::ZERO; len]
 }
 
+/// Parks a scratch buffer (taken with [`reuse`] or [`zeros`]) for the next kernel that asks
+/// for its size, as dropping a storage would.
+pub fn give_back<T: Float>(buffer: Vec<T>) {
+    drop(T::wrap(buffer));
+}
+
 /// Called by `CpuStorage`'s `Drop` with the buffer it held: parks it if it is worth keeping
 /// and there is room, else lets it go.
 pub(crate) fn recycle(storage: CpuStorage) {
