@@ -98,3 +98,51 @@ fn matmul_bias_adds_the_bias_to_every_row() {
     let got: Vec<f64> = c.iter().map(|&v| v as f64).collect();
     assert_close(&got, &expected, F32_ACCUMULATED * (k as f64).sqrt(), "matmul_bias");
 }
+
+/// `gemm_strided` writes a block inside a wider matrix: the block's rows are overwritten (or
+/// added onto), everything between them is left alone. f32 runs the AVX-512 kernel where
+/// the CPU has it, f64 the packed kernels.
+fn check_strided_output<T: Float>(tol: f64) {
+    use glassbox::backend::cpu::matmul::gemm_strided;
+    let mut rng = Rng::new(11);
+    for &(m, k, n, ldc) in &[(1, 1, 1, 1), (13, 40, 7, 20), (64, 32, 33, 100), (300, 257, 70, 75)] {
+        let a = random::<T>(m * k, &mut rng);
+        let b = random::<T>(k * n, &mut rng);
+        let mut product = vec![T::ZERO; m * n];
+        matmul_v1_naive(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut product);
+        let before = random::<T>(m * ldc, &mut rng);
+        for accumulate in [false, true] {
+            for parallel in [false, true] {
+                let mut c = before.clone();
+                gemm_strided(
+                    MatRef::row_major(&a, m, k),
+                    MatRef::row_major(&b, k, n),
+                    &mut c,
+                    ldc,
+                    parallel,
+                    accumulate,
+                );
+                let expected: Vec<f64> = (0..m * ldc)
+                    .map(|idx| {
+                        let (i, j) = (idx / ldc, idx % ldc);
+                        let old = before[idx].to_f64();
+                        match (j < n, accumulate) {
+                            (false, _) => old,
+                            (true, false) => product[i * n + j].to_f64(),
+                            (true, true) => old + product[i * n + j].to_f64(),
+                        }
+                    })
+                    .collect();
+                let got: Vec<f64> = c.iter().map(|v| v.to_f64()).collect();
+                let what = format!("gemm_strided {m}x{k}x{n} ldc {ldc} accumulate {accumulate} parallel {parallel}");
+                assert_close(&got, &expected, tol * (k as f64).sqrt(), &what);
+            }
+        }
+    }
+}
+
+#[test]
+fn strided_output_leaves_the_rest_of_the_matrix_alone() {
+    check_strided_output::<f32>(F32_ACCUMULATED);
+    check_strided_output::<f64>(F64_TIGHT);
+}

@@ -23,7 +23,7 @@
 use rayon::prelude::*;
 
 use super::isa::{self, Isa};
-use super::matmul::{gemm, MatRef};
+use super::matmul::{gemm, gemm_strided, MatRef};
 
 use crate::tensor::Float;
 
@@ -109,14 +109,6 @@ fn dot<T: Float>(a: &[T], b: &[T]) -> T {
     acc.iter().copied().sum::<T>() + tail
 }
 
-/// `y += alpha x`; with `FMA` one fused multiply-add per element (only where FMA is enabled).
-#[inline(always)]
-fn axpy<T: Float, const FMA: bool>(alpha: T, x: &[T], y: &mut [T]) {
-    for (yv, &xv) in y.iter_mut().zip(x) {
-        *yv = if FMA { alpha.mul_add(xv, *yv) } else { *yv + alpha * xv };
-    }
-}
-
 /// The inputs of one attention problem, each with its layout.
 #[derive(Clone, Copy)]
 pub struct AttentionInputs<'a, T> {
@@ -142,7 +134,7 @@ pub fn attention_forward<T: Float>(x: AttentionInputs<'_, T>, s: AttentionShape)
             #[cfg(target_arch = "x86_64")]
             // SAFETY: isa::detect() returned Avx2Fma, so isa::supported saw avx2 and fma.
             Isa::Avx2Fma => unsafe { forward_batch_avx2(x, s, b, o_b, lse_b) },
-            _ => forward_batch::<T, false>(x, s, b, o_b, lse_b),
+            _ => forward_batch(x, s, b, o_b, lse_b),
         },
     );
     (o, lse)
@@ -157,7 +149,7 @@ unsafe fn forward_batch_avx512<T: Float>(
     o_b: &mut [T],
     lse_b: &mut [T],
 ) {
-    forward_batch::<T, true>(x, s, b, o_b, lse_b)
+    forward_batch(x, s, b, o_b, lse_b)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -169,7 +161,7 @@ unsafe fn forward_batch_avx2<T: Float>(
     o_b: &mut [T],
     lse_b: &mut [T],
 ) {
-    forward_batch::<T, true>(x, s, b, o_b, lse_b)
+    forward_batch(x, s, b, o_b, lse_b)
 }
 
 /// The forward pass for batch element `b`, one block of `QUERY_BLOCK` query rows at a time:
@@ -177,18 +169,11 @@ unsafe fn forward_batch_avx2<T: Float>(
 /// softmax between them runs over rows of the `QUERY_BLOCK x T_k` scratch. Inlined into one
 /// copy per instruction set (see `isa.rs`), so the row loops use the widest vectors available.
 #[inline(always)]
-fn forward_batch<T: Float, const FMA: bool>(
-    x: AttentionInputs<'_, T>,
-    s: AttentionShape,
-    b: usize,
-    o_b: &mut [T],
-    lse_b: &mut [T],
-) {
+fn forward_batch<T: Float>(x: AttentionInputs<'_, T>, s: AttentionShape, b: usize, o_b: &mut [T], lse_b: &mut [T]) {
     let (tq, tk, d, hd) = (s.t_q, s.t_k, s.d, s.heads * s.d);
     let scale = s.scale::<T>();
     let ((q, ql), (k, kl), (v, vl)) = (x.q, x.k, x.v);
     let mut p_blk = vec![T::ZERO; QUERY_BLOCK * tk];
-    let mut o_blk = vec![T::ZERO; QUERY_BLOCK * d];
     for h in 0..s.heads {
         for q0 in (0..tq).step_by(QUERY_BLOCK) {
             let rows = QUERY_BLOCK.min(tq - q0);
@@ -203,18 +188,16 @@ fn forward_batch<T: Float, const FMA: bool>(
             gemm(rows_of(q, &ql, b, h, q0, rows, d), rows_of(k, &kl, b, h, 0, keys, d).t(), p, false);
             for (r, row) in p.chunks_exact_mut(keys).enumerate() {
                 let n = s.keys_for(q0 + r);
-                let (seen, masked) = row.split_at_mut(n);
-                masked.fill(T::ZERO);
                 let lse = &mut lse_b[h * tq + q0 + r];
                 if n == 0 {
+                    row.fill(T::ZERO);
                     *lse = T::NEG_INFINITY;
                     continue;
                 }
-                let m = seen.iter().fold(T::NEG_INFINITY, |a, &c| a.max(c)) * scale;
+                let m = super::reduce::max_contiguous(&row[..n]) * scale;
                 // Exponentials and their sum in separate loops, so the exp loop vectorizes.
-                for x in seen.iter_mut() {
-                    *x = (*x * scale - m).exp();
-                }
+                exp_rows_then_mask(row, n, scale, m);
+                let seen = &mut row[..n];
                 let l = super::reduce::sum_contiguous(seen);
                 let inv = T::ONE / l;
                 for x in seen.iter_mut() {
@@ -222,12 +205,9 @@ fn forward_batch<T: Float, const FMA: bool>(
                 }
                 *lse = m + l.ln();
             }
-            let o = &mut o_blk[..rows * d];
-            gemm(MatRef::row_major(p, rows, keys), rows_of(v, &vl, b, h, 0, keys, d), o, false);
-            for (r, o_row) in o.chunks_exact(d).enumerate() {
-                let at = (q0 + r) * hd + h * d;
-                o_b[at..at + d].copy_from_slice(o_row);
-            }
+            // O_blk = P V lands straight in the output rows of head h (hd apart).
+            let p = MatRef::row_major(p, rows, keys);
+            gemm_strided(p, rows_of(v, &vl, b, h, 0, keys, d), &mut o_b[q0 * hd + h * d..], hd, false, false);
         }
     }
 }
@@ -267,7 +247,7 @@ pub fn attention_backward<T: Float>(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: isa::detect() returned Avx2Fma, so isa::supported saw avx2 and fma.
         Isa::Avx2Fma => unsafe { backward_batch_avx2(x, saved, s, g, b, grad_b) },
-        _ => backward_batch::<T, false>(x, saved, s, g, b, grad_b),
+        _ => backward_batch(x, saved, s, g, b, grad_b),
     });
     grad
 }
@@ -290,7 +270,7 @@ unsafe fn backward_batch_avx512<T: Float>(
     b: usize,
     grad_b: &mut [T],
 ) {
-    backward_batch::<T, true>(x, saved, s, g, b, grad_b)
+    backward_batch(x, saved, s, g, b, grad_b)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -303,7 +283,7 @@ unsafe fn backward_batch_avx2<T: Float>(
     b: usize,
     grad_b: &mut [T],
 ) {
-    backward_batch::<T, true>(x, saved, s, g, b, grad_b)
+    backward_batch(x, saved, s, g, b, grad_b)
 }
 
 /// The backward pass for batch element `b`, one block of query rows at a time, written into
@@ -311,7 +291,7 @@ unsafe fn backward_batch_avx2<T: Float>(
 /// log-sum-exp: `dP = dO V^T`, `dS = P (dP - D) scale`, then `dQ = dS K`, `dK += dS^T Q`,
 /// `dV += P^T dO`: five GEMMs on `QUERY_BLOCK x T_k` scratch.
 #[inline(always)]
-fn backward_batch<T: Float, const FMA: bool>(
+fn backward_batch<T: Float>(
     x: AttentionInputs<'_, T>,
     saved: Saved<'_, T>,
     s: AttentionShape,
@@ -326,7 +306,6 @@ fn backward_batch<T: Float, const FMA: bool>(
     // The upstream gradient and output of this batch element, laid out [t_q, heads * d].
     let out_layout = HeadLayout { offset: 0, batch_stride: s.out_chunk(), head_stride: d, row_stride: hd };
     let (mut p_blk, mut ds_blk) = (vec![T::ZERO; QUERY_BLOCK * tk], vec![T::ZERO; QUERY_BLOCK * tk]);
-    let mut tmp = vec![T::ZERO; QUERY_BLOCK.max(tk) * d];
     for h in 0..s.heads {
         for q0 in (0..tq).step_by(QUERY_BLOCK) {
             let rows = QUERY_BLOCK.min(tq - q0);
@@ -346,27 +325,35 @@ fn backward_batch<T: Float, const FMA: bool>(
                 let out_at = b * s.out_chunk() + i * hd + h * d;
                 let d_i = dot(&d_o[out_at..out_at + d], &o[out_at..out_at + d]);
                 let l_i = lse[(b * s.heads + h) * tq + i];
-                let (seen, masked) = p_row.split_at_mut(n);
-                for x in seen.iter_mut() {
-                    *x = (*x * scale - l_i).exp();
-                }
-                masked.fill(T::ZERO);
+                exp_rows_then_mask(p_row, n, scale, l_i);
                 for (ds, &pj) in ds_row.iter_mut().zip(p_row.iter()) {
                     *ds = pj * (*ds - d_i) * scale;
                 }
             }
             let ds_mat = MatRef::row_major(&ds_blk[..rows * keys], rows, keys);
             let p_mat = MatRef::row_major(&p_blk[..rows * keys], rows, keys);
-            // dQ rows of this block.
-            gemm(ds_mat, k_all, &mut tmp[..rows * d], false);
-            add_rows::<T, FMA>(&tmp[..rows * d], grad_b, &g.dq, h, q0, d);
-            // dK and dV rows of every key the block saw.
-            gemm(ds_mat.t(), q_blk, &mut tmp[..keys * d], false);
-            add_rows::<T, FMA>(&tmp[..keys * d], grad_b, &g.dk, h, 0, d);
-            gemm(p_mat.t(), do_blk, &mut tmp[..keys * d], false);
-            add_rows::<T, FMA>(&tmp[..keys * d], grad_b, &g.dv, h, 0, d);
+            // The gradients accumulate straight into their rows of this batch element's chunk:
+            // dQ for the block's rows, dK and dV for every key the block saw.
+            let at = |l: &HeadLayout, t0: usize| l.offset + h * l.head_stride + t0 * l.row_stride;
+            gemm_strided(ds_mat, k_all, &mut grad_b[at(&g.dq, q0)..], g.dq.row_stride, false, true);
+            gemm_strided(ds_mat.t(), q_blk, &mut grad_b[at(&g.dk, 0)..], g.dk.row_stride, false, true);
+            gemm_strided(p_mat.t(), do_blk, &mut grad_b[at(&g.dv, 0)..], g.dv.row_stride, false, true);
         }
     }
+}
+
+/// `row[j] = exp(row[j] * scale - shift)` for the `n` keys the row sees, zero for the rest.
+/// The exponentials run over whole 16-lane vectors, past `n` up to the row's end where
+/// needed: causal rows have every length, and a scalar tail of up to 15 exponentials per row
+/// cost as much as the vector part. The extra lanes hold real (masked) scores, so they are
+/// finite or overflow to infinity, never NaN, and are overwritten with zeros.
+#[inline(always)]
+fn exp_rows_then_mask<T: Float>(row: &mut [T], n: usize, scale: T, shift: T) {
+    let wide = n.next_multiple_of(16).min(row.len());
+    for x in row[..wide].iter_mut() {
+        *x = (*x * scale - shift).exp();
+    }
+    row[n..].fill(T::ZERO);
 }
 
 /// Query rows per block: the softmax scratch is `QUERY_BLOCK x T_k`, so memory grows with
@@ -384,14 +371,4 @@ fn rows_of<'a, T: Float>(
     d: usize,
 ) -> MatRef<'a, T> {
     MatRef { data, offset: l.row(b, h, t0), rows, cols: d, row_stride: l.row_stride, col_stride: 1 }
-}
-
-/// Adds the contiguous `[rows, d]` block `src` to rows `t0..` of head `h` in `dst` (a batch
-/// element's chunk, laid out by `l` without its batch stride).
-#[inline(always)]
-fn add_rows<T: Float, const FMA: bool>(src: &[T], dst: &mut [T], l: &HeadLayout, h: usize, t0: usize, d: usize) {
-    for (r, row) in src.chunks_exact(d).enumerate() {
-        let at = l.offset + h * l.head_stride + (t0 + r) * l.row_stride;
-        axpy::<T, FMA>(T::ONE, row, &mut dst[at..at + d]);
-    }
 }

@@ -100,6 +100,26 @@ fn check_shapes<T>(a: &MatRef<'_, T>, b: &MatRef<'_, T>, c: &[T]) {
     );
 }
 
+/// Checks a product written as rows `ldc` apart, and returns `c` trimmed to exactly the
+/// values from the first output element to the last (so splitting it into blocks of rows
+/// gives every block its own rows and no empty blocks).
+fn strided_out<'c, T>(a: &MatRef<'_, T>, b: &MatRef<'_, T>, c: &'c mut [T], ldc: usize) -> &'c mut [T] {
+    assert_eq!(a.cols, b.rows, "matmul kernel: inner dims differ ({}x{} times {}x{})", a.rows, a.cols, b.rows, b.cols);
+    assert!(ldc >= b.cols, "matmul kernel: output rows {ldc} apart cannot hold {} columns", b.cols);
+    if a.rows == 0 || b.cols == 0 {
+        return &mut c[..0];
+    }
+    let needed = (a.rows - 1) * ldc + b.cols;
+    assert!(
+        c.len() >= needed,
+        "matmul kernel: output holds {} values, a {}x{} product with rows {ldc} apart needs {needed}",
+        c.len(),
+        a.rows,
+        b.cols
+    );
+    &mut c[..needed]
+}
+
 /// v1: the definition. One dot product per output element; the B column is read with stride N,
 /// so every `k` step touches a new cache line.
 pub fn matmul_v1_naive<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T]) {
@@ -399,14 +419,18 @@ unsafe fn macro_kernel_avx2<T: Float>(
 /// v4: packing + register tiling, one thread. For each `KC`-deep slice of the product, B's
 /// `KC x NC` block is packed once and reused by every `MC`-row block of A.
 pub fn matmul_v4_packed<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T]) {
-    packed_for_isa(a, b, c, false, false);
+    check_shapes(&a, &b, c);
+    c.fill(T::ZERO);
+    packed_for_isa(a, b, c, b.cols, false);
 }
 
 /// v5: v4 with the row blocks of C computed by different rayon threads (each packs its own A
 /// block; the B block is packed once and shared). Row blocks are sized so every thread gets
 /// an equal share even when M is small (the MLP's M = 128 splits 72 + 56, not 96 + 32).
 pub fn matmul_v5_packed_parallel<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T]) {
-    packed_for_isa(a, b, c, worth_parallel(&a, &b), false);
+    check_shapes(&a, &b, c);
+    c.fill(T::ZERO);
+    packed_for_isa(a, b, c, b.cols, worth_parallel(&a, &b));
 }
 
 fn worth_parallel<T>(a: &MatRef<'_, T>, b: &MatRef<'_, T>) -> bool {
@@ -423,44 +447,77 @@ pub fn matmul_v6_wide<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T])
 /// enough to gain from it are split over rayon threads; without, the caller's thread does all
 /// (for callers that are already one of many parallel tasks).
 pub fn gemm<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], parallel: bool) {
-    best(a, b, c, parallel && worth_parallel(&a, &b), None);
+    check_shapes(&a, &b, c);
+    best(a, b, c, b.cols, parallel && worth_parallel(&a, &b), Output::Overwrite);
+}
+
+/// [`gemm`] into rows `ldc` apart (a block inside a wider matrix: a head's columns of an
+/// attention output, say), overwriting them or, with `accumulate`, adding onto them.
+/// Values between the rows are left alone.
+pub fn gemm_strided<T: Float>(
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    c: &mut [T],
+    ldc: usize,
+    parallel: bool,
+    accumulate: bool,
+) {
+    let c = strided_out(&a, &b, c, ldc);
+    let output = if accumulate { Output::Accumulate } else { Output::Overwrite };
+    best(a, b, c, ldc, parallel && worth_parallel(&a, &b), output);
+}
+
+/// What a product does with its output.
+#[derive(Clone, Copy)]
+enum Output<'b, T> {
+    Overwrite,
+    Accumulate,
+    /// `A B + bias`, the bias added to every row.
+    Bias(&'b [T]),
 }
 
 /// `C = A B + bias` (bias added to every row): the product accumulates onto rows that start
 /// as copies of the bias, so a linear layer's bias costs no extra pass over its output.
 pub fn matmul_bias<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, bias: &[T], c: &mut [T]) {
     assert_eq!(bias.len(), b.cols, "matmul_bias: bias of {} values for {} columns", bias.len(), b.cols);
-    best(a, b, c, worth_parallel(&a, &b), Some(bias));
+    check_shapes(&a, &b, c);
+    best(a, b, c, b.cols, worth_parallel(&a, &b), Output::Bias(bias));
 }
 
 /// v6 for f32 on AVX-512, else the packed v4 / v5 kernels for this CPU. With a bias, the v6
-/// kernel adds it as it first stores C; the others start from rows copied from it.
-fn best<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], parallel: bool, bias: Option<&[T]>) {
+/// kernel adds it as it first stores C; the others start from rows copied from it. `c` is
+/// already checked (and trimmed) for `ldc`.
+fn best<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], ldc: usize, parallel: bool, output: Output<'_, T>) {
     #[cfg(target_arch = "x86_64")]
     if isa::detect() == Isa::Avx512 {
         if let (Some(a_data), Some(b_data)) = (as_f32(a.data), as_f32(b.data)) {
             let c = as_f32_mut(c).expect("c has the element type of a");
-            let start = match bias {
-                Some(bias) => wide::Start::Bias(as_f32(bias).expect("bias has the element type of a")),
-                None => wide::Start::Overwrite,
+            let start = match output {
+                Output::Overwrite => wide::Start::Overwrite,
+                Output::Accumulate => wide::Start::Accumulate,
+                Output::Bias(bias) => wide::Start::Bias(as_f32(bias).expect("bias has the element type of a")),
             };
             // SAFETY: isa::detect() returned Avx512, so isa::supported saw avx512f on this CPU.
-            unsafe { wide::gemm(a.with_data(a_data), b.with_data(b_data), c, parallel, start) };
+            unsafe { wide::gemm(a.with_data(a_data), b.with_data(b_data), c, ldc, parallel, start) };
             return;
         }
     }
-    if let Some(bias) = bias {
-        if b.cols > 0 {
-            for row in c.chunks_exact_mut(b.cols) {
-                row.copy_from_slice(bias);
+    let n = b.cols;
+    if n > 0 {
+        for row in c.chunks_mut(ldc) {
+            match output {
+                Output::Overwrite => row[..n].fill(T::ZERO),
+                Output::Accumulate => {}
+                Output::Bias(bias) => row[..n].copy_from_slice(bias),
             }
         }
     }
-    packed_for_isa(a, b, c, parallel, bias.is_some());
+    packed_for_isa(a, b, c, ldc, parallel);
 }
 
 /// Picks the tile size and compiled kernel for this CPU.
-fn packed_for_isa<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], parallel: bool, accumulate: bool) {
+/// Accumulates `A B` onto C (rows `ldc` apart); callers zero C first for a plain product.
+fn packed_for_isa<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], ldc: usize, parallel: bool) {
     let isa = isa::detect();
     // Calling a target_feature function is unsafe only because the CPU might lack the feature;
     // the kernel bodies below are safe Rust (or check their panel bounds), so that is the one
@@ -473,7 +530,7 @@ fn packed_for_isa<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], par
             let (a, b) = (a.with_data(a_data), b.with_data(b_data));
             const MR: usize = AVX512_F32_TILE.0;
             const NR: usize = AVX512_F32_TILE.1;
-            return packed::<f32, MR, NR>(a, b, c, parallel, accumulate, |kc, mc, nc, ap, bp, c, ldc, j0| {
+            return packed::<f32, MR, NR>(a, b, c, ldc, parallel, |kc, mc, nc, ap, bp, c, ldc, j0| {
                 // SAFETY: isa is Avx512 only when isa_supported saw avx512f (and avx2, fma) on
                 // this CPU; the kernel checks its panel lengths before reading through pointers.
                 unsafe { macro_kernel_avx512_f32(kc, mc, nc, ap, bp, c, ldc, j0) }
@@ -487,8 +544,8 @@ fn packed_for_isa<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], par
                 a,
                 b,
                 c,
+                ldc,
                 parallel,
-                accumulate,
                 |kc, mc, nc, ap, bp, c, ldc, j0| {
                     // SAFETY: this arm runs only when isa::detect() saw avx512f and fma on this CPU;
                     // the kernel body is safe Rust (every slice access is bounds-checked).
@@ -498,24 +555,17 @@ fn packed_for_isa<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], par
         }
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2Fma => {
-            packed::<T, { AVX2_TILE.0 }, { AVX2_TILE.1 }>(
-                a,
-                b,
-                c,
-                parallel,
-                accumulate,
-                |kc, mc, nc, ap, bp, c, ldc, j0| {
-                    // SAFETY: as above, with avx2 and fma detected.
-                    unsafe { macro_kernel_avx2(kc, mc, nc, ap, bp, c, ldc, j0) }
-                },
-            )
+            packed::<T, { AVX2_TILE.0 }, { AVX2_TILE.1 }>(a, b, c, ldc, parallel, |kc, mc, nc, ap, bp, c, ldc, j0| {
+                // SAFETY: as above, with avx2 and fma detected.
+                unsafe { macro_kernel_avx2(kc, mc, nc, ap, bp, c, ldc, j0) }
+            })
         }
         _ => packed::<T, { PORTABLE_TILE.0 }, { PORTABLE_TILE.1 }>(
             a,
             b,
             c,
+            ldc,
             parallel,
-            accumulate,
             |kc, mc, nc, ap, bp, c, ldc, j0| {
                 macro_kernel::<T, { PORTABLE_TILE.0 }, { PORTABLE_TILE.1 }, false>(kc, mc, nc, ap, bp, c, ldc, j0)
             },
@@ -528,15 +578,11 @@ fn packed<T: Float, const MR: usize, const NR: usize>(
     a: MatRef<'_, T>,
     b: MatRef<'_, T>,
     c: &mut [T],
+    ldc: usize,
     parallel: bool,
-    accumulate: bool,
     kernel: impl Fn(usize, usize, usize, &[T], &[T], &mut [T], usize, usize) + Sync,
 ) {
-    check_shapes(&a, &b, c);
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    if !accumulate {
-        c.fill(T::ZERO);
-    }
     if m == 0 || n == 0 || k == 0 {
         return;
     }
@@ -554,15 +600,15 @@ fn packed<T: Float, const MR: usize, const NR: usize>(
             pack_b::<T, NR>(&b, p0, kc, j0, nc, &mut b_packed);
             let block = |(blk, c_rows): (usize, &mut [T])| {
                 let i0 = blk * mc;
-                let rows = c_rows.len() / n;
+                let rows = mc.min(m - i0);
                 let mut a_packed = Vec::with_capacity(mc.next_multiple_of(MR) * kc);
                 pack_a::<T, MR>(&a, i0, rows, p0, kc, &mut a_packed);
-                kernel(kc, rows, nc, &a_packed, &b_packed, c_rows, n, j0);
+                kernel(kc, rows, nc, &a_packed, &b_packed, c_rows, ldc, j0);
             };
             if parallel {
-                c.par_chunks_mut(mc * n).enumerate().for_each(block);
+                c.par_chunks_mut(mc * ldc).enumerate().for_each(block);
             } else {
-                c.chunks_mut(mc * n).enumerate().for_each(block);
+                c.chunks_mut(mc * ldc).enumerate().for_each(block);
             }
         }
     }

@@ -123,6 +123,23 @@ fn combine<T: Float>(kind: ReduceKind, acc: T, v: T) -> T {
     }
 }
 
+/// Largest value (NaN is skipped, as `f32::max` does; `-inf` for an empty slice), with 16
+/// independent lanes: a fold over `max` is one dependency chain of 4-cycle steps, and the
+/// compiler may not reorder it into vectors by itself. Compare-and-select lanes vectorize.
+#[inline(always)]
+pub fn max_contiguous<T: Float>(xs: &[T]) -> T {
+    let pick = |m: T, v: T| if v > m { v } else { m };
+    let mut lanes = [T::NEG_INFINITY; 16];
+    let mut chunks = xs.chunks_exact(16);
+    for c in &mut chunks {
+        for k in 0..16 {
+            lanes[k] = pick(lanes[k], c[k]);
+        }
+    }
+    let tail = chunks.remainder().iter().fold(T::NEG_INFINITY, |m, &v| pick(m, v));
+    lanes.into_iter().fold(tail, pick)
+}
+
 /// Sum with eight independent accumulators: breaks the add dependency chain so the loop can
 /// use SIMD lanes, and (as a bonus) loses less precision than one running sum.
 #[inline(always)]

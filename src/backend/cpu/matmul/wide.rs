@@ -23,7 +23,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::super::pool;
-use super::{check_shapes, MatRef};
+use super::MatRef;
 
 /// Rows of the register tile.
 const MR: usize = 12;
@@ -45,32 +45,44 @@ enum TileA {
     Columns(usize),
 }
 
-/// `C = A B`, `C += A B` or `C = A B + bias` (by `start`) for f32 matrices, C contiguous
-/// `M x N`.
+/// `C = A B`, `C += A B` or `C = A B + bias` (by `start`) for f32 matrices, C's rows `ldc`
+/// apart. `c` runs from C's first element to its last (as `strided_out` trims it).
 ///
 /// # Safety
 /// The CPU must support AVX-512F.
-pub(super) unsafe fn gemm(a: MatRef<'_, f32>, b: MatRef<'_, f32>, c: &mut [f32], parallel: bool, start: Start<'_>) {
-    check_shapes(&a, &b, c);
-    if let Start::Bias(bias) = start {
-        assert_eq!(bias.len(), b.cols, "matmul_bias: bias of {} values for {} columns", bias.len(), b.cols);
-    }
-    assert!(in_bounds(&a) && in_bounds(&b), "matmul v6: a strided operand reaches past its buffer");
+pub(super) unsafe fn gemm(
+    a: MatRef<'_, f32>,
+    b: MatRef<'_, f32>,
+    c: &mut [f32],
+    ldc: usize,
+    parallel: bool,
+    start: Start<'_>,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(a.cols == b.rows && ldc >= n, "matmul v6: {}x{} times {}x{} into rows {ldc} apart", m, k, b.rows, n);
     if m == 0 || n == 0 {
         return;
     }
+    assert_eq!(c.len(), (m - 1) * ldc + n, "matmul v6: output of {} values for {m} rows {ldc} apart", c.len());
+    if let Start::Bias(bias) = start {
+        assert_eq!(bias.len(), n, "matmul_bias: bias of {} values for {n} columns", bias.len());
+    }
+    assert!(in_bounds(&a) && in_bounds(&b), "matmul v6: a strided operand reaches past its buffer");
     if k == 0 {
-        match start {
-            Start::Overwrite => c.fill(0.0),
-            Start::Accumulate => {}
-            Start::Bias(bias) => c.chunks_exact_mut(n).for_each(|row| row.copy_from_slice(bias)),
+        for row in c.chunks_mut(ldc) {
+            match start {
+                Start::Overwrite => row[..n].fill(0.0),
+                Start::Accumulate => {}
+                Start::Bias(bias) => row[..n].copy_from_slice(bias),
+            }
         }
         return;
     }
     let threads = if parallel { rayon::current_num_threads() } else { 1 };
     let mc = rows_per_task(m, threads);
     let (b_len, a_len) = (k * n.next_multiple_of(NR), mc.next_multiple_of(MR) * KC);
+    // Block `blk` holds rows blk * mc .. of C.
+    let rows_of = |blk: usize| mc.min(m - blk * mc);
     if threads == 1 {
         // Small products (attention runs hundreds per step) take their scratch from this
         // thread's own buffers: no lock, no allocation. Nothing below calls back into rayon,
@@ -85,21 +97,23 @@ pub(super) unsafe fn gemm(a: MatRef<'_, f32>, b: MatRef<'_, f32>, c: &mut [f32],
             };
             grow(packed, b_len);
             grow(panels_a, a_len);
-            pack_b(&b, &mut packed[..b_len], false);
-            for (blk, c_rows) in c.chunks_mut(mc * n).enumerate() {
+            // SAFETY: AVX-512F vouched for by the caller; `b` checked in bounds above.
+            unsafe { pack_b(&b, &mut packed[..b_len], false) };
+            for (blk, c_rows) in c.chunks_mut(mc * ldc).enumerate() {
                 // SAFETY: the caller vouched for AVX-512F; `a` and `b` were checked in bounds
-                // above; `c_rows` is a whole block of rows of C.
-                unsafe { row_block(&a, blk * mc, c_rows, &packed[..b_len], k, n, start, panels_a) }
+                // above; `c_rows` holds block `blk`'s rows of C.
+                unsafe { row_block(&a, blk * mc, rows_of(blk), c_rows, ldc, &packed[..b_len], k, n, start, panels_a) }
             }
         });
         return;
     }
     let mut packed = pool::reuse::<f32>(b_len);
-    pack_b(&b, &mut packed, true);
-    c.par_chunks_mut(mc * n).enumerate().for_each(|(blk, c_rows)| {
+    // SAFETY: as above.
+    unsafe { pack_b(&b, &mut packed, true) };
+    c.par_chunks_mut(mc * ldc).enumerate().for_each(|(blk, c_rows)| {
         let mut panels_a = pool::reuse::<f32>(a_len);
         // SAFETY: as in the one-thread branch.
-        unsafe { row_block(&a, blk * mc, c_rows, &packed, k, n, start, &mut panels_a) };
+        unsafe { row_block(&a, blk * mc, rows_of(blk), c_rows, ldc, &packed, k, n, start, &mut panels_a) };
         pool::give_back(panels_a);
     });
     pool::give_back(packed);
@@ -133,26 +147,15 @@ fn rows_per_task(m: usize, threads: usize) -> usize {
 /// Packs all of B: for each `KC` slice of depth, panels of `NR` columns, each stored
 /// depth-major (`NR` values per depth step) and zero-padded past column `N`. The panel of
 /// slice `p0` and columns `j0..` starts at `p0 * N_padded + j0 * kc`.
-fn pack_b(b: &MatRef<'_, f32>, out: &mut [f32], parallel: bool) {
+///
+/// # Safety
+/// AVX-512F, and `b` in bounds (checked by [`gemm`]); `out` holds `K x N_padded` values.
+unsafe fn pack_b(b: &MatRef<'_, f32>, out: &mut [f32], parallel: bool) {
     let (k, n) = (b.rows, b.cols);
     let panels = n.div_ceil(NR);
-    let pack = |p0: usize, panel: usize, dst: &mut [f32]| {
-        let j0 = panel * NR;
-        let cols = NR.min(n - j0);
-        for (p, dst_row) in dst.chunks_exact_mut(NR).enumerate() {
-            let src = b.offset + (p0 + p) * b.row_stride + j0 * b.col_stride;
-            if b.col_stride == 1 {
-                for (d, &v) in dst_row[..cols].iter_mut().zip(&b.data[src..src + cols]) {
-                    *d = v;
-                }
-            } else {
-                for (j, d) in dst_row[..cols].iter_mut().enumerate() {
-                    *d = b.data[src + j * b.col_stride];
-                }
-            }
-            dst_row[cols..].fill(0.0);
-        }
-    };
+    // SAFETY: the caller vouched for AVX-512F and `b`'s bounds; each job's `dst` is its own
+    // `kc x NR` run of `out`.
+    let pack = |p0: usize, panel: usize, dst: &mut [f32]| unsafe { pack_panel(b, p0, panel * NR, dst) };
     if !parallel || k * n < 1 << 14 {
         let mut rest = out;
         for p0 in (0..k).step_by(KC) {
@@ -177,6 +180,52 @@ fn pack_b(b: &MatRef<'_, f32>, out: &mut [f32], parallel: bool) {
     jobs.into_par_iter().for_each(|(p0, panel, dst)| pack(p0, panel, dst));
 }
 
+/// One panel of B: depth `p0..p0 + kc` (kc = `dst.len() / NR`), columns `j0..j0 + NR`, with
+/// zeros past column N. A row-major B is two masked vector copies per depth step; any other
+/// B is gathered, 16 columns per instruction (a transposed B, as `Q K^T` has, would otherwise
+/// cost a scalar load and store per value).
+///
+/// # Safety
+/// AVX-512F, and `b` in bounds.
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_panel(b: &MatRef<'_, f32>, p0: usize, j0: usize, dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let cols = NR.min(b.cols - j0);
+    let lanes = |from: usize| -> __mmask16 { ((1u32 << cols.saturating_sub(from).min(16)) - 1) as __mmask16 };
+    let (m0, m1) = (lanes(0), lanes(16));
+    let base = b.data.as_ptr();
+    // Gather offsets must fit in i32; a stride that large would be a strange matrix, and
+    // takes the scalar loop.
+    let gather = b.col_stride != 1 && b.col_stride * NR < i32::MAX as usize;
+    let offsets = _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+        _mm512_set1_epi32(b.col_stride as i32),
+    );
+    let upper = _mm512_add_epi32(offsets, _mm512_set1_epi32(16 * b.col_stride as i32));
+    for (p, dst_row) in dst.chunks_exact_mut(NR).enumerate() {
+        let src = b.offset + (p0 + p) * b.row_stride + j0 * b.col_stride;
+        // SAFETY: lanes j < cols address element (p0 + p, j0 + j) of `b`, which is in bounds
+        // (p0 + p < K, j0 + j < N); masked-off lanes are neither read nor written, so the
+        // wrapping address of the second half is never dereferenced past the matrix.
+        let (v0, v1) = if b.col_stride == 1 {
+            (_mm512_maskz_loadu_ps(m0, base.add(src)), _mm512_maskz_loadu_ps(m1, base.add(src).wrapping_add(16)))
+        } else if gather {
+            let zero = _mm512_setzero_ps();
+            (
+                _mm512_mask_i32gather_ps::<4>(zero, m0, offsets, base.add(src)),
+                _mm512_mask_i32gather_ps::<4>(zero, m1, upper, base.add(src)),
+            )
+        } else {
+            for (j, d) in dst_row.iter_mut().enumerate() {
+                *d = if j < cols { b.data[src + j * b.col_stride] } else { 0.0 };
+            }
+            continue;
+        };
+        _mm512_storeu_ps(dst_row.as_mut_ptr(), v0);
+        _mm512_storeu_ps(dst_row.as_mut_ptr().add(16), v1);
+    }
+}
+
 /// What the first depth slice does with C; later slices always add onto it.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Start<'b> {
@@ -188,24 +237,26 @@ pub(super) enum Start<'b> {
     Bias(&'b [f32]),
 }
 
-/// One task: rows `i0..` of C (as many as `c_rows` holds), every depth slice, every panel.
+/// One task: rows `i0..i0 + rows` of C (in `c_rows`, `ldc` apart), every depth slice, every
+/// panel.
 ///
 /// # Safety
-/// AVX-512F, `a` in bounds (checked by [`gemm`]), `panels_a` of at least `rows` rounded up
-/// to `MR`, times `KC`, values.
+/// AVX-512F, `a` in bounds (checked by [`gemm`]), `c_rows` holding `rows` rows of `n` values
+/// `ldc` apart, `panels_a` of at least `rows` rounded up to `MR`, times `KC`, values.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn row_block(
     a: &MatRef<'_, f32>,
     i0: usize,
+    rows: usize,
     c_rows: &mut [f32],
+    ldc: usize,
     packed: &[f32],
     k: usize,
     n: usize,
     start: Start<'_>,
     panels_a: &mut [f32],
 ) {
-    let rows = c_rows.len() / n;
     let full_tiles = rows / MR;
     let n_padded = n.next_multiple_of(NR);
     // Row-major A is read in place. Any other A is copied once per depth slice into panels
@@ -228,15 +279,15 @@ unsafe fn row_block(
                 } else {
                     (panels_a.as_ptr().add(tile * MR * kc), TileA::Columns(MR))
                 };
-                let c_tile = c_rows.as_mut_ptr().add(r0 * n + j0);
+                let c_tile = c_rows.as_mut_ptr().add(r0 * ldc + j0);
                 let tile_rows = MR.min(rows - r0);
                 // SAFETY: in-place tiles are rows i0 + r0 .. + 12 <= M and depth p0 .. + kc
                 // <= K of a row-major A checked in bounds; packed tiles are MR x kc panels
                 // inside `panels_a` (tile < rows / MR rounded up). The B panel holds
                 // kc x NR values. C's tile_rows rows of `cols` values from `c_tile` lie
-                // inside `c_rows` (r0 + tile_rows <= rows, j0 + cols <= n), and a bias
-                // holds n values (checked by the caller).
-                kernel(kc, a_tile, layout, b_panel.as_ptr(), c_tile, n, tile_rows, cols, start, j0);
+                // inside `c_rows` (rows r0 + tile_rows <= rows, ldc apart; j0 + cols <= n),
+                // and a bias holds n values (checked by `gemm`).
+                kernel(kc, a_tile, layout, b_panel.as_ptr(), c_tile, ldc, tile_rows, cols, start, j0);
             }
         }
     }
@@ -244,22 +295,30 @@ unsafe fn row_block(
 
 /// Copies rows `i0..i0 + rows`, depth `p0..p0 + kc` of A into panels of `MR` rows stored as
 /// columns (`MR` values per depth step), zero-padding the last panel.
+///
+/// # Safety
+/// AVX-512F, and `a` in bounds.
 #[inline(always)]
-fn pack_a(a: &MatRef<'_, f32>, i0: usize, rows: usize, p0: usize, kc: usize, out: &mut [f32]) {
+unsafe fn pack_a(a: &MatRef<'_, f32>, i0: usize, rows: usize, p0: usize, kc: usize, out: &mut [f32]) {
+    use std::arch::x86_64::*;
     for (panel, dst) in out.chunks_exact_mut(MR * kc).take(rows.div_ceil(MR)).enumerate() {
         let r0 = panel * MR;
         let panel_rows = MR.min(rows - r0);
+        let valid = ((1u32 << panel_rows) - 1) as __mmask16;
         for (p, dst_p) in dst.chunks_exact_mut(MR).enumerate() {
             let src = a.offset + (i0 + r0) * a.row_stride + (p0 + p) * a.col_stride;
             if a.row_stride == 1 {
-                // A transposed: the panel's column is already contiguous.
-                dst_p[..panel_rows].copy_from_slice(&a.data[src..src + panel_rows]);
+                // A transposed: the panel's column is already contiguous, one masked vector
+                // copy (a plain loop here becomes a memmove call per 48 bytes).
+                // SAFETY: lanes i < panel_rows read elements (i0 + r0 + i, p0 + p) of `a`,
+                // in bounds; the store writes the MR (12) lanes of `dst_p`.
+                let v = _mm512_maskz_loadu_ps(valid, a.data.as_ptr().add(src));
+                _mm512_mask_storeu_ps(dst_p.as_mut_ptr(), ((1u32 << MR) - 1) as __mmask16, v);
             } else {
-                for (i, d) in dst_p[..panel_rows].iter_mut().enumerate() {
-                    *d = a.data[src + i * a.row_stride];
+                for (i, d) in dst_p.iter_mut().enumerate() {
+                    *d = if i < panel_rows { a.data[src + i * a.row_stride] } else { 0.0 };
                 }
             }
-            dst_p[panel_rows..].fill(0.0);
         }
     }
 }
