@@ -36,6 +36,9 @@ const KC: usize = 256;
 /// every panel of B passes over it.
 const MC: usize = 192;
 
+/// Widest B for which a row-major A is read in place rather than packed.
+const IN_PLACE_MAX_N: usize = 512;
+
 /// How the kernel finds element `(i, p)` of A's tile.
 #[derive(Clone, Copy, Debug)]
 enum TileA {
@@ -95,33 +98,47 @@ pub(super) unsafe fn gemm(
                 Ok((b_buf, a_buf)) => (b_buf, a_buf),
                 Err(_) => (&mut fresh.0, &mut fresh.1),
             };
-            grow(packed, b_len);
+            grow(packed, b_len + ALIGN_SLACK);
             grow(panels_a, a_len);
+            let packed = aligned(packed, b_len);
             // SAFETY: AVX-512F vouched for by the caller; `b` checked in bounds above.
-            unsafe { pack_b(&b, &mut packed[..b_len], false) };
+            unsafe { pack_b(&b, packed, false) };
             for (blk, c_rows) in c.chunks_mut(mc * ldc).enumerate() {
                 // SAFETY: the caller vouched for AVX-512F; `a` and `b` were checked in bounds
                 // above; `c_rows` holds block `blk`'s rows of C.
-                unsafe { row_block(&a, blk * mc, rows_of(blk), c_rows, ldc, &packed[..b_len], k, n, start, panels_a) }
+                unsafe { row_block(&a, blk * mc, rows_of(blk), c_rows, ldc, packed, k, n, start, panels_a) }
             }
         });
         return;
     }
-    let mut packed = pool::reuse::<f32>(b_len);
+    let mut buffer = pool::reuse::<f32>(b_len + ALIGN_SLACK);
+    let packed = aligned(&mut buffer, b_len);
     // SAFETY: as above.
-    unsafe { pack_b(&b, &mut packed, true) };
+    unsafe { pack_b(&b, packed, true) };
+    let packed = &*packed;
     c.par_chunks_mut(mc * ldc).enumerate().for_each(|(blk, c_rows)| {
         let mut panels_a = pool::reuse::<f32>(a_len);
         // SAFETY: as in the one-thread branch.
-        unsafe { row_block(&a, blk * mc, rows_of(blk), c_rows, ldc, &packed, k, n, start, &mut panels_a) };
+        unsafe { row_block(&a, blk * mc, rows_of(blk), c_rows, ldc, packed, k, n, start, &mut panels_a) };
         pool::give_back(panels_a);
     });
-    pool::give_back(packed);
+    pool::give_back(buffer);
 }
 
 thread_local! {
     /// Per-thread scratch of one-thread products: (packed B, packed A panels).
     static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Extra values a packed-B buffer gets so its start can be moved to a cache-line boundary.
+const ALIGN_SLACK: usize = 16;
+
+/// `len` values of `buffer` (which holds `len + ALIGN_SLACK`) starting on a 64-byte boundary.
+/// Each depth step of a B panel is two 64-byte vector loads: from an unaligned buffer every
+/// one of them would straddle two cache lines, and a split load costs the core two.
+fn aligned(buffer: &mut [f32], len: usize) -> &mut [f32] {
+    let skip = buffer.as_ptr().align_offset(64).min(ALIGN_SLACK);
+    &mut buffer[skip..skip + len]
 }
 
 /// Makes `v` hold at least `len` values (contents unspecified: every use overwrites them).
@@ -259,10 +276,13 @@ unsafe fn row_block(
 ) {
     let full_tiles = rows / MR;
     let n_padded = n.next_multiple_of(NR);
-    // Row-major A is read in place. Any other A is copied once per depth slice into panels
-    // (for a transposed A that is one 12-value copy per depth step; reading it in place would
-    // walk a new cache line per step, with strides that crowd a few L1 sets).
-    let in_place = a.col_stride == 1;
+    // A row-major A is read in place when B is narrow: packing A costs a pass over it for
+    // every N / 32 tiles of work, a large share when N is 128 or 384 (the transformer's
+    // widths). Any other A is copied once per depth slice into panels: a transposed A (one
+    // 12-value copy per depth step) would otherwise walk a new cache line per step, and a
+    // wide product amortizes the copy, which keeps 12 rows that lie a power-of-two stride
+    // apart (N = 1024, 2048) from crowding the same few L1 sets.
+    let in_place = a.col_stride == 1 && n <= IN_PLACE_MAX_N;
     for p0 in (0..k).step_by(KC) {
         let kc = KC.min(k - p0);
         let first_tile = if in_place { full_tiles } else { 0 };
@@ -301,24 +321,36 @@ unsafe fn row_block(
 #[inline(always)]
 unsafe fn pack_a(a: &MatRef<'_, f32>, i0: usize, rows: usize, p0: usize, kc: usize, out: &mut [f32]) {
     use std::arch::x86_64::*;
+    // Row offsets for gathering one depth step of a panel from 12 rows (when A's rows are
+    // not adjacent in memory); offsets must fit in i32, or the scalar loop runs.
+    let gather = a.row_stride != 1 && a.row_stride * MR < i32::MAX as usize;
+    let offsets = _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+        _mm512_set1_epi32(a.row_stride as i32),
+    );
+    let panel_lanes = ((1u32 << MR) - 1) as __mmask16;
     for (panel, dst) in out.chunks_exact_mut(MR * kc).take(rows.div_ceil(MR)).enumerate() {
         let r0 = panel * MR;
         let panel_rows = MR.min(rows - r0);
         let valid = ((1u32 << panel_rows) - 1) as __mmask16;
         for (p, dst_p) in dst.chunks_exact_mut(MR).enumerate() {
             let src = a.offset + (i0 + r0) * a.row_stride + (p0 + p) * a.col_stride;
-            if a.row_stride == 1 {
+            // SAFETY: lanes i < panel_rows read elements (i0 + r0 + i, p0 + p) of `a`, in
+            // bounds; masked-off lanes are not read. The store writes the MR (12) lanes of
+            // `dst_p`.
+            let v = if a.row_stride == 1 {
                 // A transposed: the panel's column is already contiguous, one masked vector
                 // copy (a plain loop here becomes a memmove call per 48 bytes).
-                // SAFETY: lanes i < panel_rows read elements (i0 + r0 + i, p0 + p) of `a`,
-                // in bounds; the store writes the MR (12) lanes of `dst_p`.
-                let v = _mm512_maskz_loadu_ps(valid, a.data.as_ptr().add(src));
-                _mm512_mask_storeu_ps(dst_p.as_mut_ptr(), ((1u32 << MR) - 1) as __mmask16, v);
+                _mm512_maskz_loadu_ps(valid, a.data.as_ptr().add(src))
+            } else if gather {
+                _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), valid, offsets, a.data.as_ptr().add(src))
             } else {
                 for (i, d) in dst_p.iter_mut().enumerate() {
                     *d = if i < panel_rows { a.data[src + i * a.row_stride] } else { 0.0 };
                 }
-            }
+                continue;
+            };
+            _mm512_mask_storeu_ps(dst_p.as_mut_ptr(), panel_lanes, v);
         }
     }
 }
