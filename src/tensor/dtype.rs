@@ -126,9 +126,11 @@ macro_rules! impl_float {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
             const NEG_INFINITY: Self = <$t>::NEG_INFINITY;
+            #[inline(always)]
             fn from_f64(v: f64) -> Self {
                 v as $t
             }
+            #[inline(always)]
             fn to_f64(self) -> f64 {
                 self as f64
             }
@@ -136,12 +138,15 @@ macro_rules! impl_float {
             fn exp(self) -> Self {
                 $exp(self)
             }
+            #[inline(always)]
             fn ln(self) -> Self {
                 <$t>::ln(self)
             }
+            #[inline(always)]
             fn sqrt(self) -> Self {
                 <$t>::sqrt(self)
             }
+            #[inline(always)]
             fn powf(self, p: Self) -> Self {
                 <$t>::powf(self, p)
             }
@@ -149,6 +154,7 @@ macro_rules! impl_float {
             fn tanh(self) -> Self {
                 $tanh(self)
             }
+            #[inline(always)]
             fn abs(self) -> Self {
                 <$t>::abs(self)
             }
@@ -156,9 +162,11 @@ macro_rules! impl_float {
             fn mul_add(self, a: Self, b: Self) -> Self {
                 <$t>::mul_add(self, a, b)
             }
+            #[inline(always)]
             fn max(self, other: Self) -> Self {
                 <$t>::max(self, other)
             }
+            #[inline(always)]
             fn min(self, other: Self) -> Self {
                 <$t>::min(self, other)
             }
@@ -210,7 +218,8 @@ pub fn exp_f32(x: f32) -> f32 {
     // Adding then subtracting 1.5 * 2^23 rounds to the nearest integer in float arithmetic.
     const ROUND: f32 = 12_582_912.0;
     let clamped = x.clamp(-87.0, 88.722_83);
-    let n = (clamped * LOG2E + ROUND) - ROUND;
+    let shifted = clamped * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = clamped - n * LN2_HI - n * LN2_LO;
     let mut p = 1.0 / 5040.0;
     p = p * r + 1.0 / 720.0;
@@ -220,8 +229,12 @@ pub fn exp_f32(x: f32) -> f32 {
     p = p * r + 0.5;
     p = p * r + 1.0;
     p = p * r + 1.0;
+    // n as an integer, read from the bits of `shifted` (1.5 * 2^23 + n: n sits in the low
+    // mantissa bits). `n as i32` would give the same value, but Rust's saturating float-to-int
+    // cast does not vectorize: it compiled to a per-lane compare-and-move that made GELU 3x
+    // slower with AVX-512.
+    let n = shifted.to_bits() as i32 - ROUND.to_bits() as i32;
     // 2^n as two halves, so n = 128 (x just below ln f32::MAX) stays representable.
-    let n = n as i32;
     let pow2 = |e: i32| f32::from_bits(((e + 127) as u32) << 23);
     let y = p * pow2(n >> 1) * pow2(n - (n >> 1));
     if x > 88.722_83 {

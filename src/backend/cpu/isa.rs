@@ -41,3 +41,51 @@ pub fn supported(isa: Isa) -> bool {
         _ => false,
     }
 }
+
+/// Runs `body` compiled for the best instruction set of this CPU: the small dispatch the
+/// memory-bound kernels (elementwise, softmax, layer norm, optimizer updates) share.
+///
+/// Only code inlined into the wrapper is compiled for the wider ISA, so mark the closure
+/// `#[inline(always)]` and keep its hot loops in `#[inline(always)]` functions:
+/// `isa::dispatch(#[inline(always)] || row_kernel(x, y))`. A call that is not inlined (a libm
+/// function, a rayon split) runs its baseline build. Call it inside each rayon task, not
+/// around the split: the tasks run as their own functions on other threads.
+#[inline(always)]
+pub fn dispatch<R>(body: impl FnOnce() -> R) -> R {
+    run_on(detect(), body)
+}
+
+/// [`dispatch`] for a chosen instruction set (the kernel ladders compare the builds side by
+/// side). Panics if this CPU lacks `isa`.
+#[inline(always)]
+pub fn run_on<R>(isa: Isa, body: impl FnOnce() -> R) -> R {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            // `detect()` is one cached load; `supported` only runs for a hand-picked ISA.
+            assert!(detect() == Isa::Avx512 || supported(Isa::Avx512), "this CPU has no AVX-512");
+            // SAFETY: the assert saw avx512f, avx2 and fma on this CPU (directly, or through
+            // detect()), the only requirement of the target_feature wrapper.
+            unsafe { with_avx512(body) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma => {
+            assert!(matches!(detect(), Isa::Avx512 | Isa::Avx2Fma) || supported(Isa::Avx2Fma), "this CPU has no AVX2");
+            // SAFETY: the assert saw avx2 and fma on this CPU (AVX-512 machines have both).
+            unsafe { with_avx2(body) }
+        }
+        _ => body(),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn with_avx512<R>(body: impl FnOnce() -> R) -> R {
+    body()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn with_avx2<R>(body: impl FnOnce() -> R) -> R {
+    body()
+}
