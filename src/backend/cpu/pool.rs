@@ -97,6 +97,13 @@ pub fn reuse<T: Float>(len: usize) -> Vec<T> {
     vec![T::ZERO; len]
 }
 
+/// Parks a kernel's output vector for reuse, as dropping a tensor would: for benches and
+/// ladders, which call kernels directly and hold plain vectors, so that repeated runs time
+/// the kernel rather than fresh pages faulting in.
+pub fn give_back<T: Float>(buffer: Vec<T>) {
+    recycle(T::wrap(buffer));
+}
+
 /// Called by `CpuStorage`'s `Drop` with the buffer it held: parks it if it is worth keeping
 /// and there is room, else lets it go.
 pub(crate) fn recycle(storage: CpuStorage) {
