@@ -126,11 +126,9 @@ macro_rules! impl_float {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
             const NEG_INFINITY: Self = <$t>::NEG_INFINITY;
-            #[inline(always)]
             fn from_f64(v: f64) -> Self {
                 v as $t
             }
-            #[inline(always)]
             fn to_f64(self) -> f64 {
                 self as f64
             }
@@ -138,15 +136,12 @@ macro_rules! impl_float {
             fn exp(self) -> Self {
                 $exp(self)
             }
-            #[inline(always)]
             fn ln(self) -> Self {
                 <$t>::ln(self)
             }
-            #[inline(always)]
             fn sqrt(self) -> Self {
                 <$t>::sqrt(self)
             }
-            #[inline(always)]
             fn powf(self, p: Self) -> Self {
                 <$t>::powf(self, p)
             }
@@ -154,7 +149,6 @@ macro_rules! impl_float {
             fn tanh(self) -> Self {
                 $tanh(self)
             }
-            #[inline(always)]
             fn abs(self) -> Self {
                 <$t>::abs(self)
             }
@@ -162,11 +156,9 @@ macro_rules! impl_float {
             fn mul_add(self, a: Self, b: Self) -> Self {
                 <$t>::mul_add(self, a, b)
             }
-            #[inline(always)]
             fn max(self, other: Self) -> Self {
                 <$t>::max(self, other)
             }
-            #[inline(always)]
             fn min(self, other: Self) -> Self {
                 <$t>::min(self, other)
             }
