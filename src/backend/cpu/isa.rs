@@ -89,3 +89,28 @@ unsafe fn with_avx512<R>(body: impl FnOnce() -> R) -> R {
 unsafe fn with_avx2<R>(body: impl FnOnce() -> R) -> R {
     body()
 }
+
+/// Asks the CPU to start loading the cache line holding `x` into L1, without waiting for it:
+/// row kernels call it on the next row while computing on the current one, so the next row's
+/// DRAM traffic overlaps this row's arithmetic. A no-op off x86-64.
+#[inline(always)]
+pub fn prefetch<T>(x: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint: it never faults and changes no state a program can
+    // see, and `x` is a live reference besides. SSE (which has it) is part of x86-64's baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((x as *const T).cast::<i8>())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
+}
+
+/// [`prefetch`] on every 64-byte line of `xs`: for a row that the next step of a row kernel
+/// will read, issued before this row's last loop so the loads run alongside it.
+#[inline(always)]
+pub fn prefetch_slice<T>(xs: &[T]) {
+    let line = (64 / std::mem::size_of::<T>().max(1)).max(1);
+    for x in xs.iter().step_by(line) {
+        prefetch(x);
+    }
+}

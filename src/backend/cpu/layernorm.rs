@@ -51,6 +51,8 @@ pub fn layer_norm_on<T: Float>(isa: Isa, x: &[T], w: &[T], b: &[T], cols: usize,
                 let m = super::reduce::sum_contiguous(x_row) * inv_cols;
                 let var = sum_squared_deviations(x_row, m) * inv_cols;
                 let s = T::ONE / (var + eps).sqrt();
+                // The next row streams in while this one is normalized (see isa::prefetch).
+                isa::prefetch_slice(x.get((r + 1) * cols..(r + 2) * cols).unwrap_or(&[]));
                 for (((o, &v), &wv), &bv) in y_row.iter_mut().zip(x_row).zip(w).zip(b) {
                     *o = (v - m) * s * wv + bv;
                 }
@@ -89,29 +91,46 @@ fn sum_squared_deviations<T: Float>(xs: &[T], m: T) -> T {
     acc.iter().fold(tail, |a, &v| a + v)
 }
 
+/// Columns per block of [`backward_row_sums`]' scratch (two blocks of 1 KiB on the stack).
+const SUM_BLOCK: usize = 256;
+
 /// One row of the backward pass's first sweep: adds `g * xhat` to `dw` and `g` to `db`, and
-/// returns `(sum(dxhat), sum(dxhat * xhat))` with `dxhat = g * w`. The two products are first
-/// written to `dxhat` and `dxhat_xhat` (row-long scratch, in L1) and then summed by
-/// `sum_contiguous`: every loop is then a plain elementwise loop or the one reduction the
-/// compiler is known to vectorize. Written as one loop with two running sums (or sixteen
-/// accumulators each), it compiled to scalar code and ran no faster with AVX-512 than SSE2.
+/// returns `(sum(dxhat), sum(dxhat * xhat))` with `dxhat = g * w`. Per block of `SUM_BLOCK`
+/// columns, the two products are written to stack scratch (always in L1) and summed by
+/// `sum_contiguous`, the block sums added in order: every loop is then a plain elementwise
+/// loop or the one reduction the compiler is known to vectorize. Written as one loop with two
+/// running sums (or sixteen accumulators each), it compiled to scalar code and ran no faster
+/// with AVX-512 than with SSE2; with row-long scratch, rows of 4096 spilled out of L1.
 #[inline(always)]
 fn backward_row_sums<T: Float>(
     (x, g, w): (&[T], &[T], &[T]),
     (m, s): (T, T),
     (dw, db): (&mut [T], &mut [T]),
-    (dxhat, dxhat_xhat): (&mut [T], &mut [T]),
 ) -> (T, T) {
-    for (((((dwj, dbj), d), dx), &xv), (&gv, &wv)) in
-        dw.iter_mut().zip(db.iter_mut()).zip(dxhat.iter_mut()).zip(dxhat_xhat.iter_mut()).zip(x).zip(g.iter().zip(w))
-    {
-        let xhat = (xv - m) * s;
-        *dwj += gv * xhat;
-        *dbj += gv;
-        *d = gv * wv;
-        *dx = gv * wv * xhat;
+    let (mut dxhat, mut dxhat_xhat) = ([T::ZERO; SUM_BLOCK], [T::ZERO; SUM_BLOCK]);
+    let (mut sum_d, mut sum_dx) = (T::ZERO, T::ZERO);
+    for start in (0..x.len()).step_by(SUM_BLOCK) {
+        let end = (start + SUM_BLOCK).min(x.len());
+        let n = end - start;
+        let (d_blk, dx_blk) = (&mut dxhat[..n], &mut dxhat_xhat[..n]);
+        for (((((dwj, dbj), d), dx), &xv), (&gv, &wv)) in dw[start..end]
+            .iter_mut()
+            .zip(db[start..end].iter_mut())
+            .zip(d_blk.iter_mut())
+            .zip(dx_blk.iter_mut())
+            .zip(&x[start..end])
+            .zip(g[start..end].iter().zip(&w[start..end]))
+        {
+            let xhat = (xv - m) * s;
+            *dwj += gv * xhat;
+            *dbj += gv;
+            *d = gv * wv;
+            *dx = gv * wv * xhat;
+        }
+        sum_d += super::reduce::sum_contiguous(d_blk);
+        sum_dx += super::reduce::sum_contiguous(dx_blk);
     }
-    (super::reduce::sum_contiguous(dxhat), super::reduce::sum_contiguous(dxhat_xhat))
+    (sum_d, sum_dx)
 }
 
 /// Gradients `(dx, dw, db)` of layer norm from the saved row statistics.
@@ -143,7 +162,6 @@ pub fn layer_norm_backward_on<T: Float>(
     let band = |first_row: usize, dx_band: &mut [T]| -> (Vec<T>, Vec<T>) {
         let mut dw = super::pool::zeros::<T>(cols);
         let mut db = super::pool::zeros::<T>(cols);
-        let (mut dxhat, mut dxhat_xhat) = (vec![T::ZERO; cols], vec![T::ZERO; cols]);
         isa::run_on(
             isa,
             #[inline(always)]
@@ -152,9 +170,11 @@ pub fn layer_norm_backward_on<T: Float>(
                     let r = first_row + i;
                     let (x_row, g_row) = (&x[r * cols..(r + 1) * cols], &g[r * cols..(r + 1) * cols]);
                     let (m, s) = (mean[r], rstd[r]);
-                    let (sum_dxhat, sum_dxhat_xhat) =
-                        backward_row_sums((x_row, g_row, w), (m, s), (&mut dw, &mut db), (&mut dxhat, &mut dxhat_xhat));
+                    let (sum_dxhat, sum_dxhat_xhat) = backward_row_sums((x_row, g_row, w), (m, s), (&mut dw, &mut db));
                     let (mean_dxhat, mean_dxhat_xhat) = (sum_dxhat * inv_cols, sum_dxhat_xhat * inv_cols);
+                    // The next row's x and g stream in while this row's dx is computed.
+                    isa::prefetch_slice(x.get((r + 1) * cols..(r + 2) * cols).unwrap_or(&[]));
+                    isa::prefetch_slice(g.get((r + 1) * cols..(r + 2) * cols).unwrap_or(&[]));
                     for (((d, &xv), &gv), &wv) in dx_row.iter_mut().zip(x_row).zip(g_row).zip(w) {
                         let xhat = (xv - m) * s;
                         *d = s * (gv * wv - mean_dxhat - xhat * mean_dxhat_xhat);
