@@ -168,6 +168,7 @@ fn report_family(ladder: &Ladder, peaks: &Peaks) -> (usize, usize) {
                 previous = None;
                 continue;
             }
+            work.reset();
             work.run(v);
             let error = work.error();
             let ok = ladder.accepts(error);

@@ -13,6 +13,7 @@ fn every_version_of_every_ladder_matches_its_reference() {
         for dims in &ladder.test_sizes {
             let mut work = (ladder.setup)(dims, 3);
             for (v, version) in ladder.versions.iter().enumerate() {
+                work.reset();
                 work.run(v);
                 let error = work.error();
                 if !ladder.accepts(error) {

@@ -41,3 +41,76 @@ pub fn supported(isa: Isa) -> bool {
         _ => false,
     }
 }
+
+/// Runs `body` compiled for the best instruction set of this CPU: the small dispatch the
+/// memory-bound kernels (elementwise, softmax, layer norm, optimizer updates) share.
+///
+/// Only code inlined into the wrapper is compiled for the wider ISA, so mark the closure
+/// `#[inline(always)]` and keep its hot loops in `#[inline(always)]` functions:
+/// `isa::dispatch(#[inline(always)] || row_kernel(x, y))`. A call that is not inlined (a libm
+/// function, a rayon split) runs its baseline build. Call it inside each rayon task, not
+/// around the split: the tasks run as their own functions on other threads.
+#[inline(always)]
+pub fn dispatch<R>(body: impl FnOnce() -> R) -> R {
+    run_on(detect(), body)
+}
+
+/// [`dispatch`] for a chosen instruction set (the kernel ladders compare the builds side by
+/// side). Panics if this CPU lacks `isa`.
+#[inline(always)]
+pub fn run_on<R>(isa: Isa, body: impl FnOnce() -> R) -> R {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            // `detect()` is one cached load; `supported` only runs for a hand-picked ISA.
+            assert!(detect() == Isa::Avx512 || supported(Isa::Avx512), "this CPU has no AVX-512");
+            // SAFETY: the assert saw avx512f, avx2 and fma on this CPU (directly, or through
+            // detect()), the only requirement of the target_feature wrapper.
+            unsafe { with_avx512(body) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma => {
+            assert!(matches!(detect(), Isa::Avx512 | Isa::Avx2Fma) || supported(Isa::Avx2Fma), "this CPU has no AVX2");
+            // SAFETY: the assert saw avx2 and fma on this CPU (AVX-512 machines have both).
+            unsafe { with_avx2(body) }
+        }
+        _ => body(),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn with_avx512<R>(body: impl FnOnce() -> R) -> R {
+    body()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn with_avx2<R>(body: impl FnOnce() -> R) -> R {
+    body()
+}
+
+/// Asks the CPU to start loading the cache line holding `x` into L1, without waiting for it:
+/// row kernels call it on the next row while computing on the current one, so the next row's
+/// DRAM traffic overlaps this row's arithmetic. A no-op off x86-64.
+#[inline(always)]
+pub fn prefetch<T>(x: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint: it never faults and changes no state a program can
+    // see, and `x` is a live reference besides. SSE (which has it) is part of x86-64's baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((x as *const T).cast::<i8>())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
+}
+
+/// [`prefetch`] on every 64-byte line of `xs`: for a row that the next step of a row kernel
+/// will read, issued before this row's last loop so the loads run alongside it.
+#[inline(always)]
+pub fn prefetch_slice<T>(xs: &[T]) {
+    let line = (64 / std::mem::size_of::<T>().max(1)).max(1);
+    for x in xs.iter().step_by(line) {
+        prefetch(x);
+    }
+}

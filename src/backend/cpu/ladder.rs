@@ -2,7 +2,7 @@
 //! lists them here, with the problem sizes to time them on, a cost model (flops and bytes per
 //! size) and a check against a reference. `examples/kernel_report.rs` times every version of
 //! every family from this list; `tests/kernels_ladders.rs` validates every version on small odd
-//! sizes. A new family (softmax, layernorm, attention...) joins both by adding its `ladder()` to
+//! sizes. A new family joins both by adding its `ladder()` to
 //! [`ladders`].
 //!
 //! A family provides a [`Workload`]: random inputs of one size, built once, that any version
@@ -45,6 +45,9 @@ pub trait Workload {
     /// The largest error of the last run's output against the reference, measured the way
     /// [`Ladder::tolerance`] is stated.
     fn error(&self) -> f64;
+    /// Restores the inputs a run updates in place (an optimizer step), so that the next run's
+    /// result can be checked against the reference; a no-op for kernels with fresh outputs.
+    fn reset(&mut self) {}
 }
 
 /// A kernel family and its ladder of versions.
@@ -83,5 +86,7 @@ impl Ladder {
 
 /// Every CPU kernel family with a ladder of versions.
 pub fn ladders() -> Vec<Ladder> {
-    vec![matmul::ladder(), super::conv::ladder()]
+    let mut all = vec![matmul::ladder(), super::conv::ladder()];
+    all.extend(super::fused_ladder::ladders());
+    all
 }

@@ -12,9 +12,15 @@
 //! The first line is the Jacobian of the normalization applied to `dxhat`: subtracting the
 //! mean removes the component along the all-ones direction, and the `xhat` term removes the
 //! component that would change the row's variance.
+//!
+//! Both passes run each row (or band of rows) through [`isa::run_on`]: one body, built for
+//! the x86-64 baseline and for AVX-512 / AVX2 + FMA, the best chosen at run time. The ladder
+//! (`backend::cpu::fused_ladder`) times the baseline build (`v1_portable`) against the
+//! dispatched one (`v2_simd`).
 
 use rayon::prelude::*;
 
+use super::isa::{self, Isa};
 use super::strided::PARALLEL_MIN_ELEMENTS;
 use crate::tensor::Float;
 
@@ -25,6 +31,11 @@ const ROWS_PER_BAND: usize = 64;
 
 /// Normalizes each row; returns `(y, mean, rstd)`.
 pub fn layer_norm<T: Float>(x: &[T], w: &[T], b: &[T], cols: usize, eps: f64) -> (Vec<T>, Vec<T>, Vec<T>) {
+    layer_norm_on(isa::detect(), x, w, b, cols, eps)
+}
+
+/// [`layer_norm`] compiled for a chosen instruction set.
+pub fn layer_norm_on<T: Float>(isa: Isa, x: &[T], w: &[T], b: &[T], cols: usize, eps: f64) -> (Vec<T>, Vec<T>, Vec<T>) {
     let rows = x.len().checked_div(cols).unwrap_or(0);
     let mut y = super::pool::reuse::<T>(x.len());
     let mut mean = super::pool::zeros::<T>(rows);
@@ -32,15 +43,23 @@ pub fn layer_norm<T: Float>(x: &[T], w: &[T], b: &[T], cols: usize, eps: f64) ->
     let inv_cols = T::from_f64(1.0 / cols.max(1) as f64);
     let eps = T::from_f64(eps);
     let row_job = |(r, y_row): (usize, &mut [T]), mean_r: &mut T, rstd_r: &mut T| {
-        let x_row = &x[r * cols..(r + 1) * cols];
-        let m = super::reduce::sum_contiguous(x_row) * inv_cols;
-        let var = x_row.iter().map(|&v| (v - m) * (v - m)).sum::<T>() * inv_cols;
-        let s = T::ONE / (var + eps).sqrt();
-        for (((o, &v), &wv), &bv) in y_row.iter_mut().zip(x_row).zip(w).zip(b) {
-            *o = (v - m) * s * wv + bv;
-        }
-        *mean_r = m;
-        *rstd_r = s;
+        isa::run_on(
+            isa,
+            #[inline(always)]
+            || {
+                let x_row = &x[r * cols..(r + 1) * cols];
+                let m = super::reduce::sum_contiguous(x_row) * inv_cols;
+                let var = sum_squared_deviations(x_row, m) * inv_cols;
+                let s = T::ONE / (var + eps).sqrt();
+                // The next row streams in while this one is normalized (see isa::prefetch).
+                isa::prefetch_slice(x.get((r + 1) * cols..(r + 2) * cols).unwrap_or(&[]));
+                for (((o, &v), &wv), &bv) in y_row.iter_mut().zip(x_row).zip(w).zip(b) {
+                    *o = (v - m) * s * wv + bv;
+                }
+                *mean_r = m;
+                *rstd_r = s;
+            },
+        )
     };
     if x.len() >= PARALLEL_MIN_ELEMENTS {
         y.par_chunks_mut(cols)
@@ -57,8 +76,78 @@ pub fn layer_norm<T: Float>(x: &[T], w: &[T], b: &[T], cols: usize, eps: f64) ->
     (y, mean, rstd)
 }
 
+/// `sum((x - m)^2)` with eight independent accumulators, so the loop vectorizes (a single
+/// running sum is a serial dependency the compiler must keep in order).
+#[inline(always)]
+fn sum_squared_deviations<T: Float>(xs: &[T], m: T) -> T {
+    let mut acc = [T::ZERO; 8];
+    let mut chunks = xs.chunks_exact(8);
+    for c in &mut chunks {
+        for k in 0..8 {
+            acc[k] += (c[k] - m) * (c[k] - m);
+        }
+    }
+    let tail = chunks.remainder().iter().fold(T::ZERO, |a, &v| a + (v - m) * (v - m));
+    acc.iter().fold(tail, |a, &v| a + v)
+}
+
+/// Columns per block of [`backward_row_sums`]' scratch (two blocks of 1 KiB on the stack).
+const SUM_BLOCK: usize = 256;
+
+/// One row of the backward pass's first sweep: adds `g * xhat` to `dw` and `g` to `db`, and
+/// returns `(sum(dxhat), sum(dxhat * xhat))` with `dxhat = g * w`. Per block of `SUM_BLOCK`
+/// columns, the two products are written to stack scratch (always in L1) and summed by
+/// `sum_contiguous`, the block sums added in order: every loop is then a plain elementwise
+/// loop or the one reduction the compiler is known to vectorize. Written as one loop with two
+/// running sums (or sixteen accumulators each), it compiled to scalar code and ran no faster
+/// with AVX-512 than with SSE2; with row-long scratch, rows of 4096 spilled out of L1.
+#[inline(always)]
+fn backward_row_sums<T: Float>(
+    (x, g, w): (&[T], &[T], &[T]),
+    (m, s): (T, T),
+    (dw, db): (&mut [T], &mut [T]),
+) -> (T, T) {
+    let (mut dxhat, mut dxhat_xhat) = ([T::ZERO; SUM_BLOCK], [T::ZERO; SUM_BLOCK]);
+    let (mut sum_d, mut sum_dx) = (T::ZERO, T::ZERO);
+    for start in (0..x.len()).step_by(SUM_BLOCK) {
+        let end = (start + SUM_BLOCK).min(x.len());
+        let n = end - start;
+        let (d_blk, dx_blk) = (&mut dxhat[..n], &mut dxhat_xhat[..n]);
+        for (((((dwj, dbj), d), dx), &xv), (&gv, &wv)) in dw[start..end]
+            .iter_mut()
+            .zip(db[start..end].iter_mut())
+            .zip(d_blk.iter_mut())
+            .zip(dx_blk.iter_mut())
+            .zip(&x[start..end])
+            .zip(g[start..end].iter().zip(&w[start..end]))
+        {
+            let xhat = (xv - m) * s;
+            *dwj += gv * xhat;
+            *dbj += gv;
+            *d = gv * wv;
+            *dx = gv * wv * xhat;
+        }
+        sum_d += super::reduce::sum_contiguous(d_blk);
+        sum_dx += super::reduce::sum_contiguous(dx_blk);
+    }
+    (sum_d, sum_dx)
+}
+
 /// Gradients `(dx, dw, db)` of layer norm from the saved row statistics.
 pub fn layer_norm_backward<T: Float>(
+    x: &[T],
+    w: &[T],
+    mean: &[T],
+    rstd: &[T],
+    g: &[T],
+    cols: usize,
+) -> (Vec<T>, Vec<T>, Vec<T>) {
+    layer_norm_backward_on(isa::detect(), x, w, mean, rstd, g, cols)
+}
+
+/// [`layer_norm_backward`] compiled for a chosen instruction set.
+pub fn layer_norm_backward_on<T: Float>(
+    isa: Isa,
     x: &[T],
     w: &[T],
     mean: &[T],
@@ -73,25 +162,26 @@ pub fn layer_norm_backward<T: Float>(
     let band = |first_row: usize, dx_band: &mut [T]| -> (Vec<T>, Vec<T>) {
         let mut dw = super::pool::zeros::<T>(cols);
         let mut db = super::pool::zeros::<T>(cols);
-        for (i, dx_row) in dx_band.chunks_mut(cols).enumerate() {
-            let r = first_row + i;
-            let (x_row, g_row) = (&x[r * cols..(r + 1) * cols], &g[r * cols..(r + 1) * cols]);
-            let (m, s) = (mean[r], rstd[r]);
-            let (mut sum_dxhat, mut sum_dxhat_xhat) = (T::ZERO, T::ZERO);
-            for j in 0..cols {
-                let xhat = (x_row[j] - m) * s;
-                let dxhat = g_row[j] * w[j];
-                sum_dxhat += dxhat;
-                sum_dxhat_xhat += dxhat * xhat;
-                dw[j] += g_row[j] * xhat;
-                db[j] += g_row[j];
-            }
-            let (mean_dxhat, mean_dxhat_xhat) = (sum_dxhat * inv_cols, sum_dxhat_xhat * inv_cols);
-            for j in 0..cols {
-                let xhat = (x_row[j] - m) * s;
-                dx_row[j] = s * (g_row[j] * w[j] - mean_dxhat - xhat * mean_dxhat_xhat);
-            }
-        }
+        isa::run_on(
+            isa,
+            #[inline(always)]
+            || {
+                for (i, dx_row) in dx_band.chunks_mut(cols).enumerate() {
+                    let r = first_row + i;
+                    let (x_row, g_row) = (&x[r * cols..(r + 1) * cols], &g[r * cols..(r + 1) * cols]);
+                    let (m, s) = (mean[r], rstd[r]);
+                    let (sum_dxhat, sum_dxhat_xhat) = backward_row_sums((x_row, g_row, w), (m, s), (&mut dw, &mut db));
+                    let (mean_dxhat, mean_dxhat_xhat) = (sum_dxhat * inv_cols, sum_dxhat_xhat * inv_cols);
+                    // The next row's x and g stream in while this row's dx is computed.
+                    isa::prefetch_slice(x.get((r + 1) * cols..(r + 2) * cols).unwrap_or(&[]));
+                    isa::prefetch_slice(g.get((r + 1) * cols..(r + 2) * cols).unwrap_or(&[]));
+                    for (((d, &xv), &gv), &wv) in dx_row.iter_mut().zip(x_row).zip(g_row).zip(w) {
+                        let xhat = (xv - m) * s;
+                        *d = s * (gv * wv - mean_dxhat - xhat * mean_dxhat_xhat);
+                    }
+                }
+            },
+        );
         (dw, db)
     };
     // Fixed bands (not a share per thread), so the grouping of the dw / db sums, and with it

@@ -15,12 +15,14 @@
 //! | `index.rs` | index_select / index_add, gather / scatter_add |
 //! | `optim.rs` | fused SGD, Adam/AdamW, RMSprop updates |
 //! | `pool.rs` | recycled output buffers (no page faults in a steady training loop) |
+//! | `fused_ladder.rs` | the ladders of the memory-bound kernels (softmax, cross-entropy, layer norm, GELU, AdamW) |
 //! | `ladder.rs` | the registry of kernel ladders ([`ladders`]) that the kernel report and tests walk |
 //! | `peak.rs` | the machine's measured FMA peak and memory bandwidth, the report's yardsticks |
 
 pub mod attention;
 pub mod conv;
 pub mod elementwise;
+pub mod fused_ladder;
 pub mod index;
 pub mod isa;
 pub mod ladder;

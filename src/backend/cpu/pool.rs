@@ -97,10 +97,12 @@ pub fn reuse<T: Float>(len: usize) -> Vec<T> {
     vec![T::ZERO; len]
 }
 
-/// Parks a scratch buffer (taken with [`reuse`] or [`zeros`]) for the next kernel that asks
-/// for its size, as dropping a storage would.
+/// Parks a vector for the next kernel that asks for its size, as dropping a tensor would:
+/// for kernels' scratch (taken with [`reuse`] or [`zeros`]) and for benches and ladders,
+/// which call kernels directly and hold plain vectors, so that repeated runs time the kernel
+/// rather than fresh pages faulting in.
 pub fn give_back<T: Float>(buffer: Vec<T>) {
-    drop(T::wrap(buffer));
+    recycle(T::wrap(buffer));
 }
 
 /// Called by `CpuStorage`'s `Drop` with the buffer it held: parks it if it is worth keeping
