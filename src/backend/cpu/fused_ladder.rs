@@ -27,13 +27,13 @@ const TOLERANCE: f64 = 1e-4;
 /// version that updates in place (AdamW) returns none and leaves its result in `inputs`.
 type RunFn<T> = fn(version: usize, rows: usize, cols: usize, inputs: &mut [Vec<T>]) -> Vec<Vec<T>>;
 
-/// What a family is, beyond its run function: its name, source, version names, the arrays
-/// it reads (by count) and how many bytes and flops one element of `rows x cols` costs.
+/// One family of the ladder: its name, source file and versions, how to build its inputs,
+/// its cost model, and its run function in f32 (timed) and f64 (the reference).
 struct Family {
     name: &'static str,
     source: &'static str,
     versions: &'static [&'static str],
-    /// Which inputs a run updates in place (restored by `reset`).
+    /// True when a run updates its inputs in place (AdamW); `reset` restores them.
     in_place: bool,
     /// `[rows, cols] -> inputs`, built from a seed (all f32).
     inputs: fn(rows: usize, cols: usize, seed: u64) -> Vec<Vec<f32>>,
