@@ -27,13 +27,13 @@ const TOLERANCE: f64 = 1e-4;
 /// version that updates in place (AdamW) returns none and leaves its result in `inputs`.
 type RunFn<T> = fn(version: usize, rows: usize, cols: usize, inputs: &mut [Vec<T>]) -> Vec<Vec<T>>;
 
-/// What a family is, beyond its run function: its name, source, version names, the arrays
-/// it reads (by count) and how many bytes and flops one element of `rows x cols` costs.
+/// One family of the ladder: its name, source file and versions, how to build its inputs,
+/// its cost model, and its run function in f32 (timed) and f64 (the reference).
 struct Family {
     name: &'static str,
     source: &'static str,
     versions: &'static [&'static str],
-    /// Which inputs a run updates in place (restored by `reset`).
+    /// True when a run updates its inputs in place (AdamW); `reset` restores them.
     in_place: bool,
     /// `[rows, cols] -> inputs`, built from a seed (all f32).
     inputs: fn(rows: usize, cols: usize, seed: u64) -> Vec<Vec<f32>>,
@@ -376,28 +376,51 @@ mod tests {
     use super::*;
 
     /// No build may change a result: the wide builds vectorize the same operations in the same
-    /// order (no fused multiply-add, sums in the same lanes), so the SIMD and portable versions
-    /// must agree bit for bit, and a model trains the same on any x86-64 machine.
+    /// order (no fused multiply-add, sums in the same lanes), so a model trains the same on any
+    /// x86-64 machine. Every build this CPU can run (AVX2 + FMA included, which the ladders
+    /// never pick on an AVX-512 machine) must give the portable build's bits, for every kernel
+    /// behind the ladders.
     #[test]
-    fn simd_and_portable_builds_agree_bit_for_bit() {
-        let families =
-            [softmax(), log_softmax(), cross_entropy(), layernorm_forward(), layernorm_backward(), gelu_forward()]
-                .into_iter()
-                .chain([gelu_backward(), adamw()]);
-        for f in families {
-            let (rows, cols) = (37, 301);
-            let inputs = (f.inputs)(rows, cols, 5);
-            let results: Vec<Vec<Vec<u32>>> = ["portable", "simd"]
-                .iter()
-                .map(|build| {
-                    let version = f.versions.iter().position(|v| v.ends_with(build)).expect("both builds listed");
-                    let mut state = inputs.clone();
-                    let mut out = (f.run32)(version, rows, cols, &mut state);
-                    out.extend(state);
-                    out.iter().map(|v| v.iter().map(|x| x.to_bits()).collect()).collect()
-                })
-                .collect();
-            assert!(results[0] == results[1], "{}: the SIMD build's result differs from the portable one", f.name);
+    fn every_supported_isa_gives_the_portable_bits() {
+        use crate::backend::cpu::{elementwise, layernorm, optim, softmax};
+        let (rows, cols) = (19, 203);
+        let x = randn(rows * cols, 1, 2.0);
+        let g = randn(rows * cols, 2, 1.0);
+        let w = randn(cols, 3, 1.0);
+        let targets: Vec<usize> = (0..rows).map(|r| target_of(r, cols)).collect();
+        let l = Layout::contiguous(&[rows, cols]);
+        let run_all = |isa: Isa| -> Vec<Vec<f32>> {
+            let (loss, probs) = softmax::cross_entropy_rows_on(isa, &x, cols, &targets);
+            let (y, mean, rstd) = layernorm::layer_norm_on(isa, &x, &w, &w, cols, LAYERNORM_EPS);
+            let (dx, dw, db) = layernorm::layer_norm_backward_on(isa, &x, &w, &mean, &rstd, &g, cols);
+            let (mut p, mut m, mut v) = (x.clone(), g.clone(), g.iter().map(|a| a * a).collect::<Vec<f32>>());
+            let h =
+                AdamStep { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, decoupled: true, step: 3 };
+            optim::adam_on(isa, &mut p, &g, &mut m, &mut v, h);
+            vec![
+                softmax::softmax_rows_on(isa, &x, cols, false),
+                softmax::softmax_rows_on(isa, &x, cols, true),
+                probs,
+                vec![loss as f32],
+                y,
+                mean,
+                rstd,
+                dx,
+                dw,
+                db,
+                elementwise::unary_on(isa, UnaryOp::Gelu, &x, &l),
+                elementwise::gelu_backward_on(isa, &x, &l, &g, &l),
+                p,
+                m,
+                v,
+            ]
+        };
+        let bits = |outs: Vec<Vec<f32>>| -> Vec<Vec<u32>> {
+            outs.iter().map(|o| o.iter().map(|v| v.to_bits()).collect()).collect()
+        };
+        let portable = bits(run_all(Isa::Portable));
+        for isa in [Isa::Avx2Fma, Isa::Avx512].into_iter().filter(|&i| isa::supported(i)) {
+            assert!(bits(run_all(isa)) == portable, "{isa:?} build differs from the portable one");
         }
     }
 }
