@@ -129,11 +129,13 @@ fn main() {
     flags.finish("glassbox vs PyTorch: training steps and attention, timed in one run");
     let threads = common::init_threads(threads);
 
-    let ours = [
-        ("mnist_mlp_step", measure(mnist_step(), 5, runs * 4)),
-        ("gpt_step", measure(gpt_step(), 3, runs)),
-        ("attention_fwd_bwd", measure(attention_fwd_bwd(), 3, runs * 2)),
-    ];
+    let ours = glassbox::on_worker(|| {
+        [
+            ("mnist_mlp_step", measure(mnist_step(), 5, runs * 4)),
+            ("gpt_step", measure(gpt_step(), 3, runs)),
+            ("attention_fwd_bwd", measure(attention_fwd_bwd(), 3, runs * 2)),
+        ]
+    });
     let theirs = python.as_deref().map(|p| pytorch(p, threads));
     if let Some(Err(e)) = &theirs {
         eprintln!("warning: no PyTorch figures: {e}");

@@ -25,9 +25,11 @@ pub mod ops;
 pub mod optim;
 pub mod rng;
 pub mod tensor;
+mod threads;
 
 pub use autograd::no_grad;
 pub use tensor::{DType, Device, Tensor};
+pub use threads::on_worker;
 
 /// The README's examples, compiled and run as doctests so they stay true.
 #[doc = include_str!("../README.md")]

@@ -59,11 +59,23 @@ impl Rng {
 
     /// The next 64 uniformly distributed bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.state = self.state.wrapping_add(GOLDEN_GAMMA);
+        mix64(self.state)
+    }
+
+    /// Word `index` of a stream keyed by `key`: the `index + 1`-th output of a generator whose
+    /// counter starts at `key`, computed directly (SplitMix64 is a hash of a counter). Threads
+    /// can fill disjoint parts of one long random array this way and get the same bits as one
+    /// thread would.
+    ///
+    /// ```
+    /// use glassbox::rng::{Rng, RngState};
+    /// let mut r = Rng::from_state(RngState { counter: 7, spare_normal: None });
+    /// r.next_u64();
+    /// assert_eq!(r.next_u64(), Rng::stream_word(7, 1));
+    /// ```
+    pub fn stream_word(key: u64, index: u64) -> u64 {
+        mix64(key.wrapping_add(index.wrapping_add(1).wrapping_mul(GOLDEN_GAMMA)))
     }
 
     /// A uniform float in `[0, 1)` with 53 random bits.
@@ -107,6 +119,16 @@ impl Rng {
             items.swap(i, j);
         }
     }
+}
+
+/// SplitMix64's counter step (2^64 divided by the golden ratio, made odd).
+const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// SplitMix64's output function: a bijective mix of the counter's bits.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]

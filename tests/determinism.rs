@@ -76,6 +76,8 @@ fn every_parallel_kernel_gives_the_same_bits_for_any_thread_count() {
             outputs.push(activated.max(&[1], true));
             outputs.push(activated.sum(&[0], false));
             outputs.push(activated.mean_all());
+            // A dropout mask of 150,000 elements, filled by all threads from one key.
+            outputs.push(activated.dropout(0.3, true, &mut Rng::new(8)));
             // Softmax and cross-entropy rows.
             outputs.push(activated.softmax(1));
             outputs.push(activated.log_softmax(0));

@@ -37,6 +37,22 @@ fn causal_model_output_at_a_position_ignores_later_tokens() {
 }
 
 #[test]
+fn dropout_changes_only_training_losses_and_draws_from_the_given_generator() {
+    let model = Gpt::new(tiny(), &mut Rng::new(3));
+    let ids: Vec<usize> = (0..2 * 8).map(|i| (i * 3) % 11).collect();
+    let targets: Vec<usize> = (0..2 * 8).map(|i| (i * 5) % 11).collect();
+    let plain = model.loss(&ids, &targets, 2, 8).item();
+    // p = 0 is the plain loss, and draws nothing.
+    let mut rng = Rng::new(4);
+    assert_eq!(model.loss_with_dropout(&ids, &targets, 2, 8, 0.0, &mut rng).item(), plain);
+    assert_eq!(rng.next_u64(), Rng::new(4).next_u64());
+    // p > 0 changes the loss; the same generator state gives the same masks.
+    let dropped = model.loss_with_dropout(&ids, &targets, 2, 8, 0.5, &mut Rng::new(5)).item();
+    assert_ne!(dropped, plain);
+    assert_eq!(model.loss_with_dropout(&ids, &targets, 2, 8, 0.5, &mut Rng::new(5)).item(), dropped);
+}
+
+#[test]
 fn gpt_learns_a_repeating_text() {
     let text = "abcdefghij".repeat(40);
     let data = TextData::from_text(&text, 0.1).unwrap();
