@@ -83,7 +83,7 @@ fn main() {
         // Train points average the last `log_every` steps: one batch alone is too noisy to read.
         let (mut window_loss, mut window_correct, mut window_seen) = (0.0, 0, 0);
 
-        let (mut x_buf, mut y_buf) = (Vec::new(), Vec::new());
+        let mut y_buf = Vec::new();
         let mut step = 0;
         let mut first_epoch = 1;
         if let Some(path) = &resume {
@@ -105,9 +105,12 @@ fn main() {
             let mut progress = common::Progress::new(format!("epoch {epoch}/{epochs}"), batches.len());
             let (mut loss_sum, mut seen) = (0.0, 0);
             for (i, batch) in batches.iter().enumerate() {
+                // The last batch's buffer went into its tensor; a recycled one of this size
+                // (parked by that tensor's drop) saves faulting fresh pages in every step.
+                let mut x_buf = glassbox::backend::cpu::pool::reuse(batch.len() * pixels);
                 mnist.train.gather_normalized(batch, &mut x_buf);
                 mnist.train.gather_labels(batch, &mut y_buf);
-                let x = on(device, Tensor::from_vec(std::mem::take(&mut x_buf), &[batch.len(), pixels]));
+                let x = on(device, Tensor::from_vec(x_buf, &[batch.len(), pixels]));
                 let health_now = instruments.health_due(step);
                 let (logits, relus) =
                     if health_now { forward_keeping_relus(&model, &x) } else { (model.forward(&x), Vec::new()) };

@@ -145,15 +145,13 @@ impl ImageSet {
     /// Panics if an index is not below [`len`](ImageSet::len): indices come from the program,
     /// not from a file, so a bad one is a bug.
     pub fn gather_normalized(&self, indices: &[usize], out: &mut Vec<f32>) {
-        // A byte has only 256 values, so the arithmetic is done once per value, not per pixel.
-        let mut table = [0f32; 256];
-        for (value, slot) in table.iter_mut().enumerate() {
-            *slot = (value as f32 / 255.0 - PIXEL_MEAN) / PIXEL_STD;
-        }
+        // The arithmetic per pixel vectorizes (16 pixels per instruction); a 256-entry lookup
+        // table, which would seem cheaper, is a scalar load per pixel and ran 10x slower.
         out.clear();
         out.reserve(indices.len() * self.pixels_per_image());
         for &index in indices {
-            out.extend(self.image_checked("gather_normalized", index).iter().map(|&p| table[usize::from(p)]));
+            let image = self.image_checked("gather_normalized", index);
+            out.extend(image.iter().map(|&p| (f32::from(p) / 255.0 - PIXEL_MEAN) / PIXEL_STD));
         }
     }
 
