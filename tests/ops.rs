@@ -323,12 +323,20 @@ fn packed_multi_head_attention_matches_per_head_attention() {
 fn attention_across_query_blocks_matches_the_naive_composition_with_gradients() {
     // 150 query rows span three 64-row blocks (the last one partial); keys differ in length
     // for the non-causal case.
-    for (t_q, t_k, causal) in [(150, 150, true), (150, 70, false), (70, 150, false)] {
-        let d = 8;
-        let q = Tensor::randn(&[2, t_q, d], 5).to_dtype(DType::F64).requires_grad_();
-        let k = Tensor::randn(&[2, t_k, d], 6).to_dtype(DType::F64).requires_grad_();
-        let v = Tensor::randn(&[2, t_k, d], 7).to_dtype(DType::F64).requires_grad_();
-        let upstream = Tensor::randn(&[2, t_q, d], 8).to_dtype(DType::F64);
+    // f64 runs the generic kernels; f32 (d = 32, T up to 260) the AVX-512 GEMM where the CPU
+    // has it, with its in-place writes of the output and of dQ / dK / dV.
+    let cases = [
+        (DType::F64, 8, 150, 150, true, 1e-10),
+        (DType::F64, 8, 150, 70, false, 1e-10),
+        (DType::F64, 8, 70, 150, false, 1e-10),
+        (DType::F32, 32, 260, 260, true, 2e-4),
+        (DType::F32, 32, 100, 260, false, 2e-4),
+    ];
+    for (dtype, d, t_q, t_k, causal, tol) in cases {
+        let q = Tensor::randn(&[2, t_q, d], 5).to_dtype(dtype).requires_grad_();
+        let k = Tensor::randn(&[2, t_k, d], 6).to_dtype(dtype).requires_grad_();
+        let v = Tensor::randn(&[2, t_k, d], 7).to_dtype(dtype).requires_grad_();
+        let upstream = Tensor::randn(&[2, t_q, d], 8).to_dtype(dtype);
         let fused = Tensor::scaled_dot_product_attention(&q, &k, &v, causal);
         fused.backward_with_grad(&upstream);
         let fused_grads: Vec<Vec<f64>> = [&q, &k, &v].iter().map(|t| t.grad().unwrap().to_vec_f64()).collect();
@@ -338,14 +346,14 @@ fn attention_across_query_blocks_matches_the_naive_composition_with_gradients() 
         let mut scores = q.matmul(&k.t()).mul_scalar(1.0 / (d as f64).sqrt());
         if causal {
             let above: Vec<f64> = (0..t_q * t_k).map(|i| if i % t_k > i / t_k { 1.0 } else { 0.0 }).collect();
-            scores = scores.masked_fill(&Tensor::from_vec_f64(above, &[t_q, t_k]), -1e30);
+            scores = scores.masked_fill(&Tensor::from_vec_f64(above, &[t_q, t_k]).to_dtype(dtype), -1e30);
         }
         let naive = scores.softmax(2).matmul(&v);
         naive.backward_with_grad(&upstream);
-        let what = format!("attention {t_q}x{t_k} causal={causal}");
-        assert_close(&fused.to_vec_f64(), &naive.to_vec_f64(), 1e-10, &what);
+        let what = format!("attention {dtype} {t_q}x{t_k} d {d} causal={causal}");
+        assert_close(&fused.to_vec_f64(), &naive.to_vec_f64(), tol, &what);
         for (t, fused_grad) in [&q, &k, &v].iter().zip(&fused_grads) {
-            assert_close(fused_grad, &t.grad().unwrap().to_vec_f64(), 1e-10, &format!("{what} gradient"));
+            assert_close(fused_grad, &t.grad().unwrap().to_vec_f64(), tol, &format!("{what} gradient"));
         }
     }
 }
