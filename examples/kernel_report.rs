@@ -109,7 +109,10 @@ fn main() {
         eprintln!("error: no kernel family named {:?}", family.unwrap_or_default());
         std::process::exit(2);
     }
-    println!("\nCUDA: glassbox has no CUDA backend yet; CUDA kernel families will appear here when it exists.");
+    println!(
+        "\nCUDA: this report covers the CPU kernels; the CUDA kernels' ladders are timed against cuBLAS by \
+         `cargo bench --features cublas-bench --bench cuda` (needs a GPU)."
+    );
     println!("total time {}", format_duration(started.elapsed()));
     if failed > 0 {
         eprintln!("error: {failed} kernel version(s) failed validation");
