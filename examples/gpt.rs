@@ -27,7 +27,7 @@ fn main() {
         flags.get("steps", 6000, "training steps (the default run fits in about 9.5 minutes on 2 idle cores)");
     let lr: f64 = flags.get("lr", 3e-3, "peak AdamW learning rate (warmup, then cosine decay)");
     let min_lr: f64 = flags.get("min-lr", 1e-4, "learning rate at the end of the cosine decay");
-    let weight_decay: f64 = flags.get("weight-decay", 0.1, "AdamW weight decay (matrices only)");
+    let weight_decay: f64 = flags.get("weight-decay", 0.3, "AdamW weight decay (matrices only)");
     let warmup: usize = flags.get("warmup", 100, "linear warmup steps");
     let clip: f64 = flags.get("clip", 1.0, "clip the global gradient norm to this (0: off)");
     let dropout: f64 = flags.get("dropout", 0.1, "dropout on the embeddings and residual branches while training");
