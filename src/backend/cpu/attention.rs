@@ -22,7 +22,7 @@
 
 use rayon::prelude::*;
 
-use super::isa::{self, Isa};
+use super::isa;
 use super::matmul::{gemm, gemm_strided, MatRef};
 
 use crate::tensor::Float;
@@ -125,43 +125,15 @@ pub struct AttentionInputs<'a, T> {
 pub fn attention_forward<T: Float>(x: AttentionInputs<'_, T>, s: AttentionShape) -> (Vec<T>, Vec<T>) {
     let mut o = super::pool::zeros::<T>(s.batch * s.out_chunk());
     let mut lse = super::pool::reuse::<T>(s.batch * s.heads * s.t_q);
-    let isa = isa::detect();
     o.par_chunks_mut(s.out_chunk().max(1)).zip(lse.par_chunks_mut((s.heads * s.t_q).max(1))).enumerate().for_each(
-        |(b, (o_b, lse_b))| match isa {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: isa::detect() returned Avx512, so isa::supported saw avx512f, avx2, fma.
-            Isa::Avx512 => unsafe { forward_batch_avx512(x, s, b, o_b, lse_b) },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: isa::detect() returned Avx2Fma, so isa::supported saw avx2 and fma.
-            Isa::Avx2Fma => unsafe { forward_batch_avx2(x, s, b, o_b, lse_b) },
-            _ => forward_batch(x, s, b, o_b, lse_b),
+        |(b, (o_b, lse_b))| {
+            isa::dispatch(
+                #[inline(always)]
+                || forward_batch(x, s, b, o_b, lse_b),
+            )
         },
     );
     (o, lse)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn forward_batch_avx512<T: Float>(
-    x: AttentionInputs<'_, T>,
-    s: AttentionShape,
-    b: usize,
-    o_b: &mut [T],
-    lse_b: &mut [T],
-) {
-    forward_batch(x, s, b, o_b, lse_b)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn forward_batch_avx2<T: Float>(
-    x: AttentionInputs<'_, T>,
-    s: AttentionShape,
-    b: usize,
-    o_b: &mut [T],
-    lse_b: &mut [T],
-) {
-    forward_batch(x, s, b, o_b, lse_b)
 }
 
 /// The forward pass for batch element `b`, one block of `QUERY_BLOCK` query rows at a time:
@@ -239,15 +211,11 @@ pub fn attention_backward<T: Float>(
 ) -> Vec<T> {
     let mut grad = super::pool::zeros::<T>(s.batch * g.chunk);
     let saved = Saved { o, lse, d_o };
-    let isa = isa::detect();
-    grad.par_chunks_mut(g.chunk.max(1)).enumerate().for_each(|(b, grad_b)| match isa {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: isa::detect() returned Avx512, so isa::supported saw avx512f, avx2, fma.
-        Isa::Avx512 => unsafe { backward_batch_avx512(x, saved, s, g, b, grad_b) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: isa::detect() returned Avx2Fma, so isa::supported saw avx2 and fma.
-        Isa::Avx2Fma => unsafe { backward_batch_avx2(x, saved, s, g, b, grad_b) },
-        _ => backward_batch(x, saved, s, g, b, grad_b),
+    grad.par_chunks_mut(g.chunk.max(1)).enumerate().for_each(|(b, grad_b)| {
+        isa::dispatch(
+            #[inline(always)]
+            || backward_batch(x, saved, s, g, b, grad_b),
+        )
     });
     grad
 }
@@ -258,32 +226,6 @@ struct Saved<'a, T> {
     o: &'a [T],
     lse: &'a [T],
     d_o: &'a [T],
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn backward_batch_avx512<T: Float>(
-    x: AttentionInputs<'_, T>,
-    saved: Saved<'_, T>,
-    s: AttentionShape,
-    g: GradientLayout,
-    b: usize,
-    grad_b: &mut [T],
-) {
-    backward_batch(x, saved, s, g, b, grad_b)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn backward_batch_avx2<T: Float>(
-    x: AttentionInputs<'_, T>,
-    saved: Saved<'_, T>,
-    s: AttentionShape,
-    g: GradientLayout,
-    b: usize,
-    grad_b: &mut [T],
-) {
-    backward_batch(x, saved, s, g, b, grad_b)
 }
 
 /// The backward pass for batch element `b`, one block of query rows at a time, written into
@@ -334,10 +276,11 @@ fn backward_batch<T: Float>(
             let p_mat = MatRef::row_major(&p_blk[..rows * keys], rows, keys);
             // The gradients accumulate straight into their rows of this batch element's chunk:
             // dQ for the block's rows, dK and dV for every key the block saw.
-            let at = |l: &HeadLayout, t0: usize| l.offset + h * l.head_stride + t0 * l.row_stride;
-            gemm_strided(ds_mat, k_all, &mut grad_b[at(&g.dq, q0)..], g.dq.row_stride, false, true);
-            gemm_strided(ds_mat.t(), q_blk, &mut grad_b[at(&g.dk, 0)..], g.dk.row_stride, false, true);
-            gemm_strided(p_mat.t(), do_blk, &mut grad_b[at(&g.dv, 0)..], g.dv.row_stride, false, true);
+            // (Within a chunk the batch stride does not apply: rows are found as batch 0's.)
+            let (dq, dk, dv) = (g.dq.row(0, h, q0), g.dk.row(0, h, 0), g.dv.row(0, h, 0));
+            gemm_strided(ds_mat, k_all, &mut grad_b[dq..], g.dq.row_stride, false, true);
+            gemm_strided(ds_mat.t(), q_blk, &mut grad_b[dk..], g.dk.row_stride, false, true);
+            gemm_strided(p_mat.t(), do_blk, &mut grad_b[dv..], g.dv.row_stride, false, true);
         }
     }
 }

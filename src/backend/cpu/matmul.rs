@@ -468,41 +468,47 @@ pub fn gemm_strided<T: Float>(
 }
 
 /// What a product does with its output.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Output<'b, T> {
+    /// `C = A B`: C's old contents are ignored.
     Overwrite,
+    /// `C += A B`.
     Accumulate,
-    /// `A B + bias`, the bias added to every row.
+    /// `C = A B + bias`, the bias (one value per column) added to every row.
     Bias(&'b [T]),
 }
 
 /// `C = A B + bias` (bias added to every row): the product accumulates onto rows that start
 /// as copies of the bias, so a linear layer's bias costs no extra pass over its output.
 pub fn matmul_bias<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, bias: &[T], c: &mut [T]) {
-    assert_eq!(bias.len(), b.cols, "matmul_bias: bias of {} values for {} columns", bias.len(), b.cols);
     check_shapes(&a, &b, c);
     best(a, b, c, b.cols, worth_parallel(&a, &b), Output::Bias(bias));
 }
 
 /// v6 for f32 on AVX-512, else the packed v4 / v5 kernels for this CPU. With a bias, the v6
 /// kernel adds it as it first stores C; the others start from rows copied from it. `c` is
-/// already checked (and trimmed) for `ldc`.
+/// already checked (and trimmed) for `ldc`; a bias has one value per column.
 fn best<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], ldc: usize, parallel: bool, output: Output<'_, T>) {
+    let n = b.cols;
+    if let Output::Bias(bias) = output {
+        assert_eq!(bias.len(), n, "matmul_bias: bias of {} values for {n} columns", bias.len());
+    }
     #[cfg(target_arch = "x86_64")]
-    if isa::detect() == Isa::Avx512 {
+    if a.cols > 0 && isa::detect() == Isa::Avx512 {
         if let (Some(a_data), Some(b_data)) = (as_f32(a.data), as_f32(b.data)) {
             let c = as_f32_mut(c).expect("c has the element type of a");
-            let start = match output {
-                Output::Overwrite => wide::Start::Overwrite,
-                Output::Accumulate => wide::Start::Accumulate,
-                Output::Bias(bias) => wide::Start::Bias(as_f32(bias).expect("bias has the element type of a")),
+            let output = match output {
+                Output::Overwrite => Output::Overwrite,
+                Output::Accumulate => Output::Accumulate,
+                Output::Bias(bias) => Output::Bias(as_f32(bias).expect("bias has the element type of a")),
             };
             // SAFETY: isa::detect() returned Avx512, so isa::supported saw avx512f on this CPU.
-            unsafe { wide::gemm(a.with_data(a_data), b.with_data(b_data), c, ldc, parallel, start) };
+            unsafe { wide::gemm(a.with_data(a_data), b.with_data(b_data), c, ldc, parallel, output) };
             return;
         }
     }
-    let n = b.cols;
+    // The packed kernels add onto C, so C starts as zeros or as copies of the bias (which is
+    // also the whole answer when K = 0).
     if n > 0 {
         for row in c.chunks_mut(ldc) {
             match output {

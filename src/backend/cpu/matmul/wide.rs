@@ -23,7 +23,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::super::pool;
-use super::MatRef;
+use super::{MatRef, Output};
 
 /// Rows of the register tile.
 const MR: usize = 12;
@@ -44,12 +44,13 @@ const IN_PLACE_MAX_N: usize = 512;
 enum TileA {
     /// Rows are contiguous: `(i, p)` is at `i * step + p` (A row-major, read in place).
     Rows(usize),
-    /// Columns are contiguous: `(i, p)` is at `i + p * step` (a packed panel).
-    Columns(usize),
+    /// A packed panel: `(i, p)` is at `i + p * MR`.
+    Packed,
 }
 
-/// `C = A B`, `C += A B` or `C = A B + bias` (by `start`) for f32 matrices, C's rows `ldc`
-/// apart. `c` runs from C's first element to its last (as `strided_out` trims it).
+/// `C = A B`, `C += A B` or `C = A B + bias` (by `output`) for f32 matrices, C's rows `ldc`
+/// apart, `K > 0`. `c` runs from C's first element to its last (as `strided_out` trims it),
+/// and a bias has one value per column (both checked by the caller, `best`).
 ///
 /// # Safety
 /// The CPU must support AVX-512F.
@@ -59,28 +60,16 @@ pub(super) unsafe fn gemm(
     c: &mut [f32],
     ldc: usize,
     parallel: bool,
-    start: Start<'_>,
+    output: Output<'_, f32>,
 ) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(a.cols == b.rows && ldc >= n, "matmul v6: {}x{} times {}x{} into rows {ldc} apart", m, k, b.rows, n);
     if m == 0 || n == 0 {
         return;
     }
+    assert!(k > 0, "matmul v6: an empty inner dimension is handled by the caller");
     assert_eq!(c.len(), (m - 1) * ldc + n, "matmul v6: output of {} values for {m} rows {ldc} apart", c.len());
-    if let Start::Bias(bias) = start {
-        assert_eq!(bias.len(), n, "matmul_bias: bias of {} values for {n} columns", bias.len());
-    }
     assert!(in_bounds(&a) && in_bounds(&b), "matmul v6: a strided operand reaches past its buffer");
-    if k == 0 {
-        for row in c.chunks_mut(ldc) {
-            match start {
-                Start::Overwrite => row[..n].fill(0.0),
-                Start::Accumulate => {}
-                Start::Bias(bias) => row[..n].copy_from_slice(bias),
-            }
-        }
-        return;
-    }
     let threads = if parallel { rayon::current_num_threads() } else { 1 };
     let mc = rows_per_task(m, threads);
     let (b_len, a_len) = (k * n.next_multiple_of(NR), mc.next_multiple_of(MR) * KC);
@@ -106,7 +95,7 @@ pub(super) unsafe fn gemm(
             for (blk, c_rows) in c.chunks_mut(mc * ldc).enumerate() {
                 // SAFETY: the caller vouched for AVX-512F; `a` and `b` were checked in bounds
                 // above; `c_rows` holds block `blk`'s rows of C.
-                unsafe { row_block(&a, blk * mc, rows_of(blk), c_rows, ldc, packed, k, n, start, panels_a) }
+                unsafe { row_block(&a, blk * mc, rows_of(blk), c_rows, ldc, packed, k, n, output, panels_a) }
             }
         });
         return;
@@ -119,7 +108,7 @@ pub(super) unsafe fn gemm(
     c.par_chunks_mut(mc * ldc).enumerate().for_each(|(blk, c_rows)| {
         let mut panels_a = pool::reuse::<f32>(a_len);
         // SAFETY: as in the one-thread branch.
-        unsafe { row_block(&a, blk * mc, rows_of(blk), c_rows, ldc, packed, k, n, start, &mut panels_a) };
+        unsafe { row_block(&a, blk * mc, rows_of(blk), c_rows, ldc, packed, k, n, output, &mut panels_a) };
         pool::give_back(panels_a);
     });
     pool::give_back(buffer);
@@ -168,33 +157,25 @@ fn rows_per_task(m: usize, threads: usize) -> usize {
 /// # Safety
 /// AVX-512F, and `b` in bounds (checked by [`gemm`]); `out` holds `K x N_padded` values.
 unsafe fn pack_b(b: &MatRef<'_, f32>, out: &mut [f32], parallel: bool) {
-    let (k, n) = (b.rows, b.cols);
-    let panels = n.div_ceil(NR);
-    // SAFETY: the caller vouched for AVX-512F and `b`'s bounds; each job's `dst` is its own
-    // `kc x NR` run of `out`.
-    let pack = |p0: usize, panel: usize, dst: &mut [f32]| unsafe { pack_panel(b, p0, panel * NR, dst) };
-    if !parallel || k * n < 1 << 14 {
-        let mut rest = out;
-        for p0 in (0..k).step_by(KC) {
-            for panel in 0..panels {
-                let (dst, tail) = rest.split_at_mut(KC.min(k - p0) * NR);
-                pack(p0, panel, dst);
-                rest = tail;
-            }
-        }
-        return;
-    }
-    // One job per (slice, panel): its destination is a contiguous `kc x NR` run of `out`.
-    let mut jobs: Vec<(usize, usize, &mut [f32])> = Vec::with_capacity(k.div_ceil(KC) * panels);
-    let mut rest = out;
-    for p0 in (0..k).step_by(KC) {
-        for panel in 0..panels {
-            let (dst, tail) = rest.split_at_mut(KC.min(k - p0) * NR);
-            jobs.push((p0, panel, dst));
-            rest = tail;
+    let n_padded = b.cols.next_multiple_of(NR);
+    // Slice `s` (depth s * KC ..) is a contiguous `kc x N_padded` run of `out`, and each of its
+    // panels a contiguous `kc x NR` run of that.
+    let pack = |s: usize, panel: usize, dst: &mut [f32]| {
+        // SAFETY: the caller vouched for AVX-512F and `b`'s bounds; `dst` is this panel's run.
+        unsafe { pack_panel(b, s * KC, panel * NR, dst) }
+    };
+    let panel_len = |slice: &[f32]| slice.len() / n_padded * NR;
+    if parallel && b.rows * b.cols >= 1 << 14 {
+        out.par_chunks_mut(KC * n_padded).enumerate().for_each(|(s, slice)| {
+            let len = panel_len(slice);
+            slice.par_chunks_exact_mut(len).enumerate().for_each(|(panel, dst)| pack(s, panel, dst));
+        });
+    } else {
+        for (s, slice) in out.chunks_mut(KC * n_padded).enumerate() {
+            let len = panel_len(slice);
+            slice.chunks_exact_mut(len).enumerate().for_each(|(panel, dst)| pack(s, panel, dst));
         }
     }
-    jobs.into_par_iter().for_each(|(p0, panel, dst)| pack(p0, panel, dst));
 }
 
 /// One panel of B: depth `p0..p0 + kc` (kc = `dst.len() / NR`), columns `j0..j0 + NR`, with
@@ -208,16 +189,12 @@ unsafe fn pack_b(b: &MatRef<'_, f32>, out: &mut [f32], parallel: bool) {
 unsafe fn pack_panel(b: &MatRef<'_, f32>, p0: usize, j0: usize, dst: &mut [f32]) {
     use std::arch::x86_64::*;
     let cols = NR.min(b.cols - j0);
-    let lanes = |from: usize| -> __mmask16 { ((1u32 << cols.saturating_sub(from).min(16)) - 1) as __mmask16 };
-    let (m0, m1) = (lanes(0), lanes(16));
+    let (m0, m1) = (first_lanes(cols), first_lanes(cols.saturating_sub(16)));
     let base = b.data.as_ptr();
     // Gather offsets must fit in i32; a stride that large would be a strange matrix, and
     // takes the scalar loop.
     let gather = b.col_stride != 1 && b.col_stride * NR < i32::MAX as usize;
-    let offsets = _mm512_mullo_epi32(
-        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-        _mm512_set1_epi32(b.col_stride as i32),
-    );
+    let offsets = lane_offsets(b.col_stride);
     let upper = _mm512_add_epi32(offsets, _mm512_set1_epi32(16 * b.col_stride as i32));
     for (p, dst_row) in dst.chunks_exact_mut(NR).enumerate() {
         let src = b.offset + (p0 + p) * b.row_stride + j0 * b.col_stride;
@@ -243,17 +220,6 @@ unsafe fn pack_panel(b: &MatRef<'_, f32>, p0: usize, j0: usize, dst: &mut [f32])
     }
 }
 
-/// What the first depth slice does with C; later slices always add onto it.
-#[derive(Clone, Copy, Debug)]
-pub(super) enum Start<'b> {
-    /// `C = A B`: C's old contents are ignored.
-    Overwrite,
-    /// `C += A B`.
-    Accumulate,
-    /// `C = A B + bias` with the bias (one value per column) added to every row.
-    Bias(&'b [f32]),
-}
-
 /// One task: rows `i0..i0 + rows` of C (in `c_rows`, `ldc` apart), every depth slice, every
 /// panel.
 ///
@@ -271,7 +237,7 @@ unsafe fn row_block(
     packed: &[f32],
     k: usize,
     n: usize,
-    start: Start<'_>,
+    output: Output<'_, f32>,
     panels_a: &mut [f32],
 ) {
     let full_tiles = rows / MR;
@@ -287,7 +253,8 @@ unsafe fn row_block(
         let kc = KC.min(k - p0);
         let first_tile = if in_place { full_tiles } else { 0 };
         pack_a(a, i0 + first_tile * MR, rows - first_tile * MR, p0, kc, &mut panels_a[first_tile * MR * kc..]);
-        let start = if p0 == 0 { start } else { Start::Accumulate };
+        // Only the first depth slice overwrites C or adds the bias; later ones add onto it.
+        let output = if p0 == 0 { output } else { Output::Accumulate };
         let slice = &packed[p0 * n_padded..p0 * n_padded + kc * n_padded];
         for (panel, b_panel) in slice.chunks_exact(kc * NR).enumerate() {
             let j0 = panel * NR;
@@ -297,7 +264,7 @@ unsafe fn row_block(
                 let (a_tile, layout) = if in_place && tile < full_tiles {
                     (a.data.as_ptr().add(a.offset + (i0 + r0) * a.row_stride + p0), TileA::Rows(a.row_stride))
                 } else {
-                    (panels_a.as_ptr().add(tile * MR * kc), TileA::Columns(MR))
+                    (panels_a.as_ptr().add(tile * MR * kc), TileA::Packed)
                 };
                 let c_tile = c_rows.as_mut_ptr().add(r0 * ldc + j0);
                 let tile_rows = MR.min(rows - r0);
@@ -306,8 +273,8 @@ unsafe fn row_block(
                 // inside `panels_a` (tile < rows / MR rounded up). The B panel holds
                 // kc x NR values. C's tile_rows rows of `cols` values from `c_tile` lie
                 // inside `c_rows` (rows r0 + tile_rows <= rows, ldc apart; j0 + cols <= n),
-                // and a bias holds n values (checked by `gemm`).
-                kernel(kc, a_tile, layout, b_panel.as_ptr(), c_tile, ldc, tile_rows, cols, start, j0);
+                // and a bias holds n values (checked by `best`).
+                kernel(kc, a_tile, layout, b_panel.as_ptr(), c_tile, ldc, tile_rows, cols, output, j0);
             }
         }
     }
@@ -324,15 +291,12 @@ unsafe fn pack_a(a: &MatRef<'_, f32>, i0: usize, rows: usize, p0: usize, kc: usi
     // Row offsets for gathering one depth step of a panel from 12 rows (when A's rows are
     // not adjacent in memory); offsets must fit in i32, or the scalar loop runs.
     let gather = a.row_stride != 1 && a.row_stride * MR < i32::MAX as usize;
-    let offsets = _mm512_mullo_epi32(
-        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-        _mm512_set1_epi32(a.row_stride as i32),
-    );
-    let panel_lanes = ((1u32 << MR) - 1) as __mmask16;
+    let offsets = lane_offsets(a.row_stride);
+    let panel_lanes = first_lanes(MR);
     for (panel, dst) in out.chunks_exact_mut(MR * kc).take(rows.div_ceil(MR)).enumerate() {
         let r0 = panel * MR;
         let panel_rows = MR.min(rows - r0);
-        let valid = ((1u32 << panel_rows) - 1) as __mmask16;
+        let valid = first_lanes(panel_rows);
         for (p, dst_p) in dst.chunks_exact_mut(MR).enumerate() {
             let src = a.offset + (i0 + r0) * a.row_stride + (p0 + p) * a.col_stride;
             // SAFETY: lanes i < panel_rows read elements (i0 + r0 + i, p0 + p) of `a`, in
@@ -374,7 +338,7 @@ unsafe fn kernel(
     ldc: usize,
     rows: usize,
     cols: usize,
-    start: Start<'_>,
+    output: Output<'_, f32>,
     j0: usize,
 ) {
     use std::arch::x86_64::*;
@@ -393,11 +357,11 @@ unsafe fn kernel(
                 }
             }
         }
-        TileA::Columns(step) => {
+        TileA::Packed => {
             for p in 0..kc {
                 let b0 = _mm512_loadu_ps(b.add(NR * p));
                 let b1 = _mm512_loadu_ps(b.add(NR * p + 16));
-                let a_p = a.add(p * step);
+                let a_p = a.add(p * MR);
                 for (i, acc_i) in acc.iter_mut().enumerate() {
                     let a_ip = _mm512_set1_ps(*a_p.add(i));
                     acc_i[0] = _mm512_fmadd_ps(a_ip, b0, acc_i[0]);
@@ -408,12 +372,8 @@ unsafe fn kernel(
     }
     // Masks select the tile's valid columns: all 16 lanes of both vectors inside the matrix,
     // fewer at its right edge.
-    let lanes = |from: usize| -> __mmask16 {
-        let valid = cols.saturating_sub(from).min(16);
-        ((1u32 << valid) - 1) as __mmask16
-    };
-    let (m0, m1) = (lanes(0), lanes(16));
-    if let Start::Bias(bias) = start {
+    let (m0, m1) = (first_lanes(cols), first_lanes(cols.saturating_sub(16)));
+    if let Output::Bias(bias) = output {
         let at = bias.as_ptr().add(j0);
         let (bias0, bias1) = (_mm512_maskz_loadu_ps(m0, at), _mm512_maskz_loadu_ps(m1, at.wrapping_add(16)));
         for acc_i in acc.iter_mut() {
@@ -426,11 +386,28 @@ unsafe fn kernel(
         // then empty, so nothing is read or written there (masked lanes never fault).
         let row = c.add(i * ldc);
         let (mut v0, mut v1) = (acc_i[0], acc_i[1]);
-        if let Start::Accumulate = start {
+        if let Output::Accumulate = output {
             v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, row));
             v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, row.wrapping_add(16)));
         }
         _mm512_mask_storeu_ps(row, m0, v0);
         _mm512_mask_storeu_ps(row.wrapping_add(16), m1, v1);
     }
+}
+
+/// A mask of the first `count` of 16 lanes (all of them for `count >= 16`): how partial
+/// panels and tiles load and store only the values that exist.
+fn first_lanes(count: usize) -> std::arch::x86_64::__mmask16 {
+    ((1u32 << count.min(16)) - 1) as std::arch::x86_64::__mmask16
+}
+
+/// `[0, stride, 2 stride, ..., 15 stride]`: the element offsets a gather of 16 values lying
+/// `stride` apart reads (the caller keeps `15 * stride` within i32).
+#[target_feature(enable = "avx512f")]
+fn lane_offsets(stride: usize) -> std::arch::x86_64::__m512i {
+    use std::arch::x86_64::{_mm512_mullo_epi32, _mm512_set1_epi32, _mm512_set_epi32};
+    _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+        _mm512_set1_epi32(stride as i32),
+    )
 }
