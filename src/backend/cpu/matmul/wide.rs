@@ -2,13 +2,15 @@
 //!
 //! Three changes from v5, each answering something a profile of the GPT training step showed:
 //!
-//! - **A 12 x 32 register tile.** v5's 12 x 16 tile issues 13 loads (one vector of B, twelve
-//!   broadcasts of A) per 12 FMAs. A core issues two loads and two FMAs per cycle, so the load
-//!   ports, not the FMA units, set its pace. Two vectors of B per depth step make it 14 loads
-//!   per 24 FMAs; the 24 accumulators (of 32 zmm registers) also cover the FMA latency twice.
+//! - **A 6 x 64 register tile.** v5's 12 x 16 tile issues 13 loads (one vector of B, twelve
+//!   broadcasts of A) per 12 FMAs. A core issues two wide loads and two FMAs per cycle, so
+//!   the load ports, not the FMA units, set its pace. Four vectors of B and six broadcasts of
+//!   A per depth step make it 10 loads per 24 FMAs; the 24 accumulators (of 32 zmm registers)
+//!   also cover the FMA latency three times over. (A 12 x 32 tile, 14 loads per 24 FMAs, ran
+//!   5-10% slower on a Sapphire Rapids core: the shape matters even at equal accumulators.)
 //! - **A read in place.** Packing A copies `M x K` values to serve `M x K x N` multiply-adds:
 //!   a `1/N` overhead, but a scalar gather per value. At the transformer's `N = 128` packing A
-//!   took a third of the GEMM's time. The kernel reads its 12 rows of A through the strides
+//!   took a third of the GEMM's time. The kernel reads its 6 rows of A through the strides
 //!   when A's rows are contiguous (row-major) or its columns are (a transposed view, as in
 //!   `X^T dY`); only the last, partial tile of rows (or an A with neither) is copied, into a
 //!   zero-padded panel.
@@ -26,11 +28,14 @@ use super::super::pool;
 use super::{MatRef, Output};
 
 /// Rows of the register tile.
-const MR: usize = 12;
-/// Columns of the register tile: two 16-lane vectors.
-const NR: usize = 32;
-/// Depth of a slice: a `KC x NR` panel of B (32 KiB) stays in L1 while the row tiles of a
-/// block stream past it.
+const MR: usize = 6;
+/// Vectors (of 16 lanes) across the register tile.
+const VECS: usize = 4;
+/// Columns of the register tile.
+const NR: usize = 16 * VECS;
+/// Depth of a slice (at most; [`slice_depth`] evens the slices out). A `KC x NR` panel of B
+/// (64 KiB) stays in L2, next to the block of A, while the row tiles stream past it. (Depth
+/// 128, whose panel fits L1, measured slower: C's tile is loaded and stored twice as often.)
 const KC: usize = 256;
 /// Largest block of rows a task takes: its `MC x KC` slice of A (192 KiB) stays in L2 while
 /// every panel of B passes over it.
@@ -72,7 +77,8 @@ pub(super) unsafe fn gemm(
     assert!(in_bounds(&a) && in_bounds(&b), "matmul v6: a strided operand reaches past its buffer");
     let threads = if parallel { rayon::current_num_threads() } else { 1 };
     let mc = rows_per_task(m, threads);
-    let (b_len, a_len) = (k * n.next_multiple_of(NR), mc.next_multiple_of(MR) * KC);
+    let depth = slice_depth(k);
+    let (b_len, a_len) = (k * n.next_multiple_of(NR), mc.next_multiple_of(MR) * depth);
     // Block `blk` holds rows blk * mc .. of C.
     let rows_of = |blk: usize| mc.min(m - blk * mc);
     if threads == 1 {
@@ -143,6 +149,13 @@ fn in_bounds(m: &MatRef<'_, f32>) -> bool {
     m.rows == 0 || m.cols == 0 || m.offset + (m.rows - 1) * m.row_stride + (m.cols - 1) * m.col_stride < m.data.len()
 }
 
+/// Depth of each slice for an inner dimension `k`: as near `KC` as an even split allows, so
+/// that no thin last slice pays a full load and store of C for a few steps (K = 784 becomes
+/// four slices of 196 rather than three of 256 and one of 16).
+fn slice_depth(k: usize) -> usize {
+    k.div_ceil(k.div_ceil(KC))
+}
+
 /// Rows per task: at most `MC`, in whole tiles, and enough tasks that every thread gets a
 /// near-equal share (rayon's work stealing evens out the rest).
 fn rows_per_task(m: usize, threads: usize) -> usize {
@@ -158,20 +171,21 @@ fn rows_per_task(m: usize, threads: usize) -> usize {
 /// AVX-512F, and `b` in bounds (checked by [`gemm`]); `out` holds `K x N_padded` values.
 unsafe fn pack_b(b: &MatRef<'_, f32>, out: &mut [f32], parallel: bool) {
     let n_padded = b.cols.next_multiple_of(NR);
+    let depth = slice_depth(b.rows);
     // Slice `s` (depth s * KC ..) is a contiguous `kc x N_padded` run of `out`, and each of its
     // panels a contiguous `kc x NR` run of that.
     let pack = |s: usize, panel: usize, dst: &mut [f32]| {
         // SAFETY: the caller vouched for AVX-512F and `b`'s bounds; `dst` is this panel's run.
-        unsafe { pack_panel(b, s * KC, panel * NR, dst) }
+        unsafe { pack_panel(b, s * depth, panel * NR, dst) }
     };
     let panel_len = |slice: &[f32]| slice.len() / n_padded * NR;
     if parallel && b.rows * b.cols >= 1 << 14 {
-        out.par_chunks_mut(KC * n_padded).enumerate().for_each(|(s, slice)| {
+        out.par_chunks_mut(depth * n_padded).enumerate().for_each(|(s, slice)| {
             let len = panel_len(slice);
             slice.par_chunks_exact_mut(len).enumerate().for_each(|(panel, dst)| pack(s, panel, dst));
         });
     } else {
-        for (s, slice) in out.chunks_mut(KC * n_padded).enumerate() {
+        for (s, slice) in out.chunks_mut(depth * n_padded).enumerate() {
             let len = panel_len(slice);
             slice.chunks_exact_mut(len).enumerate().for_each(|(panel, dst)| pack(s, panel, dst));
         }
@@ -189,34 +203,33 @@ unsafe fn pack_b(b: &MatRef<'_, f32>, out: &mut [f32], parallel: bool) {
 unsafe fn pack_panel(b: &MatRef<'_, f32>, p0: usize, j0: usize, dst: &mut [f32]) {
     use std::arch::x86_64::*;
     let cols = NR.min(b.cols - j0);
-    let (m0, m1) = (first_lanes(cols), first_lanes(cols.saturating_sub(16)));
+    let masks = lane_masks(cols);
     let base = b.data.as_ptr();
     // Gather offsets must fit in i32; a stride that large would be a strange matrix, and
     // takes the scalar loop.
     let gather = b.col_stride != 1 && b.col_stride * NR < i32::MAX as usize;
     let offsets = lane_offsets(b.col_stride);
-    let upper = _mm512_add_epi32(offsets, _mm512_set1_epi32(16 * b.col_stride as i32));
     for (p, dst_row) in dst.chunks_exact_mut(NR).enumerate() {
         let src = b.offset + (p0 + p) * b.row_stride + j0 * b.col_stride;
         // SAFETY: lanes j < cols address element (p0 + p, j0 + j) of `b`, which is in bounds
         // (p0 + p < K, j0 + j < N); masked-off lanes are neither read nor written, so the
         // wrapping address of the second half is never dereferenced past the matrix.
-        let (v0, v1) = if b.col_stride == 1 {
-            (_mm512_maskz_loadu_ps(m0, base.add(src)), _mm512_maskz_loadu_ps(m1, base.add(src).wrapping_add(16)))
+        if b.col_stride == 1 {
+            for (v, &mask) in masks.iter().enumerate() {
+                let vector = _mm512_maskz_loadu_ps(mask, base.add(src).wrapping_add(16 * v));
+                _mm512_storeu_ps(dst_row.as_mut_ptr().add(16 * v), vector);
+            }
         } else if gather {
-            let zero = _mm512_setzero_ps();
-            (
-                _mm512_mask_i32gather_ps::<4>(zero, m0, offsets, base.add(src)),
-                _mm512_mask_i32gather_ps::<4>(zero, m1, upper, base.add(src)),
-            )
+            for (v, &mask) in masks.iter().enumerate() {
+                let start = base.add(src).wrapping_add(16 * v * b.col_stride);
+                let vector = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, offsets, start);
+                _mm512_storeu_ps(dst_row.as_mut_ptr().add(16 * v), vector);
+            }
         } else {
             for (j, d) in dst_row.iter_mut().enumerate() {
                 *d = if j < cols { b.data[src + j * b.col_stride] } else { 0.0 };
             }
-            continue;
-        };
-        _mm512_storeu_ps(dst_row.as_mut_ptr(), v0);
-        _mm512_storeu_ps(dst_row.as_mut_ptr().add(16), v1);
+        }
     }
 }
 
@@ -243,14 +256,15 @@ unsafe fn row_block(
     let full_tiles = rows / MR;
     let n_padded = n.next_multiple_of(NR);
     // A row-major A is read in place when B is narrow: packing A costs a pass over it for
-    // every N / 32 tiles of work, a large share when N is 128 or 384 (the transformer's
+    // every N / 64 tiles of work, a large share when N is 128 or 384 (the transformer's
     // widths). Any other A is copied once per depth slice into panels: a transposed A (one
-    // 12-value copy per depth step) would otherwise walk a new cache line per step, and a
-    // wide product amortizes the copy, which keeps 12 rows that lie a power-of-two stride
+    // 6-value copy per depth step) would otherwise walk a new cache line per step, and a
+    // wide product amortizes the copy, which keeps 6 rows that lie a power-of-two stride
     // apart (N = 1024, 2048) from crowding the same few L1 sets.
     let in_place = a.col_stride == 1 && n <= IN_PLACE_MAX_N;
-    for p0 in (0..k).step_by(KC) {
-        let kc = KC.min(k - p0);
+    let depth = slice_depth(k);
+    for p0 in (0..k).step_by(depth) {
+        let kc = depth.min(k - p0);
         let first_tile = if in_place { full_tiles } else { 0 };
         pack_a(a, i0 + first_tile * MR, rows - first_tile * MR, p0, kc, &mut panels_a[first_tile * MR * kc..]);
         // Only the first depth slice overwrites C or adds the bias; later ones add onto it.
@@ -268,7 +282,7 @@ unsafe fn row_block(
                 };
                 let c_tile = c_rows.as_mut_ptr().add(r0 * ldc + j0);
                 let tile_rows = MR.min(rows - r0);
-                // SAFETY: in-place tiles are rows i0 + r0 .. + 12 <= M and depth p0 .. + kc
+                // SAFETY: in-place tiles are rows i0 + r0 .. + MR <= M and depth p0 .. + kc
                 // <= K of a row-major A checked in bounds; packed tiles are MR x kc panels
                 // inside `panels_a` (tile < rows / MR rounded up). The B panel holds
                 // kc x NR values. C's tile_rows rows of `cols` values from `c_tile` lie
@@ -288,7 +302,7 @@ unsafe fn row_block(
 #[inline(always)]
 unsafe fn pack_a(a: &MatRef<'_, f32>, i0: usize, rows: usize, p0: usize, kc: usize, out: &mut [f32]) {
     use std::arch::x86_64::*;
-    // Row offsets for gathering one depth step of a panel from 12 rows (when A's rows are
+    // Row offsets for gathering one depth step of a panel from MR rows (when A's rows are
     // not adjacent in memory); offsets must fit in i32, or the scalar loop runs.
     let gather = a.row_stride != 1 && a.row_stride * MR < i32::MAX as usize;
     let offsets = lane_offsets(a.row_stride);
@@ -300,7 +314,7 @@ unsafe fn pack_a(a: &MatRef<'_, f32>, i0: usize, rows: usize, p0: usize, kc: usi
         for (p, dst_p) in dst.chunks_exact_mut(MR).enumerate() {
             let src = a.offset + (i0 + r0) * a.row_stride + (p0 + p) * a.col_stride;
             // SAFETY: lanes i < panel_rows read elements (i0 + r0 + i, p0 + p) of `a`, in
-            // bounds; masked-off lanes are not read. The store writes the MR (12) lanes of
+            // bounds; masked-off lanes are not read. The store writes the MR lanes of
             // `dst_p`.
             let v = if a.row_stride == 1 {
                 // A transposed: the panel's column is already contiguous, one masked vector
@@ -320,12 +334,11 @@ unsafe fn pack_a(a: &MatRef<'_, f32>, i0: usize, rows: usize, p0: usize, kc: usi
 }
 
 /// The register tile: `C[0..rows, 0..cols] (+)= A_tile B_panel`, `kc` deep, with 24 zmm
-/// accumulators (12 rows x 2 vectors). Per depth step: two loads of B, then each row's A
-/// value is broadcast from memory straight into two FMAs.
+/// accumulators (6 rows x 4 vectors) filled by [`depth_loop`], then masked stores into C.
 ///
 /// # Safety
-/// AVX-512F. A's 12 x kc tile must be readable through `tile` from `a`, `b` must hold
-/// `kc * 32` values, and C's `rows x cols` tile (row step `ldc`) must be writable.
+/// AVX-512F. A's `MR x kc` tile must be readable through `tile` from `a`, `b` must hold
+/// `kc * NR` values, and C's `rows x cols` tile (row step `ldc`) must be writable.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 #[inline]
@@ -342,57 +355,82 @@ unsafe fn kernel(
     j0: usize,
 ) {
     use std::arch::x86_64::*;
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    let mut acc = [[_mm512_setzero_ps(); VECS]; MR];
     // The two A layouts get their own loops, so each one's addresses are a fixed pattern the
     // compiler can strength-reduce.
     match tile {
-        TileA::Rows(lda) => {
-            for p in 0..kc {
-                let b0 = _mm512_loadu_ps(b.add(NR * p));
-                let b1 = _mm512_loadu_ps(b.add(NR * p + 16));
-                for (i, acc_i) in acc.iter_mut().enumerate() {
-                    let a_ip = _mm512_set1_ps(*a.add(i * lda + p));
-                    acc_i[0] = _mm512_fmadd_ps(a_ip, b0, acc_i[0]);
-                    acc_i[1] = _mm512_fmadd_ps(a_ip, b1, acc_i[1]);
-                }
-            }
-        }
-        TileA::Packed => {
-            for p in 0..kc {
-                let b0 = _mm512_loadu_ps(b.add(NR * p));
-                let b1 = _mm512_loadu_ps(b.add(NR * p + 16));
-                let a_p = a.add(p * MR);
-                for (i, acc_i) in acc.iter_mut().enumerate() {
-                    let a_ip = _mm512_set1_ps(*a_p.add(i));
-                    acc_i[0] = _mm512_fmadd_ps(a_ip, b0, acc_i[0]);
-                    acc_i[1] = _mm512_fmadd_ps(a_ip, b1, acc_i[1]);
-                }
-            }
-        }
+        TileA::Rows(lda) => depth_loop(kc, &mut acc, b, |i, p| a.add(i * lda + p)),
+        TileA::Packed => depth_loop(kc, &mut acc, b, |i, p| a.add(p * MR + i)),
     }
-    // Masks select the tile's valid columns: all 16 lanes of both vectors inside the matrix,
-    // fewer at its right edge.
-    let (m0, m1) = (first_lanes(cols), first_lanes(cols.saturating_sub(16)));
+    let masks = lane_masks(cols);
     if let Output::Bias(bias) = output {
         let at = bias.as_ptr().add(j0);
-        let (bias0, bias1) = (_mm512_maskz_loadu_ps(m0, at), _mm512_maskz_loadu_ps(m1, at.wrapping_add(16)));
-        for acc_i in acc.iter_mut() {
-            acc_i[0] = _mm512_add_ps(acc_i[0], bias0);
-            acc_i[1] = _mm512_add_ps(acc_i[1], bias1);
+        for (v, &mask) in masks.iter().enumerate() {
+            let bias_v = _mm512_maskz_loadu_ps(mask, at.wrapping_add(16 * v));
+            for acc_i in acc.iter_mut() {
+                acc_i[v] = _mm512_add_ps(acc_i[v], bias_v);
+            }
         }
     }
     for (i, acc_i) in acc.iter().enumerate().take(rows) {
-        // The second vector's address may lie past the end of C when `cols <= 16`; its mask is
+        // A vector's address may lie past the end of C when `cols` ends before it; its mask is
         // then empty, so nothing is read or written there (masked lanes never fault).
         let row = c.add(i * ldc);
-        let (mut v0, mut v1) = (acc_i[0], acc_i[1]);
-        if let Output::Accumulate = output {
-            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, row));
-            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, row.wrapping_add(16)));
+        for (v, (&mask, &sum)) in masks.iter().zip(acc_i).enumerate() {
+            let at = row.wrapping_add(16 * v);
+            let sum =
+                if let Output::Accumulate = output { _mm512_add_ps(sum, _mm512_maskz_loadu_ps(mask, at)) } else { sum };
+            _mm512_mask_storeu_ps(at, mask, sum);
         }
-        _mm512_mask_storeu_ps(row, m0, v0);
-        _mm512_mask_storeu_ps(row.wrapping_add(16), m1, v1);
     }
+}
+
+/// The multiply-adds of one tile: for each of `kc` depth steps, `VECS` loads of B, then each
+/// row's A value (at `a_at(row, step)`) is broadcast into `VECS` FMAs. Four steps per loop
+/// trip, so the loop's own counter and pointer updates (which compete with the FMAs for
+/// execution ports) are paid once per 96 FMAs rather than once per 24.
+///
+/// # Safety
+/// AVX-512F; `a_at(i, p)` must be readable for `i < MR`, `p < kc`, and `b` must hold
+/// `kc * NR` values.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn depth_loop(
+    kc: usize,
+    acc: &mut [[std::arch::x86_64::__m512; VECS]; MR],
+    b: *const f32,
+    a_at: impl Fn(usize, usize) -> *const f32,
+) {
+    use std::arch::x86_64::*;
+    let step = |acc: &mut [[__m512; VECS]; MR], p: usize| {
+        // SAFETY: p < kc, so B's NR values of step p and A's values a_at(i, p) are readable.
+        let b_p: [__m512; VECS] = std::array::from_fn(|v| unsafe { _mm512_loadu_ps(b.add(NR * p + 16 * v)) });
+        for (i, acc_i) in acc.iter_mut().enumerate() {
+            // SAFETY: as above.
+            let a_ip = unsafe { _mm512_set1_ps(*a_at(i, p)) };
+            for (acc_iv, &b_pv) in acc_i.iter_mut().zip(&b_p) {
+                *acc_iv = _mm512_fmadd_ps(a_ip, b_pv, *acc_iv);
+            }
+        }
+    };
+    let mut p = 0;
+    while p + 4 <= kc {
+        step(acc, p);
+        step(acc, p + 1);
+        step(acc, p + 2);
+        step(acc, p + 3);
+        p += 4;
+    }
+    while p < kc {
+        step(acc, p);
+        p += 1;
+    }
+}
+
+/// Masks of a tile's `cols` valid columns, one per vector: all 16 lanes of the vectors inside
+/// the matrix, fewer (or none) at its right edge.
+fn lane_masks(cols: usize) -> [std::arch::x86_64::__mmask16; VECS] {
+    std::array::from_fn(|v| first_lanes(cols.saturating_sub(16 * v)))
 }
 
 /// A mask of the first `count` of 16 lanes (all of them for `count >= 16`): how partial
