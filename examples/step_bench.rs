@@ -4,7 +4,11 @@
 //! 1. one MNIST MLP training step (784-256-128-10, ReLU, cross-entropy, Adam, batch 128);
 //! 2. one char-level GPT training step (vocab 65, block 128, 4 layers, 4 heads, width 128,
 //!    batch 16, AdamW, gradient clipping);
-//! 3. causal attention forward + backward (batch 16, 4 heads, T 128, head dim 32).
+//! 3. causal attention forward + backward (batch 16, 4 heads, T 128, head dim 32);
+//! 4. one epoch of the MLP in (1) on the MNIST training set (from `--mnist`, by default the
+//!    repository's `data/mnist`; skipped with a warning if it cannot be loaded): reshuffled,
+//!    cut into 469 batches of 128, each gathered and normalized (`ImageSet::gather_normalized`,
+//!    as the `mnist` example does), then one training step.
 //!
 //! It also reports the buffer pool's misses per step once warm: each miss is a fresh
 //! allocation (and its page faults), which a steady training loop should not need.
@@ -19,6 +23,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use glassbox::backend::cpu::pool;
+use glassbox::data::{shuffled_batches, ImageSet, Mnist};
 use glassbox::nn::{Activation, Gpt, GptConfig, Module, Sequential};
 use glassbox::optim::{clip_grad_norm, Adam, AdamW, Optimizer};
 use glassbox::rng::Rng;
@@ -64,6 +69,24 @@ fn mnist_step() -> impl FnMut() {
     }
 }
 
+fn mnist_epoch(train: ImageSet) -> impl FnMut() {
+    let mut rng = Rng::new(0);
+    let model = Sequential::mlp(&[784, 256, 128, 10], Activation::Relu, 0.0, &mut rng);
+    let mut opt = Adam::new(model.parameters(), 1e-3);
+    let (mut x_buf, mut y_buf) = (Vec::new(), Vec::new());
+    move || {
+        for batch in shuffled_batches(train.len(), 128, &mut rng) {
+            train.gather_normalized(&batch, &mut x_buf);
+            train.gather_labels(&batch, &mut y_buf);
+            let x = Tensor::from_vec(std::mem::take(&mut x_buf), &[batch.len(), 784]);
+            let loss = model.forward(&x).cross_entropy(&y_buf);
+            opt.zero_grad();
+            loss.backward();
+            opt.step();
+        }
+    }
+}
+
 fn gpt_step() -> impl FnMut() {
     let mut rng = Rng::new(0);
     let config = GptConfig { vocab_size: 65, block_size: 128, n_layer: 4, n_head: 4, n_embd: 128 };
@@ -94,10 +117,10 @@ fn attention_fwd_bwd() -> impl FnMut() {
 }
 
 /// Runs the PyTorch script and returns (name, milliseconds) pairs.
-fn pytorch(python: &str, threads: usize) -> Result<Vec<(String, f64)>, String> {
+fn pytorch(python: &str, threads: usize, mnist_dir: &str) -> Result<Vec<(String, f64)>, String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pytorch_steps.py");
     let out = Command::new(python)
-        .args([script, "--threads", &threads.to_string()])
+        .args([script, "--threads", &threads.to_string(), "--mnist", mnist_dir])
         .output()
         .map_err(|e| format!("cannot run {python}: {e}"))?;
     if !out.status.success() {
@@ -126,17 +149,36 @@ fn main() {
         flags.optional("pytorch", "Python with torch installed: also time PyTorch, in this run");
     let threads: Option<usize> = flags.optional("threads", "worker threads for both engines (default: all cores)");
     let runs: usize = flags.get("runs", 30, "timed runs per workload (medians are reported)");
+    let only: Option<String> = flags.optional("only", "time just this workload (for profiling one of them)");
+    let mnist_dir: String = flags.get(
+        "mnist",
+        glassbox::data::mnist::default_dir().display().to_string(),
+        "directory of the MNIST files, for the epoch workload",
+    );
     flags.finish("glassbox vs PyTorch: training steps and attention, timed in one run");
     let threads = common::init_threads(threads);
 
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let ours = glassbox::on_worker(|| {
-        [
-            ("mnist_mlp_step", measure(mnist_step(), 5, runs * 4)),
-            ("gpt_step", measure(gpt_step(), 3, runs)),
-            ("attention_fwd_bwd", measure(attention_fwd_bwd(), 3, runs * 2)),
-        ]
+        let mut ours = Vec::new();
+        if wanted("mnist_mlp_step") {
+            ours.push(("mnist_mlp_step", measure(mnist_step(), 5, runs * 4)));
+        }
+        if wanted("gpt_step") {
+            ours.push(("gpt_step", measure(gpt_step(), 3, runs)));
+        }
+        if wanted("attention_fwd_bwd") {
+            ours.push(("attention_fwd_bwd", measure(attention_fwd_bwd(), 3, runs * 2)));
+        }
+        if wanted("mnist_epoch") {
+            match Mnist::load(std::path::Path::new(&mnist_dir)) {
+                Ok(mnist) => ours.push(("mnist_epoch", measure(mnist_epoch(mnist.train), 1, (runs / 6).max(3)))),
+                Err(e) => eprintln!("warning: no mnist_epoch: {e}"),
+            }
+        }
+        ours
     });
-    let theirs = python.as_deref().map(|p| pytorch(p, threads));
+    let theirs = python.as_deref().map(|p| pytorch(p, threads, &mnist_dir));
     if let Some(Err(e)) = &theirs {
         eprintln!("warning: no PyTorch figures: {e}");
     }

@@ -139,16 +139,25 @@ impl ImageSet {
     /// standardized floats: each pixel `p` becomes `(p / 255 - PIXEL_MEAN) / PIXEL_STD`.
     ///
     /// `out` ends up `indices.len() * pixels_per_image()` long. It is cleared rather than
-    /// replaced so a training loop can reuse one buffer and stop allocating after the first
-    /// batch.
+    /// replaced, so a loop that keeps its buffer never allocates after the first batch; a
+    /// buffer too small (or an empty one, as a loop that hands each batch's vector to
+    /// [`Tensor::from_vec`](crate::Tensor::from_vec) has) is swapped for a recycled one from the
+    /// [buffer pool](crate::backend::cpu::pool), where the previous batch's tensor parked its
+    /// buffer when it was dropped.
     ///
     /// Panics if an index is not below [`len`](ImageSet::len): indices come from the program,
     /// not from a file, so a bad one is a bug.
     pub fn gather_normalized(&self, indices: &[usize], out: &mut Vec<f32>) {
+        // A fresh 400 KB vector per batch is fresh pages from the OS, each faulting in on its
+        // first write: that doubled an MNIST epoch (`step_bench`'s mnist_epoch) next to the
+        // steps alone.
+        let len = indices.len() * self.pixels_per_image();
+        if out.capacity() < len {
+            *out = crate::backend::cpu::pool::reuse::<f32>(len);
+        }
         // The arithmetic per pixel vectorizes (16 pixels per instruction); a 256-entry lookup
         // table, which would seem cheaper, is a scalar load per pixel and ran 10x slower.
         out.clear();
-        out.reserve(indices.len() * self.pixels_per_image());
         for &index in indices {
             let image = self.image_checked("gather_normalized", index);
             out.extend(image.iter().map(|&p| (f32::from(p) / 255.0 - PIXEL_MEAN) / PIXEL_STD));
