@@ -6,8 +6,9 @@
 //!   broadcasts of A) per 12 FMAs. A core issues two wide loads and two FMAs per cycle, so
 //!   the load ports, not the FMA units, set its pace. Four vectors of B and six broadcasts of
 //!   A per depth step make it 10 loads per 24 FMAs; the 24 accumulators (of 32 zmm registers)
-//!   also cover the FMA latency three times over. (A 12 x 32 tile, 14 loads per 24 FMAs, ran
-//!   5-10% slower on a Sapphire Rapids core: the shape matters even at equal accumulators.)
+//!   also cover the FMA latency three times over. A 12 x 32 tile (14 loads per 24 FMAs) ran
+//!   5-10% slower on a Sapphire Rapids core, so it only serves products whose width would
+//!   leave much of a 64-wide tile on padding (attention's head dimension of 32).
 //! - **A read in place.** Packing A copies `M x K` values to serve `M x K x N` multiply-adds:
 //!   a `1/N` overhead, but a scalar gather per value. At the transformer's `N = 128` packing A
 //!   took a third of the GEMM's time. The kernel reads its 6 rows of A through the strides
@@ -27,13 +28,7 @@ use rayon::prelude::*;
 use super::super::pool;
 use super::{MatRef, Output};
 
-/// Rows of the register tile.
-const MR: usize = 6;
-/// Vectors (of 16 lanes) across the register tile.
-const VECS: usize = 4;
-/// Columns of the register tile.
-const NR: usize = 16 * VECS;
-/// Depth of a slice (at most; [`slice_depth`] evens the slices out). A `KC x NR` panel of B
+/// Depth of a slice (at most; [`slice_depth`] evens the slices out). A `KC x 64` panel of B
 /// (64 KiB) stays in L2, next to the block of A, while the row tiles stream past it. (Depth
 /// 128, whose panel fits L1, measured slower: C's tile is loaded and stored twice as often.)
 const KC: usize = 256;
@@ -57,9 +52,38 @@ enum TileA {
 /// apart, `K > 0`. `c` runs from C's first element to its last (as `strided_out` trims it),
 /// and a bias has one value per column (both checked by the caller, `best`).
 ///
+/// The register tile is 6 rows by 64 columns (four vectors), or 12 by 32 (two vectors) when
+/// B's width rounds up to 64 much worse than to 32: attention's products with a head
+/// dimension of 32, or a vocabulary of 65, would leave half or a quarter of the wide tile's
+/// multiply-adds on padding. Both tiles hold 24 accumulators; the wide one needs 10 loads per
+/// 24 FMAs, the narrow one 14, and is 5-10% slower where both fit.
+///
 /// # Safety
 /// The CPU must support AVX-512F.
 pub(super) unsafe fn gemm(
+    a: MatRef<'_, f32>,
+    b: MatRef<'_, f32>,
+    c: &mut [f32],
+    ldc: usize,
+    parallel: bool,
+    output: Output<'_, f32>,
+) {
+    let n = b.cols;
+    // SAFETY: the caller vouched for AVX-512F.
+    unsafe {
+        if n.next_multiple_of(64) * 7 > n.next_multiple_of(32) * 8 {
+            tiled::<12, 2>(a, b, c, ldc, parallel, output)
+        } else {
+            tiled::<6, 4>(a, b, c, ldc, parallel, output)
+        }
+    }
+}
+
+/// [`gemm`] with an `MR x 16 VECS` register tile.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+unsafe fn tiled<const MR: usize, const VECS: usize>(
     a: MatRef<'_, f32>,
     b: MatRef<'_, f32>,
     c: &mut [f32],
@@ -76,9 +100,9 @@ pub(super) unsafe fn gemm(
     assert_eq!(c.len(), (m - 1) * ldc + n, "matmul v6: output of {} values for {m} rows {ldc} apart", c.len());
     assert!(in_bounds(&a) && in_bounds(&b), "matmul v6: a strided operand reaches past its buffer");
     let threads = if parallel { rayon::current_num_threads() } else { 1 };
-    let mc = rows_per_task(m, threads);
+    let mc = rows_per_task(m, threads, MR);
     let depth = slice_depth(k);
-    let (b_len, a_len) = (k * n.next_multiple_of(NR), mc.next_multiple_of(MR) * depth);
+    let (b_len, a_len) = (k * n.next_multiple_of(16 * VECS), mc.next_multiple_of(MR) * depth);
     // Block `blk` holds rows blk * mc .. of C.
     let rows_of = |blk: usize| mc.min(m - blk * mc);
     if threads == 1 {
@@ -97,11 +121,13 @@ pub(super) unsafe fn gemm(
             grow(panels_a, a_len);
             let packed = aligned(packed, b_len);
             // SAFETY: AVX-512F vouched for by the caller; `b` checked in bounds above.
-            unsafe { pack_b(&b, packed, false) };
+            unsafe { pack_b::<VECS>(&b, packed, false) };
             for (blk, c_rows) in c.chunks_mut(mc * ldc).enumerate() {
                 // SAFETY: the caller vouched for AVX-512F; `a` and `b` were checked in bounds
                 // above; `c_rows` holds block `blk`'s rows of C.
-                unsafe { row_block(&a, blk * mc, rows_of(blk), c_rows, ldc, packed, k, n, output, panels_a) }
+                unsafe {
+                    row_block::<MR, VECS>(&a, blk * mc, rows_of(blk), c_rows, ldc, packed, k, n, output, panels_a)
+                }
             }
         });
         return;
@@ -109,12 +135,12 @@ pub(super) unsafe fn gemm(
     let mut buffer = pool::reuse::<f32>(b_len + ALIGN_SLACK);
     let packed = aligned(&mut buffer, b_len);
     // SAFETY: as above.
-    unsafe { pack_b(&b, packed, true) };
+    unsafe { pack_b::<VECS>(&b, packed, true) };
     let packed = &*packed;
     c.par_chunks_mut(mc * ldc).enumerate().for_each(|(blk, c_rows)| {
         let mut panels_a = pool::reuse::<f32>(a_len);
         // SAFETY: as in the one-thread branch.
-        unsafe { row_block(&a, blk * mc, rows_of(blk), c_rows, ldc, packed, k, n, output, &mut panels_a) };
+        unsafe { row_block::<MR, VECS>(&a, blk * mc, rows_of(blk), c_rows, ldc, packed, k, n, output, &mut panels_a) };
         pool::give_back(panels_a);
     });
     pool::give_back(buffer);
@@ -156,29 +182,30 @@ fn slice_depth(k: usize) -> usize {
     k.div_ceil(k.div_ceil(KC))
 }
 
-/// Rows per task: at most `MC`, in whole tiles, and enough tasks that every thread gets a
-/// near-equal share (rayon's work stealing evens out the rest).
-fn rows_per_task(m: usize, threads: usize) -> usize {
-    let tasks = m.div_ceil(MC).next_multiple_of(threads).min(m.div_ceil(MR)).max(1);
-    m.div_ceil(tasks).next_multiple_of(MR)
+/// Rows per task: at most `MC`, in whole tiles of `mr` rows, and enough tasks that every
+/// thread gets a near-equal share (rayon's work stealing evens out the rest).
+fn rows_per_task(m: usize, threads: usize, mr: usize) -> usize {
+    let tasks = m.div_ceil(MC).next_multiple_of(threads).min(m.div_ceil(mr)).max(1);
+    m.div_ceil(tasks).next_multiple_of(mr)
 }
 
-/// Packs all of B: for each `KC` slice of depth, panels of `NR` columns, each stored
+/// Packs all of B: for each depth slice, panels of `NR = 16 VECS` columns, each stored
 /// depth-major (`NR` values per depth step) and zero-padded past column `N`. The panel of
 /// slice `p0` and columns `j0..` starts at `p0 * N_padded + j0 * kc`.
 ///
 /// # Safety
 /// AVX-512F, and `b` in bounds (checked by [`gemm`]); `out` holds `K x N_padded` values.
-unsafe fn pack_b(b: &MatRef<'_, f32>, out: &mut [f32], parallel: bool) {
-    let n_padded = b.cols.next_multiple_of(NR);
+unsafe fn pack_b<const VECS: usize>(b: &MatRef<'_, f32>, out: &mut [f32], parallel: bool) {
+    let nr = 16 * VECS;
+    let n_padded = b.cols.next_multiple_of(nr);
     let depth = slice_depth(b.rows);
     // Slice `s` (depth s * KC ..) is a contiguous `kc x N_padded` run of `out`, and each of its
     // panels a contiguous `kc x NR` run of that.
     let pack = |s: usize, panel: usize, dst: &mut [f32]| {
         // SAFETY: the caller vouched for AVX-512F and `b`'s bounds; `dst` is this panel's run.
-        unsafe { pack_panel(b, s * depth, panel * NR, dst) }
+        unsafe { pack_panel::<VECS>(b, s * depth, panel * nr, dst) }
     };
-    let panel_len = |slice: &[f32]| slice.len() / n_padded * NR;
+    let panel_len = |slice: &[f32]| slice.len() / n_padded * nr;
     if parallel && b.rows * b.cols >= 1 << 14 {
         out.par_chunks_mut(depth * n_padded).enumerate().for_each(|(s, slice)| {
             let len = panel_len(slice);
@@ -200,16 +227,17 @@ unsafe fn pack_b(b: &MatRef<'_, f32>, out: &mut [f32], parallel: bool) {
 /// # Safety
 /// AVX-512F, and `b` in bounds.
 #[target_feature(enable = "avx512f")]
-unsafe fn pack_panel(b: &MatRef<'_, f32>, p0: usize, j0: usize, dst: &mut [f32]) {
+unsafe fn pack_panel<const VECS: usize>(b: &MatRef<'_, f32>, p0: usize, j0: usize, dst: &mut [f32]) {
     use std::arch::x86_64::*;
-    let cols = NR.min(b.cols - j0);
-    let masks = lane_masks(cols);
+    let nr = 16 * VECS;
+    let cols = nr.min(b.cols - j0);
+    let masks = lane_masks::<VECS>(cols);
     let base = b.data.as_ptr();
     // Gather offsets must fit in i32; a stride that large would be a strange matrix, and
     // takes the scalar loop.
-    let gather = b.col_stride != 1 && b.col_stride * NR < i32::MAX as usize;
+    let gather = b.col_stride != 1 && b.col_stride * nr < i32::MAX as usize;
     let offsets = lane_offsets(b.col_stride);
-    for (p, dst_row) in dst.chunks_exact_mut(NR).enumerate() {
+    for (p, dst_row) in dst.chunks_exact_mut(nr).enumerate() {
         let src = b.offset + (p0 + p) * b.row_stride + j0 * b.col_stride;
         // SAFETY: lanes j < cols address element (p0 + p, j0 + j) of `b`, which is in bounds
         // (p0 + p < K, j0 + j < N); masked-off lanes are neither read nor written, so the
@@ -241,7 +269,7 @@ unsafe fn pack_panel(b: &MatRef<'_, f32>, p0: usize, j0: usize, dst: &mut [f32])
 /// `ldc` apart, `panels_a` of at least `rows` rounded up to `MR`, times `KC`, values.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn row_block(
+unsafe fn row_block<const MR: usize, const VECS: usize>(
     a: &MatRef<'_, f32>,
     i0: usize,
     rows: usize,
@@ -253,8 +281,9 @@ unsafe fn row_block(
     output: Output<'_, f32>,
     panels_a: &mut [f32],
 ) {
+    let nr = 16 * VECS;
     let full_tiles = rows / MR;
-    let n_padded = n.next_multiple_of(NR);
+    let n_padded = n.next_multiple_of(nr);
     // A row-major A is read in place when B is narrow: packing A costs a pass over it for
     // every N / 64 tiles of work, a large share when N is 128 or 384 (the transformer's
     // widths). Any other A is copied once per depth slice into panels: a transposed A (one
@@ -266,13 +295,13 @@ unsafe fn row_block(
     for p0 in (0..k).step_by(depth) {
         let kc = depth.min(k - p0);
         let first_tile = if in_place { full_tiles } else { 0 };
-        pack_a(a, i0 + first_tile * MR, rows - first_tile * MR, p0, kc, &mut panels_a[first_tile * MR * kc..]);
+        pack_a::<MR>(a, i0 + first_tile * MR, rows - first_tile * MR, p0, kc, &mut panels_a[first_tile * MR * kc..]);
         // Only the first depth slice overwrites C or adds the bias; later ones add onto it.
         let output = if p0 == 0 { output } else { Output::Accumulate };
         let slice = &packed[p0 * n_padded..p0 * n_padded + kc * n_padded];
-        for (panel, b_panel) in slice.chunks_exact(kc * NR).enumerate() {
-            let j0 = panel * NR;
-            let cols = NR.min(n - j0);
+        for (panel, b_panel) in slice.chunks_exact(kc * nr).enumerate() {
+            let j0 = panel * nr;
+            let cols = nr.min(n - j0);
             for r0 in (0..rows).step_by(MR) {
                 let tile = r0 / MR;
                 let (a_tile, layout) = if in_place && tile < full_tiles {
@@ -288,7 +317,7 @@ unsafe fn row_block(
                 // kc x NR values. C's tile_rows rows of `cols` values from `c_tile` lie
                 // inside `c_rows` (rows r0 + tile_rows <= rows, ldc apart; j0 + cols <= n),
                 // and a bias holds n values (checked by `best`).
-                kernel(kc, a_tile, layout, b_panel.as_ptr(), c_tile, ldc, tile_rows, cols, output, j0);
+                kernel::<MR, VECS>(kc, a_tile, layout, b_panel.as_ptr(), c_tile, ldc, tile_rows, cols, output, j0);
             }
         }
     }
@@ -300,7 +329,7 @@ unsafe fn row_block(
 /// # Safety
 /// AVX-512F, and `a` in bounds.
 #[inline(always)]
-unsafe fn pack_a(a: &MatRef<'_, f32>, i0: usize, rows: usize, p0: usize, kc: usize, out: &mut [f32]) {
+unsafe fn pack_a<const MR: usize>(a: &MatRef<'_, f32>, i0: usize, rows: usize, p0: usize, kc: usize, out: &mut [f32]) {
     use std::arch::x86_64::*;
     // Row offsets for gathering one depth step of a panel from MR rows (when A's rows are
     // not adjacent in memory); offsets must fit in i32, or the scalar loop runs.
@@ -334,7 +363,7 @@ unsafe fn pack_a(a: &MatRef<'_, f32>, i0: usize, rows: usize, p0: usize, kc: usi
 }
 
 /// The register tile: `C[0..rows, 0..cols] (+)= A_tile B_panel`, `kc` deep, with 24 zmm
-/// accumulators (6 rows x 4 vectors) filled by [`depth_loop`], then masked stores into C.
+/// accumulators (`MR` rows x `VECS` vectors: 6 x 4 or 12 x 2) filled by [`depth_loop`], then masked stores into C.
 ///
 /// # Safety
 /// AVX-512F. A's `MR x kc` tile must be readable through `tile` from `a`, `b` must hold
@@ -342,7 +371,7 @@ unsafe fn pack_a(a: &MatRef<'_, f32>, i0: usize, rows: usize, p0: usize, kc: usi
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 #[inline]
-unsafe fn kernel(
+unsafe fn kernel<const MR: usize, const VECS: usize>(
     kc: usize,
     a: *const f32,
     tile: TileA,
@@ -362,7 +391,7 @@ unsafe fn kernel(
         TileA::Rows(lda) => depth_loop(kc, &mut acc, b, |i, p| a.add(i * lda + p)),
         TileA::Packed => depth_loop(kc, &mut acc, b, |i, p| a.add(p * MR + i)),
     }
-    let masks = lane_masks(cols);
+    let masks = lane_masks::<VECS>(cols);
     if let Output::Bias(bias) = output {
         let at = bias.as_ptr().add(j0);
         for (v, &mask) in masks.iter().enumerate() {
@@ -386,16 +415,20 @@ unsafe fn kernel(
 }
 
 /// The multiply-adds of one tile: for each of `kc` depth steps, `VECS` loads of B, then each
-/// row's A value (at `a_at(row, step)`) is broadcast into `VECS` FMAs. Four steps per loop
-/// trip, so the loop's own counter and pointer updates (which compete with the FMAs for
-/// execution ports) are paid once per 96 FMAs rather than once per 24.
+/// row's A value (at `a_at(row, step)`) is broadcast into `VECS` FMAs.
+///
+/// The 6-row tile runs four steps per loop trip, so the loop's own counter and pointer
+/// updates (which compete with the FMAs for execution ports) are paid once per 96 FMAs rather
+/// than once per 24. The 12-row tile does not: unrolled, the compiler hoists the broadcasts of
+/// later steps ahead of the FMAs of earlier ones, runs out of registers, and spills the
+/// accumulators to the stack, which halved its speed.
 ///
 /// # Safety
 /// AVX-512F; `a_at(i, p)` must be readable for `i < MR`, `p < kc`, and `b` must hold
 /// `kc * NR` values.
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn depth_loop(
+unsafe fn depth_loop<const MR: usize, const VECS: usize>(
     kc: usize,
     acc: &mut [[std::arch::x86_64::__m512; VECS]; MR],
     b: *const f32,
@@ -404,7 +437,7 @@ unsafe fn depth_loop(
     use std::arch::x86_64::*;
     let step = |acc: &mut [[__m512; VECS]; MR], p: usize| {
         // SAFETY: p < kc, so B's NR values of step p and A's values a_at(i, p) are readable.
-        let b_p: [__m512; VECS] = std::array::from_fn(|v| unsafe { _mm512_loadu_ps(b.add(NR * p + 16 * v)) });
+        let b_p: [__m512; VECS] = std::array::from_fn(|v| unsafe { _mm512_loadu_ps(b.add(16 * (VECS * p + v))) });
         for (i, acc_i) in acc.iter_mut().enumerate() {
             // SAFETY: as above.
             let a_ip = unsafe { _mm512_set1_ps(*a_at(i, p)) };
@@ -414,7 +447,7 @@ unsafe fn depth_loop(
         }
     };
     let mut p = 0;
-    while p + 4 <= kc {
+    while MR <= 6 && p + 4 <= kc {
         step(acc, p);
         step(acc, p + 1);
         step(acc, p + 2);
@@ -429,7 +462,7 @@ unsafe fn depth_loop(
 
 /// Masks of a tile's `cols` valid columns, one per vector: all 16 lanes of the vectors inside
 /// the matrix, fewer (or none) at its right edge.
-fn lane_masks(cols: usize) -> [std::arch::x86_64::__mmask16; VECS] {
+fn lane_masks<const VECS: usize>(cols: usize) -> [std::arch::x86_64::__mmask16; VECS] {
     std::array::from_fn(|v| first_lanes(cols.saturating_sub(16 * v)))
 }
 
