@@ -527,3 +527,33 @@ fn adamw_skips_decay_for_exempt_parameters() {
     assert_eq!(w.to_vec_f64(), vec![2.0 * (1.0 - 0.1 * 0.5), -4.0 * (1.0 - 0.1 * 0.5)]);
     assert_eq!(b.to_vec_f64(), vec![2.0, -4.0]);
 }
+
+/// A state that decays under zero gradients (a dead unit's) must go to zero, never sit in the
+/// subnormal floats, where every instruction touching it takes a slow microcode assist. Without
+/// the flush, Adam's `m = 0.9 m` reaches the smallest subnormal and stays there for good.
+#[test]
+fn optimizer_states_decaying_under_zero_gradients_skip_the_subnormals() {
+    use glassbox::backend::cpu::optim::{adam, rmsprop, sgd, AdamStep};
+    let start = f32::MIN_POSITIVE * 8.0;
+    let not_subnormal = |x: f32, what: &str, step: u64| {
+        assert!(x == 0.0 || x.is_normal(), "{what} became subnormal ({x:e}) at step {step}");
+    };
+    let (mut w, g) = (vec![0.5f32; 20], vec![0.0f32; 20]);
+    let (mut m, mut v) = (vec![start; 20], vec![start; 20]);
+    let (mut momentum, mut square) = (vec![start; 20], vec![start; 20]);
+    for step in 1..=400 {
+        let h = AdamStep { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false, step };
+        adam(&mut w, &g, &mut m, &mut v, h);
+        sgd(&mut w, &g, &mut momentum, 1e-3, 0.9, 0.0);
+        rmsprop(&mut w, &g, &mut square, 1e-3, 0.99, 1e-8, 0.0);
+        for i in 0..20 {
+            not_subnormal(m[i], "Adam's first moment", step);
+            not_subnormal(v[i], "Adam's second moment", step);
+            not_subnormal(momentum[i], "SGD's momentum", step);
+            not_subnormal(square[i], "RMSprop's square average", step);
+        }
+    }
+    // 0.9^400 and 0.99^400 (below 1/8) take these states below MIN_POSITIVE, hence to zero.
+    assert!(m.iter().chain(&momentum).chain(&square).all(|&x| x == 0.0));
+    assert!(w.iter().all(|&x| x == 0.5), "zero gradients and no decay must leave the weights alone");
+}

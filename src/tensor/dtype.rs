@@ -86,6 +86,9 @@ pub trait Float:
     const ONE: Self;
     /// The identity of `max`.
     const NEG_INFINITY: Self;
+    /// The smallest positive normal value; below it lie the subnormals (see
+    /// `backend::cpu::optim` for why an optimizer keeps its state out of them).
+    const MIN_POSITIVE: Self;
     /// Converts (rounding for f32).
     fn from_f64(v: f64) -> Self;
     /// Converts exactly.
@@ -126,6 +129,7 @@ macro_rules! impl_float {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
             const NEG_INFINITY: Self = <$t>::NEG_INFINITY;
+            const MIN_POSITIVE: Self = <$t>::MIN_POSITIVE;
             fn from_f64(v: f64) -> Self {
                 v as $t
             }

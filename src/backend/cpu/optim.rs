@@ -5,12 +5,32 @@
 //! AVX-512 and AVX2 + FMA (Adam's square root and division per element are 4 lanes wide in the
 //! SSE2 baseline, 16 with AVX-512). The ladder (`backend::cpu::fused_ladder`) times the
 //! baseline build (`v1_portable`) against the dispatched one (`v2_simd`).
+//!
+//! Optimizer state is kept out of the subnormal floats (below `MIN_POSITIVE`, about 1.2e-38
+//! in f32): a value that small is flushed to zero. On x86 an arithmetic instruction that
+//! reads or writes a subnormal takes a microcode assist, some hundred cycles. The states
+//! decay geometrically where gradients are zero (a dead ReLU unit's weights): Adam's first
+//! moment `m = 0.9 m` sinks into the subnormals within some 800 steps, and never leaves, since
+//! 0.9 times the smallest subnormal rounds back to itself. Measured on an MNIST MLP trained on
+//! noise, whose ReLUs all die, that doubled the epoch (PyTorch's too). Flushing loses nothing:
+//! such a moment moves a weight by less than `lr * 1e-38 / eps`.
 
 use rayon::prelude::*;
 
 use super::isa::{self, Isa};
 use super::strided::PARALLEL_MIN_ELEMENTS;
 use crate::tensor::Float;
+
+/// `x`, or zero if `x` is subnormal (see the module notes). A compare and a select: it
+/// vectorizes with the update around it.
+#[inline(always)]
+fn flush_subnormal<T: Float>(x: T) -> T {
+    if x.abs() < T::MIN_POSITIVE {
+        T::ZERO
+    } else {
+        x
+    }
+}
 
 /// Runs `f` on matching chunks of `w`, `g` and one or two state buffers, in parallel when
 /// large, each chunk compiled for `isa` (so `f` must be `#[inline(always)]`, see
@@ -64,7 +84,7 @@ pub fn sgd<T: Float>(w: &mut [T], g: &[T], buf: &mut [T], lr: f64, mu: f64, wd: 
         |w, g, buf, _| {
             for ((w, &g), b) in w.iter_mut().zip(g).zip(buf.iter_mut()) {
                 let d = g + wd * *w;
-                *b = mu * *b + d;
+                *b = flush_subnormal(mu * *b + d);
                 *w -= lr * *b;
             }
         },
@@ -115,8 +135,8 @@ pub fn adam_on<T: Float>(isa: Isa, w: &mut [T], g: &[T], m: &mut [T], v: &mut [T
         |w, g, m, v| {
             for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
                 let g = g + l2 * *w;
-                *m = b1 * *m + (T::ONE - b1) * g;
-                *v = b2 * *v + (T::ONE - b2) * g * g;
+                *m = flush_subnormal(b1 * *m + (T::ONE - b1) * g);
+                *v = flush_subnormal(b2 * *v + (T::ONE - b2) * g * g);
                 // sqrt(v / (1 - b2^t)) = sqrt(v) * sqrt(c2)
                 *w = *w * shrink - lr * (*m * c1) / ((*v).sqrt() * c2_sqrt + eps);
             }
@@ -138,7 +158,7 @@ pub fn rmsprop<T: Float>(w: &mut [T], g: &[T], s: &mut [T], lr: f64, alpha: f64,
         |w, g, s, _| {
             for ((w, &g), s) in w.iter_mut().zip(g).zip(s.iter_mut()) {
                 let g = g + wd * *w;
-                *s = alpha * *s + (T::ONE - alpha) * g * g;
+                *s = flush_subnormal(alpha * *s + (T::ONE - alpha) * g * g);
                 *w -= lr * g / ((*s).sqrt() + eps);
             }
         },
