@@ -11,7 +11,7 @@
 //! | `matmul_v3_blocked` | tiles of `BLOCK` x `BLOCK` | the tiles of A, B and C being combined stay in cache instead of streaming B from memory for every row |
 //! | `matmul_v4_packed` | packed panels + an `MR x NR` register tile, compiled for AVX-512 / AVX2+FMA at run time | operands are copied once into the exact order the inner kernel reads them; the kernel keeps `MR x NR` sums in registers and does `MR + NR` loads per `MR * NR` fused multiply-adds |
 //! | `matmul_v5_packed_parallel` | v4 with row blocks spread over rayon threads | both cores work; small products stay on one thread |
-//! | `matmul_v6_wide` | (f32, AVX-512) a 12 x 32 tile, A read in place, B packed once per product (`matmul/wide.rs`) | 14 loads per 24 FMAs instead of 13 per 12, so the FMA units set the pace; no pass over A; one fork-join per product |
+//! | `matmul_v6_wide` | (f32, AVX-512) a 6 x 64 tile (12 x 32 for narrow B), A read in place, B packed once per product (`matmul/wide.rs`) | 10 loads per 24 FMAs instead of 13 per 12, so the FMA units set the pace; no pass over A; one fork-join per product |
 //!
 //! All versions accept strided operands ([`MatRef`]), so `A^T B` and `A B^T` (what backward
 //! needs) run without materializing a transpose: the packing step reads through the strides.
@@ -437,7 +437,7 @@ fn worth_parallel<T>(a: &MatRef<'_, T>, b: &MatRef<'_, T>) -> bool {
     2 * a.rows * a.cols * b.cols >= PARALLEL_MIN_FLOPS && rayon::current_num_threads() > 1
 }
 
-/// v6: for f32 on AVX-512, the 12 x 32 kernel of `matmul/wide.rs` (A read in place, B packed
+/// v6: for f32 on AVX-512, the 6 x 64 (or 12 x 32) kernel of `matmul/wide.rs` (A read in place, B packed
 /// once, one fork-join); elsewhere v5. Parallel when the product is big enough.
 pub fn matmul_v6_wide<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T]) {
     gemm(a, b, c, true);
