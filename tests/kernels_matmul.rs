@@ -78,25 +78,28 @@ fn large_product_takes_the_parallel_path_and_stays_correct() {
     }
 }
 
+/// Both register tiles of the AVX-512 kernel (width 21 takes the 12 x 32 one, 100 the 6 x 64
+/// one), on one thread and on several (300 rows).
 #[test]
 fn matmul_bias_adds_the_bias_to_every_row() {
-    let (m, k, n) = (37, 70, 21);
     let mut rng = Rng::new(9);
-    let a = random::<f32>(m * k, &mut rng);
-    let b = random::<f32>(k * n, &mut rng);
-    let bias = random::<f32>(n, &mut rng);
-    let mut reference = vec![0.0f32; m * n];
-    matmul_v1_naive(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut reference);
-    let expected: Vec<f64> = reference.iter().enumerate().map(|(i, &v)| (v + bias[i % n]) as f64).collect();
-    let mut c = vec![f32::NAN; m * n];
-    glassbox::backend::cpu::matmul::matmul_bias(
-        MatRef::row_major(&a, m, k),
-        MatRef::row_major(&b, k, n),
-        &bias,
-        &mut c,
-    );
-    let got: Vec<f64> = c.iter().map(|&v| v as f64).collect();
-    assert_close(&got, &expected, F32_ACCUMULATED * (k as f64).sqrt(), "matmul_bias");
+    for (m, k, n) in [(37, 70, 21), (37, 70, 100), (300, 70, 100)] {
+        let a = random::<f32>(m * k, &mut rng);
+        let b = random::<f32>(k * n, &mut rng);
+        let bias = random::<f32>(n, &mut rng);
+        let mut reference = vec![0.0f32; m * n];
+        matmul_v1_naive(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut reference);
+        let expected: Vec<f64> = reference.iter().enumerate().map(|(i, &v)| (v + bias[i % n]) as f64).collect();
+        let mut c = vec![f32::NAN; m * n];
+        glassbox::backend::cpu::matmul::matmul_bias(
+            MatRef::row_major(&a, m, k),
+            MatRef::row_major(&b, k, n),
+            &bias,
+            &mut c,
+        );
+        let got: Vec<f64> = c.iter().map(|&v| v as f64).collect();
+        assert_close(&got, &expected, F32_ACCUMULATED * (k as f64).sqrt(), &format!("matmul_bias {m}x{k}x{n}"));
+    }
 }
 
 /// `gemm_strided` writes a block inside a wider matrix: the block's rows are overwritten (or
