@@ -27,21 +27,25 @@ fn main() {
         64,
         2e-3,
     );
-    let mnist = run.load();
-    let mut rng = Rng::new(run.seed);
-    let mut model = Sequential::new()
-        .push(Conv2d::new(1, C1, [5, 5], &mut rng).padding([2, 2]))
-        .push(Relu)
-        .push(MaxPool2d::new([2, 2]))
-        .push(Conv2d::new(C1, C2, [5, 5], &mut rng))
-        .push(Relu)
-        .push(MaxPool2d::new([2, 2]))
-        .push(Flatten)
-        .push(Linear::new(C2 * 5 * 5, F, &mut rng))
-        .push(Relu)
-        .push(Linear::new(F, 10, &mut rng));
-    println!("model: {}", model.describe());
-    let count: usize = model.parameters().iter().map(|p| p.numel()).sum();
-    println!("{count} parameters");
-    run.train_classifier(&mut model, &[1, mnist.train.rows, mnist.train.cols], &mnist, None);
+    // The training loop runs on a worker thread (see `glassbox::on_worker`): driven from
+    // `main`, every parallel op would pay two thread switches.
+    glassbox::on_worker(move || {
+        let mnist = run.load();
+        let mut rng = Rng::new(run.seed);
+        let mut model = Sequential::new()
+            .push(Conv2d::new(1, C1, [5, 5], &mut rng).padding([2, 2]))
+            .push(Relu)
+            .push(MaxPool2d::new([2, 2]))
+            .push(Conv2d::new(C1, C2, [5, 5], &mut rng))
+            .push(Relu)
+            .push(MaxPool2d::new([2, 2]))
+            .push(Flatten)
+            .push(Linear::new(C2 * 5 * 5, F, &mut rng))
+            .push(Relu)
+            .push(Linear::new(F, 10, &mut rng));
+        println!("model: {}", model.describe());
+        let count: usize = model.parameters().iter().map(|p| p.numel()).sum();
+        println!("{count} parameters");
+        run.train_classifier(&mut model, &[1, mnist.train.rows, mnist.train.cols], &mnist, None);
+    });
 }

@@ -48,24 +48,28 @@ fn main() {
         64,
         2e-3,
     );
-    let mnist = run.load();
-    let (rows, cols) = (mnist.train.rows, mnist.train.cols);
-    let mut rng = Rng::new(run.seed);
-    let mut model =
-        RowLstmClassifier { lstm: Lstm::new(cols, HIDDEN, &mut rng), head: Linear::new(HIDDEN, 10, &mut rng) };
-    println!("model: {}", model.describe());
-    let count: usize = model.parameters().iter().map(|p| p.numel()).sum();
-    println!("{count} parameters");
-    // With --health, also report how many of the LSTM's sigmoid gates sit saturated (below 0.05
-    // or above 0.95), where their gradient nearly vanishes.
-    // A second handle on the same weight tensors (clones share storage), so the closure can
-    // read the live weights while training holds the model mutably.
-    let l = &model.lstm;
-    let lstm = Lstm::from_weights(l.weight_ih.clone(), l.weight_hh.clone(), l.bias_ih.clone(), l.bias_hh.clone());
-    let gate_report = |x: &Tensor| {
-        let gates = lstm.forward_with_state(x, None).gates;
-        let mean = gates.iter().map(gate_saturation).sum::<f64>() / gates.len().max(1) as f64;
-        format!("LSTM gate saturation on this batch: {:.1}% of input/forget/output gate values", 100.0 * mean)
-    };
-    run.train_classifier(&mut model, &[rows, cols], &mnist, Some(&gate_report));
+    // The training loop runs on a worker thread (see `glassbox::on_worker`): driven from
+    // `main`, every parallel op would pay two thread switches.
+    glassbox::on_worker(move || {
+        let mnist = run.load();
+        let (rows, cols) = (mnist.train.rows, mnist.train.cols);
+        let mut rng = Rng::new(run.seed);
+        let mut model =
+            RowLstmClassifier { lstm: Lstm::new(cols, HIDDEN, &mut rng), head: Linear::new(HIDDEN, 10, &mut rng) };
+        println!("model: {}", model.describe());
+        let count: usize = model.parameters().iter().map(|p| p.numel()).sum();
+        println!("{count} parameters");
+        // With --health, also report how many of the LSTM's sigmoid gates sit saturated (below 0.05
+        // or above 0.95), where their gradient nearly vanishes.
+        // A second handle on the same weight tensors (clones share storage), so the closure can
+        // read the live weights while training holds the model mutably.
+        let l = &model.lstm;
+        let lstm = Lstm::from_weights(l.weight_ih.clone(), l.weight_hh.clone(), l.bias_ih.clone(), l.bias_hh.clone());
+        let gate_report = |x: &Tensor| {
+            let gates = lstm.forward_with_state(x, None).gates;
+            let mean = gates.iter().map(gate_saturation).sum::<f64>() / gates.len().max(1) as f64;
+            format!("LSTM gate saturation on this batch: {:.1}% of input/forget/output gate values", 100.0 * mean)
+        };
+        run.train_classifier(&mut model, &[rows, cols], &mnist, Some(&gate_report));
+    });
 }
