@@ -69,35 +69,60 @@ impl FmaIsa {
     }
 }
 
-/// The loop itself, written once: `ACCUMULATORS` registers of `LANES` f32 each, every lane
-/// stepping `x = x * mul + add`. With `FUSED` each step is one `mul_add`; compiled inside a
-/// function with AVX-512 or AVX2 + FMA enabled, each register row becomes one vector FMA
-/// instruction (the GEMM micro-kernel's approach: no intrinsics, so no newer Rust needed).
-/// Written as a `map` over whole rows on purpose: a lane-by-lane inner loop led the compiler
-/// to keep the accumulators in memory (gathers and scatters) instead of in registers.
-#[inline(always)]
-fn fma_loop_lanes<const LANES: usize, const FUSED: bool>(iterations: u64, start: f32, mul: f32, add: f32) -> f32 {
-    let mut acc = [[start; LANES]; ACCUMULATORS];
+/// The portable loop: `ACCUMULATORS` independent values, each stepping `x = x * mul + add`
+/// (two roundings: without FMA hardware there is no fused step to count).
+fn fma_loop_scalar(iterations: u64, start: f32, mul: f32, add: f32) -> f32 {
+    let mut acc = [start; ACCUMULATORS];
     for _ in 0..iterations {
-        for register in acc.iter_mut() {
-            *register = register.map(|x| if FUSED { x.mul_add(mul, add) } else { x * mul + add });
+        for x in acc.iter_mut() {
+            *x = *x * mul + add;
         }
     }
-    // Every lane holds the same value; taking the largest keeps all of them live (the
+    // Every accumulator holds the same value; taking the largest keeps all of them live (the
     // compiler cannot know they are equal), so no accumulator's work can be dropped.
-    acc.iter().flatten().fold(f32::NEG_INFINITY, |m, &x| m.max(x))
+    acc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x))
 }
 
+/// The vector loops use intrinsics, one FMA instruction per accumulator per step. An earlier
+/// version left the vectorizing to the compiler (`[[f32; 16]; 12]` rows mapped through
+/// `mul_add`); it compiled to FMAs in one build and, after unrelated changes elsewhere in the
+/// crate, to gathers and scatters through the stack in another, and the "peak" fell from 207
+/// to 4 GFLOP/s. A yardstick must not depend on the optimizer's mood.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn fma_loop_avx512(iterations: u64, start: f32, mul: f32, add: f32) -> f32 {
-    fma_loop_lanes::<16, true>(iterations, start, mul, add)
+    use std::arch::x86_64::*;
+    let (m, a) = (_mm512_set1_ps(mul), _mm512_set1_ps(add));
+    let mut acc = [_mm512_set1_ps(start); ACCUMULATORS];
+    for _ in 0..iterations {
+        for x in acc.iter_mut() {
+            *x = _mm512_fmadd_ps(*x, m, a);
+        }
+    }
+    let mut lanes = [0.0f32; 16];
+    let largest = acc.iter().fold(_mm512_set1_ps(f32::NEG_INFINITY), |best, &x| _mm512_max_ps(best, x));
+    // SAFETY: `lanes` holds 16 f32, one 64-byte unaligned store.
+    unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), largest) };
+    lanes.iter().fold(f32::NEG_INFINITY, |best, &x| best.max(x))
 }
 
+/// [`fma_loop_avx512`] with 8-lane AVX2 registers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn fma_loop_avx2(iterations: u64, start: f32, mul: f32, add: f32) -> f32 {
-    fma_loop_lanes::<8, true>(iterations, start, mul, add)
+    use std::arch::x86_64::*;
+    let (m, a) = (_mm256_set1_ps(mul), _mm256_set1_ps(add));
+    let mut acc = [_mm256_set1_ps(start); ACCUMULATORS];
+    for _ in 0..iterations {
+        for x in acc.iter_mut() {
+            *x = _mm256_fmadd_ps(*x, m, a);
+        }
+    }
+    let mut lanes = [0.0f32; 8];
+    let largest = acc.iter().fold(_mm256_set1_ps(f32::NEG_INFINITY), |best, &x| _mm256_max_ps(best, x));
+    // SAFETY: `lanes` holds 8 f32, one 32-byte unaligned store.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), largest) };
+    lanes.iter().fold(f32::NEG_INFINITY, |best, &x| best.max(x))
 }
 
 /// Runs `iterations` steps of `x = x * mul + add` on every lane of every accumulator with
@@ -127,7 +152,7 @@ pub fn fma_loop(isa: FmaIsa, iterations: u64, start: f32, mul: f32, add: f32) ->
         }
         #[cfg(not(target_arch = "x86_64"))]
         FmaIsa::Avx512 | FmaIsa::Avx2Fma => panic!("fma_loop: {} needs an x86-64 CPU", isa.name()),
-        FmaIsa::Scalar => fma_loop_lanes::<1, false>(iterations, start, mul, add),
+        FmaIsa::Scalar => fma_loop_scalar(iterations, start, mul, add),
     }
 }
 
