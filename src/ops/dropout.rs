@@ -38,7 +38,9 @@ impl Tensor {
         // The product is this op's output, checked (in anomaly mode) as dropout's, not as a `mul`.
         let out = crate::autograd::anomaly::quiet(|| crate::autograd::no_grad(|| self.mul(&mask)));
         let op = Op::Dropout { input: self.clone(), mask };
-        Tensor::from_op(std::sync::Arc::unwrap_or_clone(out.storage()), Layout::contiguous(self.shape()), op)
+        // `into_storage` hands over the product's buffer: copying it (as unwrapping a snapshot
+        // of the still-live `out` would) cost a fresh, unpooled allocation per dropout.
+        Tensor::from_op(std::sync::Arc::unwrap_or_clone(out.into_storage()), Layout::contiguous(self.shape()), op)
     }
 }
 

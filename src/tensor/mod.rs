@@ -143,7 +143,15 @@ impl Tensor {
     /// A tensor of `shape` and `dtype` with every element `value`.
     pub fn full_dtype(shape: &[usize], value: f64, dtype: DType) -> Tensor {
         let n = numel_of("Tensor::full", shape);
-        crate::with_float!(dtype, T => Tensor::from_float_vec(vec![T::from_f64(value); n], shape))
+        // The buffer comes from the pool, where dropped tensors park theirs. Allocated fresh,
+        // every zeros tensor a backward formula makes (the padding of `narrow`'s gradient, say)
+        // would be parked when dropped and never asked for again: the pool grew by 10 MB per
+        // LSTM training step, up to its cap, while every step paid for fresh pages.
+        crate::with_float!(dtype, T => {
+            let mut values = crate::backend::cpu::pool::reuse::<T>(n);
+            values.fill(T::from_f64(value));
+            Tensor::from_float_vec(values, shape)
+        })
     }
 
     /// A tensor of `shape` and `dtype` with every element `value`, made directly on `device`.
@@ -305,6 +313,16 @@ impl Tensor {
     /// A snapshot of the storage; holding it never blocks anyone.
     pub fn storage(&self) -> Arc<Storage> {
         self.0.storage.lock().expect("storage lock poisoned").clone()
+    }
+
+    /// The storage, moved out without a copy when no other handle shares it (a fresh result
+    /// about to become another op's output), copied otherwise. `Arc::unwrap_or_clone` on a
+    /// [`storage`](Tensor::storage) snapshot of a live tensor would always copy: the tensor
+    /// itself holds the other reference.
+    pub(crate) fn into_storage(self) -> Arc<Storage> {
+        let snapshot = self.storage();
+        drop(self);
+        snapshot
     }
 
     /// Exclusive access to the storage for in-place updates (optimizers, `copy_from`). Readers

@@ -295,7 +295,7 @@ fn conv2d_im2col<T: Float>(
 ) -> Vec<T> {
     let (k, l) = (s.patch_len(), s.out_pixels());
     let per_image = s.out_channels * l;
-    let mut y = vec![T::ZERO; s.batch * per_image];
+    let mut y = super::pool::zeros::<T>(s.batch * per_image);
     let one = |cols: &mut Vec<T>, (n, y_n): (usize, &mut [T])| {
         im2col(x, ImageView::of(lx, n), s, cols);
         let (wm, cm) = (MatRef::row_major(w, s.out_channels, k), MatRef::row_major(cols, k, l));
@@ -348,7 +348,7 @@ pub fn conv2d_input_grad_v1_direct<T: Float>(dy: &[T], w: &[T], s: &Conv2dShape)
     let (out_h, out_w) = (s.out_h(), s.out_w());
     let [kh, kw] = s.kernel;
     let (c_n, h, wd) = (s.in_channels, s.in_h, s.in_w);
-    let mut dx = vec![T::ZERO; s.batch * c_n * h * wd];
+    let mut dx = super::pool::zeros::<T>(s.batch * c_n * h * wd);
     for n in 0..s.batch {
         for o in 0..s.out_channels {
             for i in 0..out_h {
@@ -377,7 +377,7 @@ pub fn conv2d_input_grad_v2_col2im<T: Float>(dy: &[T], w: &[T], s: &Conv2dShape)
     let (k, l) = (s.patch_len(), s.out_pixels());
     let per_image_in = s.in_channels * s.in_h * s.in_w;
     let per_image_out = s.out_channels * l;
-    let mut dx = vec![T::ZERO; s.batch * per_image_in];
+    let mut dx = super::pool::zeros::<T>(s.batch * per_image_in);
     let w_t = MatRef::row_major(w, s.out_channels, k).t();
     let one = |dcols: &mut Vec<T>, (n, dx_n): (usize, &mut [T]), threaded_gemm: bool| {
         let g_n = MatRef::row_major(&dy[n * per_image_out..(n + 1) * per_image_out], s.out_channels, l);
@@ -409,7 +409,7 @@ pub fn conv2d_input_grad<T: Float>(dy: &[T], w: &[T], s: &Conv2dShape) -> Vec<T>
 pub fn conv2d_weight_grad_v1_direct<T: Float>(x: &[T], lx: &Layout, dy: &[T], s: &Conv2dShape) -> Vec<T> {
     let (out_h, out_w) = (s.out_h(), s.out_w());
     let [kh, kw] = s.kernel;
-    let mut dw = vec![T::ZERO; s.out_channels * s.patch_len()];
+    let mut dw = super::pool::zeros::<T>(s.out_channels * s.patch_len());
     for n in 0..s.batch {
         let image = ImageView::of(lx, n);
         for o in 0..s.out_channels {
@@ -467,7 +467,7 @@ pub fn conv2d_weight_grad_v2_im2col<T: Float>(x: &[T], lx: &Layout, dy: &[T], s:
     } else {
         firsts.iter().map(|&f| group_sum(f)).collect()
     };
-    let mut dw = vec![T::ZERO; dw_len];
+    let mut dw = super::pool::zeros::<T>(dw_len);
     for partial in &partials {
         dw.iter_mut().zip(partial).for_each(|(acc, &v)| *acc += v);
     }
@@ -515,7 +515,7 @@ pub fn max_pool2d<T: Float>(x: &[T], layout: &Layout, s: &Pool2dShape) -> (Vec<T
     let (out_h, out_w) = (s.out_h(), s.out_w());
     let planes = s.batch * s.channels;
     let plane_out = out_h * out_w;
-    let mut y = vec![T::ZERO; planes * plane_out];
+    let mut y = super::pool::zeros::<T>(planes * plane_out);
     let mut argmax = vec![0usize; planes * plane_out];
     let st = layout.strides();
     let one_plane = |(plane, (y_p, a_p)): (usize, (&mut [T], &mut [usize]))| {
@@ -551,7 +551,7 @@ pub fn max_pool2d<T: Float>(x: &[T], layout: &Layout, s: &Pool2dShape) -> (Vec<T
 pub fn max_pool2d_backward<T: Float>(dy: &[T], argmax: &[usize], s: &Pool2dShape) -> Vec<T> {
     let plane_in = s.in_h * s.in_w;
     let plane_out = s.out_h() * s.out_w();
-    let mut dx = vec![T::ZERO; s.batch * s.channels * plane_in];
+    let mut dx = super::pool::zeros::<T>(s.batch * s.channels * plane_in);
     // A window lies inside one plane, so planes are independent and can go to threads.
     let one_plane = |(plane, dx_p): (usize, &mut [T])| {
         let range = plane * plane_out..(plane + 1) * plane_out;

@@ -20,7 +20,11 @@ pub fn index_select<T: Float>(x: &[T], layout: &Layout, dim: usize, indices: &[u
     let inner_layout =
         |offset| Layout::from_parts(shape[dim + 1..].to_vec(), layout.strides()[dim + 1..].to_vec(), offset);
     let inner_contiguous = inner_layout(0).is_contiguous();
-    let mut out = Vec::with_capacity(outer * indices.len() * inner);
+    // From the pool (cleared, keeping its capacity): the result becomes a tensor, whose buffer
+    // is parked in the pool when dropped; a fresh vector here would be parked and never asked
+    // for again (an embedding lookup per training step grew the pool by its size each step).
+    let mut out = super::pool::reuse::<T>(outer * indices.len() * inner);
+    out.clear();
     for &base in &outer_offsets {
         for &idx in indices {
             let start = base + idx * layout.strides()[dim];
@@ -58,7 +62,11 @@ pub fn gather<T: Float>(x: &[T], layout: &Layout, dim: usize, index: &[usize], i
     let step = strides[dim];
     strides[dim] = 0;
     let bases = Layout::from_parts(index_shape.to_vec(), strides, layout.offset()).offsets();
-    bases.zip(index).map(|(base, &i)| x[base + i * step]).collect()
+    // From the pool, for the reason given in `index_select`.
+    let mut out = super::pool::reuse::<T>(index.len());
+    out.clear();
+    out.extend(bases.zip(index).map(|(base, &i)| x[base + i * step]));
+    out
 }
 
 /// Zeros of `shape` with each element of the contiguous `src` (shape of `index`) added at
