@@ -10,8 +10,9 @@
 //!    cut into 469 batches of 128, each gathered and normalized (`ImageSet::gather_normalized`,
 //!    as the `mnist` example does), then one training step.
 //!
-//! It also reports the buffer pool's misses per step once warm: each miss is a fresh
-//! allocation (and its page faults), which a steady training loop should not need.
+//! It also reports, once warm, the buffer pool's misses per run (each a fresh allocation, with
+//! its page faults, which a steady training loop should not need) and how much the pool grew
+//! per run (buffers parked that no later run asks for: also 0 in a steady loop).
 //!
 //! `cargo run --release --example step_bench -- --pytorch /path/to/python --threads 2`
 //! Timings are medians; run on a quiet machine (other load makes OpenMP's spin-waits, and so
@@ -44,15 +45,32 @@ fn median_ms(mut f: impl FnMut(), warmup: usize, runs: usize) -> f64 {
     times[times.len() / 2]
 }
 
-/// Median milliseconds and pool misses per run (after the warm-up) of `f`.
-fn measure(f: impl FnMut(), warmup: usize, runs: usize) -> (f64, f64) {
+/// What one workload measured.
+struct Measured {
+    /// Median milliseconds per run.
+    ms: f64,
+    /// Fresh allocations per run, once warm: buffers the pool could not supply.
+    misses: f64,
+    /// Growth of the bytes parked in the pool, per run, once warm: buffers a run parks that
+    /// no later run asks for (a steady loop should show 0).
+    growth_kib: f64,
+}
+
+/// Times `f` after `warmup` runs and reports the pool's behaviour over the timed runs.
+fn measure(f: impl FnMut(), warmup: usize, runs: usize) -> Measured {
     let mut f = f;
     for _ in 0..warmup {
         f();
     }
-    let before = pool::stats().misses;
+    let before = pool::stats();
     let ms = median_ms(&mut f, 0, runs);
-    (ms, (pool::stats().misses - before) as f64 / runs as f64)
+    let after = pool::stats();
+    let per_run = |x: f64| x / runs as f64;
+    Measured {
+        ms,
+        misses: per_run((after.misses - before.misses) as f64),
+        growth_kib: per_run((after.pooled_bytes as f64 - before.pooled_bytes as f64) / 1024.0),
+    }
 }
 
 fn mnist_step() -> impl FnMut() {
@@ -184,10 +202,10 @@ fn main() {
     }
     println!("{threads} threads, medians of {runs}+ runs");
     println!(
-        "{:<20} {:>12} {:>14} {:>12} {:>18}",
-        "workload", "glassbox ms", "pool misses/run", "PyTorch ms", "glassbox/PyTorch"
+        "{:<20} {:>12} {:>16} {:>18} {:>12} {:>17}",
+        "workload", "glassbox ms", "pool misses/run", "pool KiB grown/run", "PyTorch ms", "glassbox/PyTorch"
     );
-    for (name, (ms, misses)) in ours {
+    for (name, Measured { ms, misses, growth_kib }) in ours {
         let torch_ms = match &theirs {
             Some(Ok(list)) => list.iter().find(|(n, _)| n == name).map(|(_, t)| *t),
             _ => None,
@@ -196,6 +214,6 @@ fn main() {
             Some(t) => (format!("{t:.2}"), format!("{:.2}x", ms / t)),
             None => ("-".to_string(), "-".to_string()),
         };
-        println!("{name:<20} {ms:>12.2} {misses:>14.1} {torch_col:>12} {ratio_col:>18}");
+        println!("{name:<20} {ms:>12.2} {misses:>16.1} {growth_kib:>18.1} {torch_col:>12} {ratio_col:>17}");
     }
 }
