@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use common::instruments::{write_metrics, Instruments};
-use glassbox::data::{sequential_batches, shuffled_batches, ImageSet, Mnist, NUM_CLASSES};
+use glassbox::data::{sequential_batches, shuffled_batches, ImageSet, NUM_CLASSES};
 use glassbox::inspect::{HealthReport, MetricsLog, WeightSnapshot};
 use glassbox::io::{load_checkpoint, save_checkpoint, TrainState};
 use glassbox::metrics::{argmax_rows, ConfusionMatrix};
@@ -51,19 +51,7 @@ fn main() {
         let device = common::open_device(&device_name);
 
         let start = Instant::now();
-        let mnist = Mnist::load(&data).unwrap_or_else(|e| {
-            eprintln!("error: {e}");
-            std::process::exit(1)
-        });
-        println!(
-            "loaded {} training and {} test images of {}x{} from {} in {:.2}s; {threads} threads",
-            mnist.train.len(),
-            mnist.test.len(),
-            mnist.train.rows,
-            mnist.train.cols,
-            data.display(),
-            start.elapsed().as_secs_f64()
-        );
+        let mnist = common::load_mnist(&data, threads);
 
         let mut rng = Rng::new(seed);
         let pixels = mnist.train.pixels_per_image();

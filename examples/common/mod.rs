@@ -99,6 +99,26 @@ impl Flags {
     }
 }
 
+/// Loads the MNIST-format files in `dir` and says what was loaded (and on how many threads
+/// the run will train), or exits with the loader's message.
+pub fn load_mnist(dir: &std::path::Path, threads: usize) -> glassbox::data::Mnist {
+    let start = Instant::now();
+    let mnist = glassbox::data::Mnist::load(dir).unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(1)
+    });
+    println!(
+        "loaded {} training and {} test images of {}x{} from {} in {:.2}s; {threads} threads",
+        mnist.train.len(),
+        mnist.test.len(),
+        mnist.train.rows,
+        mnist.train.cols,
+        dir.display(),
+        start.elapsed().as_secs_f64()
+    );
+    mnist
+}
+
 /// Sizes rayon's global pool: `--threads` if given, else `RAYON_NUM_THREADS` or the core count.
 pub fn init_threads(threads: Option<usize>) -> usize {
     if let Some(n) = threads {
@@ -204,22 +224,7 @@ impl MnistRun {
 
     /// Loads the data set, or exits with the loader's message.
     pub fn load(&self) -> glassbox::data::Mnist {
-        let start = Instant::now();
-        let mnist = glassbox::data::Mnist::load(&self.data).unwrap_or_else(|e| {
-            eprintln!("error: {e}");
-            std::process::exit(1)
-        });
-        println!(
-            "loaded {} training and {} test images of {}x{} from {} in {:.2}s; {} threads",
-            mnist.train.len(),
-            mnist.test.len(),
-            mnist.train.rows,
-            mnist.train.cols,
-            self.data.display(),
-            start.elapsed().as_secs_f64(),
-            self.threads
-        );
-        mnist
+        load_mnist(&self.data, self.threads)
     }
 
     /// Trains `model` (whose input is a batch of images shaped `[batch] + image_shape`, and

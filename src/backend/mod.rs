@@ -146,13 +146,7 @@ pub fn zeros_on(numel: usize, dtype: DType, device: Device) -> Storage {
 pub fn full_on(numel: usize, value: f64, dtype: DType, device: Device) -> Storage {
     note("full", None, dtype);
     match device {
-        Device::Cpu => Storage::Cpu(with_float!(dtype, T => {
-            let mut v = cpu::pool::zeros::<T>(numel);
-            if value != 0.0 {
-                v.fill(T::from_f64(value));
-            }
-            T::wrap(v)
-        })),
+        Device::Cpu => Storage::Cpu(with_float!(dtype, T => T::wrap(cpu::pool::filled(numel, T::from_f64(value))))),
         #[cfg(any(feature = "cuda", feature = "cuda-emu"))]
         Device::Cuda(n) => {
             if dtype != DType::F32 {

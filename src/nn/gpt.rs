@@ -94,9 +94,7 @@ impl Block {
             mlp_proj: Linear::with_init(4 * n_embd, n_embd, Init::Normal { std: proj_std }, true, rng),
         }
     }
-}
 
-impl Block {
     /// The block with dropout on each residual branch before it is added back (GPT-2's
     /// `resid_pdrop`): probability `p`, masks drawn from `rng`. With `p = 0` this is
     /// [`Module::forward`].

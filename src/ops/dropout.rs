@@ -40,7 +40,7 @@ impl Tensor {
         let op = Op::Dropout { input: self.clone(), mask };
         // `into_storage` hands over the product's buffer: copying it (as unwrapping a snapshot
         // of the still-live `out` would) cost a fresh, unpooled allocation per dropout.
-        Tensor::from_op(std::sync::Arc::unwrap_or_clone(out.into_storage()), Layout::contiguous(self.shape()), op)
+        Tensor::from_op(out.into_storage(), Layout::contiguous(self.shape()), op)
     }
 }
 

@@ -40,7 +40,7 @@ impl Tensor {
         let probs = Tensor::from_storage(probs, Layout::contiguous(self.shape()));
         let out = Tensor::full_on(&[], loss, self.dtype(), self.device());
         let op = Op::CrossEntropy { logits: self.clone(), targets: Arc::from(targets), probs };
-        Tensor::from_op(Arc::unwrap_or_clone(out.storage()), Layout::contiguous(&[]), op)
+        Tensor::from_op(out.into_storage(), Layout::contiguous(&[]), op)
     }
 
     fn check_same_shape(&self, op: &str, target: &Tensor) {
@@ -57,7 +57,7 @@ impl Tensor {
     pub fn mse_loss(&self, target: &Tensor) -> Tensor {
         self.check_same_shape("mse_loss", target);
         let value = internal(|| self.sub(target).powf(2.0).mean_all());
-        self.loss_node(&value, Op::MseLoss { pred: self.clone(), target: target.clone() })
+        self.loss_node(value, Op::MseLoss { pred: self.clone(), target: target.clone() })
     }
 
     /// Mean binary cross-entropy of probabilities `p` against targets `t` in [0, 1]:
@@ -70,7 +70,7 @@ impl Tensor {
             let log_1mp = self.affine(-1.0, 1.0).log().clamp_min(-100.0);
             target.mul(&log_p).add(&target.affine(-1.0, 1.0).mul(&log_1mp)).neg().mean_all()
         });
-        self.loss_node(&value, Op::BinaryCrossEntropy { probs: self.clone(), target: target.clone() })
+        self.loss_node(value, Op::BinaryCrossEntropy { probs: self.clone(), target: target.clone() })
     }
 
     /// Mean binary cross-entropy of logits `z` (sigmoid folded in):
@@ -81,12 +81,12 @@ impl Tensor {
             let softplus_neg_abs = self.abs().neg().exp().add_scalar(1.0).log();
             self.relu().sub(&self.mul(target)).add(&softplus_neg_abs).mean_all()
         });
-        self.loss_node(&value, Op::BinaryCrossEntropyWithLogits { logits: self.clone(), target: target.clone() })
+        self.loss_node(value, Op::BinaryCrossEntropyWithLogits { logits: self.clone(), target: target.clone() })
     }
 
     /// Wraps a loss value computed without a graph as the output of the single op `op`.
-    fn loss_node(&self, value: &Tensor, op: Op) -> Tensor {
-        Tensor::from_op(Arc::unwrap_or_clone(value.storage()), Layout::contiguous(&[]), op)
+    fn loss_node(&self, value: Tensor, op: Op) -> Tensor {
+        Tensor::from_op(value.into_storage(), Layout::contiguous(&[]), op)
     }
 }
 

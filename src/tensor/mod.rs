@@ -148,9 +148,7 @@ impl Tensor {
         // would be parked when dropped and never asked for again: the pool grew by 10 MB per
         // LSTM training step, up to its cap, while every step paid for fresh pages.
         crate::with_float!(dtype, T => {
-            let mut values = crate::backend::cpu::pool::reuse::<T>(n);
-            values.fill(T::from_f64(value));
-            Tensor::from_float_vec(values, shape)
+            Tensor::from_float_vec(crate::backend::cpu::pool::filled(n, T::from_f64(value)), shape)
         })
     }
 
@@ -319,10 +317,10 @@ impl Tensor {
     /// about to become another op's output), copied otherwise. `Arc::unwrap_or_clone` on a
     /// [`storage`](Tensor::storage) snapshot of a live tensor would always copy: the tensor
     /// itself holds the other reference.
-    pub(crate) fn into_storage(self) -> Arc<Storage> {
+    pub(crate) fn into_storage(self) -> Storage {
         let snapshot = self.storage();
         drop(self);
-        snapshot
+        Arc::unwrap_or_clone(snapshot)
     }
 
     /// Exclusive access to the storage for in-place updates (optimizers, `copy_from`). Readers

@@ -95,20 +95,6 @@ impl AttentionShape {
     }
 }
 
-#[inline(always)]
-fn dot<T: Float>(a: &[T], b: &[T]) -> T {
-    let mut acc = [T::ZERO; 8];
-    let mut ca = a.chunks_exact(8);
-    let mut cb = b.chunks_exact(8);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    let tail: T = ca.remainder().iter().zip(cb.remainder()).map(|(&x, &y)| x * y).sum();
-    acc.iter().copied().sum::<T>() + tail
-}
-
 /// The inputs of one attention problem, each with its layout.
 #[derive(Clone, Copy)]
 pub struct AttentionInputs<'a, T> {
@@ -265,7 +251,7 @@ fn backward_batch<T: Float>(
                 let i = q0 + r;
                 let n = s.keys_for(i);
                 let out_at = b * s.out_chunk() + i * hd + h * d;
-                let d_i = dot(&d_o[out_at..out_at + d], &o[out_at..out_at + d]);
+                let d_i = super::reduce::dot_contiguous(&d_o[out_at..out_at + d], &o[out_at..out_at + d]);
                 let l_i = lse[(b * s.heads + h) * tq + i];
                 exp_rows_then_mask(p_row, n, scale, l_i);
                 for (ds, &pj) in ds_row.iter_mut().zip(p_row.iter()) {

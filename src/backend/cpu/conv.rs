@@ -295,15 +295,13 @@ fn conv2d_im2col<T: Float>(
 ) -> Vec<T> {
     let (k, l) = (s.patch_len(), s.out_pixels());
     let per_image = s.out_channels * l;
-    let mut y = super::pool::zeros::<T>(s.batch * per_image);
+    // Every element is written by the GEMM below, so a recycled buffer needs no zeroing.
+    let mut y = super::pool::reuse::<T>(s.batch * per_image);
     let one = |cols: &mut Vec<T>, (n, y_n): (usize, &mut [T])| {
         im2col(x, ImageView::of(lx, n), s, cols);
         let (wm, cm) = (MatRef::row_major(w, s.out_channels, k), MatRef::row_major(cols, k, l));
-        if images_in_parallel {
-            gemm(wm, cm, y_n, false);
-        } else {
-            gemm(wm, cm, y_n, true);
-        }
+        // Threads go to the images when there are several, else inside the GEMM.
+        gemm(wm, cm, y_n, !images_in_parallel);
         if let Some(b) = bias {
             for (channel, &bo) in y_n.chunks_exact_mut(l).zip(b) {
                 channel.iter_mut().for_each(|v| *v += bo);
@@ -381,11 +379,7 @@ pub fn conv2d_input_grad_v2_col2im<T: Float>(dy: &[T], w: &[T], s: &Conv2dShape)
     let w_t = MatRef::row_major(w, s.out_channels, k).t();
     let one = |dcols: &mut Vec<T>, (n, dx_n): (usize, &mut [T]), threaded_gemm: bool| {
         let g_n = MatRef::row_major(&dy[n * per_image_out..(n + 1) * per_image_out], s.out_channels, l);
-        if threaded_gemm {
-            gemm(w_t, g_n, dcols, true);
-        } else {
-            gemm(w_t, g_n, dcols, false);
-        }
+        gemm(w_t, g_n, dcols, threaded_gemm);
         col2im_add(dcols, s, dx_n);
     };
     if s.batch >= 2 && s.macs() >= PARALLEL_MIN_MACS && rayon::current_num_threads() >= 2 {
@@ -452,11 +446,7 @@ pub fn conv2d_weight_grad_v2_im2col<T: Float>(x: &[T], lx: &Layout, dy: &[T], s:
             let g_n = MatRef::row_major(&dy[n * per_image_out..(n + 1) * per_image_out], s.out_channels, l);
             let cols_t = MatRef::row_major(&cols, k, l).t();
             // Threads go to the groups when there are several, else inside the GEMM.
-            if groups_in_parallel {
-                gemm(g_n, cols_t, &mut dw_n, false);
-            } else {
-                gemm(g_n, cols_t, &mut dw_n, true);
-            }
+            gemm(g_n, cols_t, &mut dw_n, !groups_in_parallel);
             sum.iter_mut().zip(&dw_n).for_each(|(acc, &v)| *acc += v);
         }
         sum
@@ -515,7 +505,8 @@ pub fn max_pool2d<T: Float>(x: &[T], layout: &Layout, s: &Pool2dShape) -> (Vec<T
     let (out_h, out_w) = (s.out_h(), s.out_w());
     let planes = s.batch * s.channels;
     let plane_out = out_h * out_w;
-    let mut y = super::pool::zeros::<T>(planes * plane_out);
+    // Every output element is written below, so a recycled buffer needs no zeroing.
+    let mut y = super::pool::reuse::<T>(planes * plane_out);
     let mut argmax = vec![0usize; planes * plane_out];
     let st = layout.strides();
     let one_plane = |(plane, (y_p, a_p)): (usize, (&mut [T], &mut [usize]))| {

@@ -121,9 +121,9 @@ fn sigmoid<T: Float>(v: T) -> T {
 /// positive x (sigmoid 1).
 #[inline(always)]
 fn gelu_sigmoid<T: Float>(x: T) -> T {
-    // -2u = x (-2K - 2KC x^2)
-    let (a, b) = (T::from_f64(-2.0 * GELU_K), T::from_f64(-2.0 * GELU_K * GELU_C));
-    T::ONE / (T::ONE + (x * (a + b * (x * x))).exp())
+    // 2u = x (2K + 2KC x^2)
+    let (a, b) = (T::from_f64(2.0 * GELU_K), T::from_f64(2.0 * GELU_K * GELU_C));
+    sigmoid(x * (a + b * (x * x)))
 }
 
 /// GELU's derivative (tanh form). With `s = sigmoid(2u)` as in [`gelu_sigmoid`],
@@ -182,7 +182,7 @@ pub fn unary_on<T: Float>(isa: Isa, op: UnaryOp, x: &[T], layout: &Layout) -> Ve
                 UnaryOp::Relu => map1(seg, x, s, i, |v| if v > T::ZERO { v } else { T::ZERO }),
                 UnaryOp::Sigmoid => map1(seg, x, s, i, sigmoid),
                 UnaryOp::Tanh => map1(seg, x, s, i, |v| v.tanh()),
-                UnaryOp::Gelu => map1(seg, x, s, i, |v| unary_scalar(UnaryOp::Gelu, v)),
+                UnaryOp::Gelu => map1(seg, x, s, i, |v| v * gelu_sigmoid(v)),
                 UnaryOp::Powf(p) => {
                     let p = T::from_f64(p);
                     map1(seg, x, s, i, |v| v.powf(p))

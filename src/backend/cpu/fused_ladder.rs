@@ -135,7 +135,7 @@ fn gelu_forward() -> Family {
         versions: PORTABLE_SIMD,
         in_place: false,
         inputs: |r, c, seed| vec![randn(r * c, seed, 2.0)],
-        // A tanh counted as one flop.
+        // An exponential counted as one flop.
         cost: |r, c| (8.0 * (r * c) as f64, 8.0 * (r * c) as f64),
         run32: run_gelu_forward::<f32>,
         run64: run_gelu_forward::<f64>,

@@ -69,8 +69,13 @@ pub fn clear() {
 
 /// A buffer of `len` zeros, recycled when one of that size is parked.
 pub fn zeros<T: Float>(len: usize) -> Vec<T> {
+    filled(len, T::ZERO)
+}
+
+/// A buffer of `len` copies of `value`, recycled when one of that size is parked.
+pub fn filled<T: Float>(len: usize, value: T) -> Vec<T> {
     let mut v = reuse::<T>(len);
-    v.fill(T::ZERO);
+    v.fill(value);
     v
 }
 

@@ -140,6 +140,21 @@ pub fn max_contiguous<T: Float>(xs: &[T]) -> T {
     lanes.into_iter().fold(tail, pick)
 }
 
+/// `sum(a * b)` over the common length, with eight independent accumulators (as
+/// [`sum_contiguous`]), so the loop vectorizes.
+#[inline(always)]
+pub fn dot_contiguous<T: Float>(a: &[T], b: &[T]) -> T {
+    let mut acc = [T::ZERO; 8];
+    let (mut ca, mut cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let tail = ca.remainder().iter().zip(cb.remainder()).fold(T::ZERO, |s, (&x, &y)| s + x * y);
+    acc.iter().fold(tail, |s, &v| s + v)
+}
+
 /// Sum with eight independent accumulators: breaks the add dependency chain so the loop can
 /// use SIMD lanes, and (as a bonus) loses less precision than one running sum.
 #[inline(always)]

@@ -39,21 +39,6 @@ fn for_rows<T: Float>(isa: Isa, out: &mut [T], cols: usize, f: impl Fn(usize, &m
     }
 }
 
-/// The largest element, with sixteen independent lanes so the loop vectorizes (a single
-/// running max is a serial dependency). NaN-ignoring, as `f32::max`.
-#[inline(always)]
-fn max_contiguous<T: Float>(xs: &[T]) -> T {
-    let mut acc = [T::NEG_INFINITY; 16];
-    let mut chunks = xs.chunks_exact(16);
-    for c in &mut chunks {
-        for k in 0..16 {
-            acc[k] = acc[k].max(c[k]);
-        }
-    }
-    let tail = chunks.remainder().iter().fold(T::NEG_INFINITY, |m, &v| m.max(v));
-    acc.iter().fold(tail, |m, &v| m.max(v))
-}
-
 /// Writes `e^(x - max)` of a row into `out` and returns `(max, sum of those)`. The exponentials
 /// and the sum are separate loops on purpose: a running sum inside the exp loop is a serial
 /// dependency that keeps the compiler from vectorizing the exp (it measured 4x slower).
@@ -63,7 +48,7 @@ fn max_contiguous<T: Float>(xs: &[T]) -> T {
 /// following it.
 #[inline(always)]
 fn exp_shifted<T: Float>(row: &[T], out: &mut [T], next: &[T]) -> (T, T) {
-    let max = max_contiguous(row);
+    let max = super::reduce::max_contiguous(row);
     // One prefetch per 64-byte line of the next row, issued alongside each line of this one.
     let line = (64 / std::mem::size_of::<T>()).max(1);
     for (i, (o, v)) in out.chunks_mut(line).zip(row.chunks(line)).enumerate() {
@@ -155,7 +140,7 @@ pub fn softmax_backward_rows<T: Float>(y: &[T], g: &[T], cols: usize, log: bool)
                     *d = gv - yv.exp() * total;
                 }
             } else {
-                let dot = dot_contiguous(yr, gr);
+                let dot = super::reduce::dot_contiguous(yr, gr);
                 for ((d, &yv), &gv) in dx.iter_mut().zip(yr).zip(gr) {
                     *d = yv * (gv - dot);
                 }
@@ -163,20 +148,6 @@ pub fn softmax_backward_rows<T: Float>(y: &[T], g: &[T], cols: usize, log: bool)
         },
     );
     out
-}
-
-/// `sum(a * b)` with eight independent accumulators (see `reduce::sum_contiguous`).
-#[inline(always)]
-fn dot_contiguous<T: Float>(a: &[T], b: &[T]) -> T {
-    let mut acc = [T::ZERO; 8];
-    let (mut ca, mut cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    let tail = ca.remainder().iter().zip(cb.remainder()).fold(T::ZERO, |s, (&x, &y)| s + x * y);
-    acc.iter().fold(tail, |s, &v| s + v)
 }
 
 /// `v1_naive` of the cross-entropy ladder: the naive softmax, then each row's loss from it.
