@@ -98,7 +98,7 @@ fn main() {
                 let mut x_buf = glassbox::backend::cpu::pool::reuse(batch.len() * pixels);
                 mnist.train.gather_normalized(batch, &mut x_buf);
                 mnist.train.gather_labels(batch, &mut y_buf);
-                let x = on(device, Tensor::from_vec(x_buf, &[batch.len(), pixels]));
+                let x = on(device, Tensor::from_buffer(x_buf, &[batch.len(), pixels]));
                 let health_now = instruments.health_due(step);
                 let (logits, relus) =
                     if health_now { forward_keeping_relus(&model, &x) } else { (model.forward(&x), Vec::new()) };
@@ -188,13 +188,13 @@ fn main() {
 /// also returns the mean cross-entropy over the set.
 fn evaluate(model: &Sequential, set: &ImageSet, device: Device) -> (ConfusionMatrix, f64) {
     let mut confusion = ConfusionMatrix::new(NUM_CLASSES);
-    let (mut x_buf, mut y_buf) = (Vec::new(), Vec::new());
+    let (mut x_buf, mut y_buf) = (glassbox::tensor::HostBuffer::new(), Vec::new());
     let mut loss_sum = 0.0;
     no_grad(|| {
         for batch in sequential_batches(set.len(), 1000) {
             set.gather_normalized(&batch, &mut x_buf);
             set.gather_labels(&batch, &mut y_buf);
-            let x = Tensor::from_vec(std::mem::take(&mut x_buf), &[batch.len(), set.pixels_per_image()]);
+            let x = Tensor::from_buffer(std::mem::take(&mut x_buf), &[batch.len(), set.pixels_per_image()]);
             let logits = model.forward(&on(device, x));
             loss_sum += logits.cross_entropy(&y_buf).item_f64() * batch.len() as f64;
             for (&truth, pred) in y_buf.iter().zip(argmax_rows(&logits.to_vec(), NUM_CLASSES)) {

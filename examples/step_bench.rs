@@ -91,12 +91,12 @@ fn mnist_epoch(train: ImageSet) -> impl FnMut() {
     let mut rng = Rng::new(0);
     let model = Sequential::mlp(&[784, 256, 128, 10], Activation::Relu, 0.0, &mut rng);
     let mut opt = Adam::new(model.parameters(), 1e-3);
-    let (mut x_buf, mut y_buf) = (Vec::new(), Vec::new());
+    let (mut x_buf, mut y_buf) = (glassbox::tensor::HostBuffer::new(), Vec::new());
     move || {
         for batch in shuffled_batches(train.len(), 128, &mut rng) {
             train.gather_normalized(&batch, &mut x_buf);
             train.gather_labels(&batch, &mut y_buf);
-            let x = Tensor::from_vec(std::mem::take(&mut x_buf), &[batch.len(), 784]);
+            let x = Tensor::from_buffer(std::mem::take(&mut x_buf), &[batch.len(), 784]);
             let loss = model.forward(&x).cross_entropy(&y_buf);
             opt.zero_grad();
             loss.backward();

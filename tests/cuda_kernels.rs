@@ -100,7 +100,7 @@ mod on_device {
         let n = 4 * 5 * 7;
         let ew = EwLayout::new(&[&la, &lb]).unwrap();
         let (da, db, dy) = (upload(&dev, &a_buf), upload(&dev, &b_buf), poisoned(&dev, n));
-        let ops: [(i32, &str, Vec<f32>); 10] = [
+        let ops: [(i32, &str, glassbox::tensor::HostBuffer<f32>); 10] = [
             (0, "add", cpu::elementwise::binary::<f32>(BinaryOp::Add, &a_buf, &la, &b_buf, &lb)),
             (1, "sub", cpu::elementwise::binary::<f32>(BinaryOp::Sub, &a_buf, &la, &b_buf, &lb)),
             (2, "mul", cpu::elementwise::binary::<f32>(BinaryOp::Mul, &a_buf, &la, &b_buf, &lb)),

@@ -134,7 +134,7 @@ fn standardized_training_pixels_have_zero_mean_and_unit_variance() {
     // This is what the constants 0.1307 and 0.3081 are for; it also exercises buffer reuse.
     let train = &real_mnist().train;
     let (mut sum, mut sum_sq, mut count) = (0f64, 0f64, 0usize);
-    let mut batch = Vec::new();
+    let mut batch = glassbox::tensor::HostBuffer::new();
     for indices in sequential_batches(train.len(), 5_000) {
         train.gather_normalized(&indices, &mut batch);
         assert_eq!(batch.len(), indices.len() * 784);
@@ -147,7 +147,7 @@ fn standardized_training_pixels_have_zero_mean_and_unit_variance() {
     assert!(mean.abs() < 2e-3, "mean {mean}");
     assert!((std - 1.0).abs() < 2e-3, "std {std}");
 
-    let mut first = Vec::new();
+    let mut first = glassbox::tensor::HostBuffer::new();
     train.gather_normalized(&[0], &mut first);
     let background = (0.0 - PIXEL_MEAN) / PIXEL_STD;
     assert_eq!(first[0], background, "the top-left pixel of a digit is background");

@@ -13,7 +13,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use glassbox::nn::{Linear, Module};
 use glassbox::rng::Rng;
-use glassbox::tensor::{CpuStorage, Layout, Storage};
+use glassbox::tensor::{CpuStorage, HostBuffer, Layout, Storage};
 use glassbox::{DType, Tensor};
 
 /// One misuse: `call` must panic with a message containing every one of `expect`.
@@ -224,7 +224,12 @@ const MISUSES: &[Misuse] = &[
         expect: &["Tensor::full", "[18446744073709551615, 2]", "more elements than this machine can address"],
     },
     Misuse {
-        call: || drop(Tensor::from_storage(Storage::Cpu(CpuStorage::F32(vec![0.0; 5])), Layout::contiguous(&[2, 3]))),
+        call: || {
+            drop(Tensor::from_storage(
+                Storage::Cpu(CpuStorage::F32(HostBuffer::zeroed(5))),
+                Layout::contiguous(&[2, 3]),
+            ))
+        },
         expect: &["from_storage", "[2, 3]", "reaches element 6", "storage holds 5"],
     },
     Misuse {

@@ -27,11 +27,11 @@ fn mnist_test_set() -> ImageSet {
 /// Images `range` of `set` as a batch shaped `[n] + image_shape`, with their labels.
 fn batch(set: &ImageSet, range: std::ops::Range<usize>, image_shape: &[usize]) -> (Tensor, Vec<usize>) {
     let indices: Vec<usize> = range.collect();
-    let (mut x, mut y) = (Vec::new(), Vec::new());
+    let (mut x, mut y) = (glassbox::tensor::HostBuffer::new(), Vec::new());
     set.gather_normalized(&indices, &mut x);
     set.gather_labels(&indices, &mut y);
     let shape: Vec<usize> = std::iter::once(indices.len()).chain(image_shape.iter().copied()).collect();
-    (Tensor::from_vec(x, &shape), y)
+    (Tensor::from_buffer(x, &shape), y)
 }
 
 /// Trains `model` with Adam on `train_n` images in minibatches for `epochs` passes; returns

@@ -260,7 +260,7 @@ impl MnistRun {
             warmup_steps: 0,
             total_steps: self.epochs * steps_per_epoch,
         };
-        let (mut x_buf, mut y_buf) = (Vec::new(), Vec::new());
+        let (mut x_buf, mut y_buf) = (glassbox::tensor::HostBuffer::new(), Vec::new());
         let mut step = 0;
         for epoch in 1..=self.epochs {
             let epoch_start = Instant::now();
@@ -272,7 +272,7 @@ impl MnistRun {
                 mnist.train.gather_normalized(batch, &mut x_buf);
                 mnist.train.gather_labels(batch, &mut y_buf);
                 let shape: Vec<usize> = std::iter::once(batch.len()).chain(image_shape.iter().copied()).collect();
-                let x = glassbox::Tensor::from_vec(std::mem::take(&mut x_buf), &shape);
+                let x = glassbox::Tensor::from_buffer(std::mem::take(&mut x_buf), &shape);
                 let logits = model.forward(&x);
                 let loss = logits.cross_entropy(&y_buf);
                 optimizer.zero_grad();
@@ -348,14 +348,14 @@ pub fn evaluate_classifier(
 ) -> (glassbox::metrics::ConfusionMatrix, f64) {
     use glassbox::data::{sequential_batches, NUM_CLASSES};
     let mut confusion = glassbox::metrics::ConfusionMatrix::new(NUM_CLASSES);
-    let (mut x_buf, mut y_buf) = (Vec::new(), Vec::new());
+    let (mut x_buf, mut y_buf) = (glassbox::tensor::HostBuffer::new(), Vec::new());
     let mut loss_sum = 0.0;
     glassbox::no_grad(|| {
         for batch in sequential_batches(set.len(), 1000) {
             set.gather_normalized(&batch, &mut x_buf);
             set.gather_labels(&batch, &mut y_buf);
             let shape: Vec<usize> = std::iter::once(batch.len()).chain(image_shape.iter().copied()).collect();
-            let logits = model.forward(&glassbox::Tensor::from_vec(std::mem::take(&mut x_buf), &shape));
+            let logits = model.forward(&glassbox::Tensor::from_buffer(std::mem::take(&mut x_buf), &shape));
             loss_sum += logits.cross_entropy(&y_buf).item_f64() * batch.len() as f64;
             for (&truth, pred) in y_buf.iter().zip(glassbox::metrics::argmax_rows(&logits.to_vec(), NUM_CLASSES)) {
                 confusion.add(truth, pred);

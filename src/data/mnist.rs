@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::idx::{read_idx, IdxArray, IDX_TYPE_U8};
 use super::DataError;
+use crate::tensor::HostBuffer;
 
 /// The number of classes in an MNIST-format set (digits 0-9, or Fashion-MNIST's ten garments);
 /// every label must be below it.
@@ -147,18 +148,17 @@ impl ImageSet {
     ///
     /// Panics if an index is not below [`len`](ImageSet::len): indices come from the program,
     /// not from a file, so a bad one is a bug.
-    pub fn gather_normalized(&self, indices: &[usize], out: &mut Vec<f32>) {
+    pub fn gather_normalized(&self, indices: &[usize], out: &mut HostBuffer<f32>) {
         use rayon::prelude::*;
         // A fresh 400 KB vector per batch is fresh pages from the OS, each faulting in on its
         // first write: that doubled an MNIST epoch (`step_bench`'s mnist_epoch) next to the
         // steps alone.
         let size = self.pixels_per_image();
         let len = indices.len() * size;
-        if out.capacity() < len {
+        if out.len() != len {
             *out = crate::backend::cpu::pool::reuse::<f32>(len);
         }
         // Every value is overwritten below, so a recycled buffer's old contents never show.
-        out.resize(len, 0.0);
         // The arithmetic per pixel vectorizes (16 pixels per instruction); a 256-entry lookup
         // table, which would seem cheaper, is a scalar load per pixel and ran 10x slower.
         let normalize = |(dst, &index): (&mut [f32], &usize)| {
@@ -293,7 +293,7 @@ mod tests {
     #[test]
     fn gather_normalized_standardizes_and_reuses_the_buffer() {
         let set = tiny_set();
-        let mut out = vec![99.0; 20];
+        let mut out = HostBuffer::filled(20, 99.0);
         set.gather_normalized(&[1, 0], &mut out);
         assert_eq!(out.len(), 8);
         let expect = |p: u8| (p as f32 / 255.0 - PIXEL_MEAN) / PIXEL_STD;
@@ -314,7 +314,7 @@ mod tests {
         }
         let set = ImageSet { images, labels: vec![0; 100], rows: 28, cols: 28 };
         let indices: Vec<usize> = (0..64).map(|i| (i * 37) % 100).collect();
-        let mut out = vec![f32::NAN; 100 * 784];
+        let mut out = HostBuffer::filled(100 * 784, f32::NAN);
         set.gather_normalized(&indices, &mut out);
         assert_eq!(out.len(), 64 * 784);
         for (row, &index) in out.chunks(784).zip(&indices) {
@@ -340,6 +340,6 @@ mod tests {
     #[test]
     #[should_panic(expected = "ImageSet::gather_normalized: index 2 is out of range for a set of 2 images")]
     fn gather_normalized_rejects_a_bad_index() {
-        tiny_set().gather_normalized(&[0, 2], &mut Vec::new());
+        tiny_set().gather_normalized(&[0, 2], &mut HostBuffer::new());
     }
 }

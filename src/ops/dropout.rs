@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use crate::autograd::Op;
 use crate::rng::Rng;
-use crate::tensor::{DType, Float, Layout};
+use crate::tensor::{DType, Float, HostBuffer, Layout};
 use crate::Tensor;
 
 impl Tensor {
@@ -29,8 +29,8 @@ impl Tensor {
         let key = rng.next_u64();
         let cut = (p * 4_294_967_296.0) as u64;
         let mask = match self.dtype() {
-            DType::F32 => Tensor::from_vec(keep_mask(self.numel(), key, cut, keep_scale as f32), self.shape()),
-            DType::F64 => Tensor::from_vec_f64(keep_mask(self.numel(), key, cut, keep_scale), self.shape()),
+            DType::F32 => Tensor::from_buffer(keep_mask(self.numel(), key, cut, keep_scale as f32), self.shape()),
+            DType::F64 => Tensor::from_buffer(keep_mask(self.numel(), key, cut, keep_scale), self.shape()),
         }
         .detach();
         let mask =
@@ -47,7 +47,7 @@ impl Tensor {
 /// `n` mask values: `scale` where the element's 32 bits of stream `key` are at least `cut`,
 /// zero elsewhere. Element `2w` uses the low half of word `w`, element `2w + 1` the high
 /// half, so the result does not depend on how the work is split.
-fn keep_mask<T: Float>(n: usize, key: u64, cut: u64, scale: T) -> Vec<T> {
+fn keep_mask<T: Float>(n: usize, key: u64, cut: u64, scale: T) -> HostBuffer<T> {
     const PAIRS_PER_TASK: usize = 1 << 13;
     // Every element is written below, so a recycled buffer needs no zeroing.
     let mut mask = crate::backend::cpu::pool::reuse::<T>(n);

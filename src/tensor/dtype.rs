@@ -9,6 +9,7 @@ use std::iter::Sum;
 use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub, SubAssign};
 
 use super::storage::CpuStorage;
+use super::HostBuffer;
 
 /// The element type of a tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -60,7 +61,7 @@ macro_rules! with_float {
 /// What a CPU kernel needs from an element type: arithmetic, a few math functions, and a way
 /// to find its own vector inside a [`CpuStorage`].
 pub trait Float:
-    Copy
+    bytemuck::Pod
     + Send
     + Sync
     + Debug
@@ -116,10 +117,10 @@ pub trait Float:
     fn slice(storage: &CpuStorage) -> &[Self];
     /// Mutable form of [`Float::slice`].
     fn slice_mut(storage: &mut CpuStorage) -> &mut [Self];
-    /// Wraps a vector of this type as storage.
-    fn wrap(data: Vec<Self>) -> CpuStorage;
-    /// Takes the vector back out of a storage of this type (for the buffer pool).
-    fn unwrap_vec(storage: CpuStorage) -> Vec<Self>;
+    /// Wraps a buffer of this type as storage.
+    fn wrap(data: HostBuffer<Self>) -> CpuStorage;
+    /// Takes the buffer back out of a storage of this type (for the buffer pool).
+    fn unwrap_buffer(storage: CpuStorage) -> HostBuffer<Self>;
 }
 
 macro_rules! impl_float {
@@ -178,14 +179,14 @@ macro_rules! impl_float {
                     other => panic!("internal: kernel for {} got {} storage", DType::$variant, other.dtype()),
                 }
             }
-            fn wrap(data: Vec<Self>) -> CpuStorage {
+            fn wrap(data: HostBuffer<Self>) -> CpuStorage {
                 CpuStorage::$variant(data)
             }
-            fn unwrap_vec(storage: CpuStorage) -> Vec<Self> {
+            fn unwrap_buffer(storage: CpuStorage) -> HostBuffer<Self> {
                 let mut storage = storage;
                 let dtype = storage.dtype();
                 match &mut storage {
-                    // Taking the vector leaves an empty one, so the storage's drop does nothing.
+                    // Taking the buffer leaves an empty one, so the storage's drop does nothing.
                     CpuStorage::$variant(v) => std::mem::take(v),
                     _ => panic!("internal: expected {} storage, got {dtype}", DType::$variant),
                 }

@@ -1,12 +1,14 @@
 //! The `Tensor` type: a shared handle to a storage, a layout over it, and (when it came from an
 //! op that needs gradients) the op that made it.
 
+mod buffer;
 mod device;
 mod display;
 mod dtype;
 mod layout;
 mod storage;
 
+pub use buffer::{HostBuffer, BUFFER_ALIGN};
 pub use device::{Device, DeviceError};
 pub use dtype::{DType, Float};
 pub use layout::{broadcast_shapes, checked_numel, contiguous_strides, Layout, StridedOffsets};
@@ -121,8 +123,16 @@ impl Tensor {
         Tensor::from_float_vec(data, shape)
     }
 
-    /// A tensor of any [`Float`] element type.
+    /// A tensor of any [`Float`] element type. The values are copied into a 64-byte-aligned
+    /// [`HostBuffer`] (see there why); [`Tensor::from_buffer`] takes one without a copy.
     pub fn from_float_vec<T: Float>(data: Vec<T>, shape: &[usize]) -> Tensor {
+        Tensor::from_buffer(HostBuffer::from(data), shape)
+    }
+
+    /// A tensor of `shape` owning `data` (row-major), without a copy.
+    ///
+    /// Panics if `data.len()` is not the product of `shape`.
+    pub fn from_buffer<T: Float>(data: HostBuffer<T>, shape: &[usize]) -> Tensor {
         let numel = numel_of("Tensor::from_vec", shape);
         assert_eq!(
             data.len(),
@@ -148,7 +158,7 @@ impl Tensor {
         // would be parked when dropped and never asked for again: the pool grew by 10 MB per
         // LSTM training step, up to its cap, while every step paid for fresh pages.
         crate::with_float!(dtype, T => {
-            Tensor::from_float_vec(crate::backend::cpu::pool::filled(n, T::from_f64(value)), shape)
+            Tensor::from_buffer(crate::backend::cpu::pool::filled(n, T::from_f64(value)), shape)
         })
     }
 

@@ -1,15 +1,15 @@
 //! The buffers behind tensors, one enum variant per device and element type.
 
-use super::{DType, Device};
+use super::{DType, Device, HostBuffer};
 
-/// Elements in host memory. Large buffers go back to the CPU buffer pool when dropped
+/// Elements in host memory, in a 64-byte-aligned [`HostBuffer`]. Large buffers go back to the CPU buffer pool when dropped
 /// (see `backend::cpu::pool`).
 #[derive(Clone, Debug, PartialEq)]
 pub enum CpuStorage {
     /// 32-bit floats.
-    F32(Vec<f32>),
+    F32(HostBuffer<f32>),
     /// 64-bit floats.
-    F64(Vec<f64>),
+    F64(HostBuffer<f64>),
 }
 
 impl CpuStorage {
@@ -116,7 +116,9 @@ impl Storage {
         match self {
             Storage::Cpu(s) => std::borrow::Cow::Borrowed(s),
             #[cfg(any(feature = "cuda", feature = "cuda-emu"))]
-            Storage::Cuda(s) => std::borrow::Cow::Owned(CpuStorage::F32(s.to_vec().unwrap_or_else(|e| panic!("{e}")))),
+            Storage::Cuda(s) => {
+                std::borrow::Cow::Owned(CpuStorage::F32(s.to_vec().unwrap_or_else(|e| panic!("{e}")).into()))
+            }
         }
     }
 }

@@ -25,7 +25,7 @@ use rayon::prelude::*;
 use super::isa;
 use super::matmul::{gemm, gemm_strided, MatRef};
 
-use crate::tensor::Float;
+use crate::tensor::{Float, HostBuffer};
 
 /// Where one operand's rows live: row `t` of head `h` of batch element `b` is the `d` values
 /// starting at `b * batch_stride + h * head_stride + t * row_stride + offset`.
@@ -108,7 +108,7 @@ pub struct AttentionInputs<'a, T> {
 
 /// Returns `(o, lse)`: the output laid out `[batch, t_q, heads * d]` (heads side by side, as
 /// the next projection wants them) and each query row's log-sum-exp `[batch, heads, t_q]`.
-pub fn attention_forward<T: Float>(x: AttentionInputs<'_, T>, s: AttentionShape) -> (Vec<T>, Vec<T>) {
+pub fn attention_forward<T: Float>(x: AttentionInputs<'_, T>, s: AttentionShape) -> (HostBuffer<T>, HostBuffer<T>) {
     let mut o = super::pool::zeros::<T>(s.batch * s.out_chunk());
     let mut lse = super::pool::reuse::<T>(s.batch * s.heads * s.t_q);
     o.par_chunks_mut(s.out_chunk().max(1)).zip(lse.par_chunks_mut((s.heads * s.t_q).max(1))).enumerate().for_each(
@@ -194,7 +194,7 @@ pub fn attention_backward<T: Float>(
     d_o: &[T],
     s: AttentionShape,
     g: GradientLayout,
-) -> Vec<T> {
+) -> HostBuffer<T> {
     let mut grad = super::pool::zeros::<T>(s.batch * g.chunk);
     let saved = Saved { o, lse, d_o };
     grad.par_chunks_mut(g.chunk.max(1)).enumerate().for_each(|(b, grad_b)| {

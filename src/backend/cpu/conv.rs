@@ -54,7 +54,7 @@
 use rayon::prelude::*;
 
 use super::matmul::{gemm, MatRef};
-use crate::tensor::{Float, Layout};
+use crate::tensor::{Float, HostBuffer, Layout};
 
 /// Below this many multiply-adds a convolution stays on one thread (a rayon split costs
 /// microseconds, more than a small convolution).
@@ -225,14 +225,14 @@ fn col2im_add<T: Float>(cols: &[T], s: &Conv2dShape, dx: &mut [T]) {
 
 /// Signature of every forward version: `(x, x_layout, weight, bias, shape) -> y[N, O, OH, OW]`.
 /// The weight is contiguous `[O, C, KH, KW]`, the bias (if any) `[O]`.
-pub type Conv2dFn<T> = fn(&[T], &Layout, &[T], Option<&[T]>, &Conv2dShape) -> Vec<T>;
+pub type Conv2dFn<T> = fn(&[T], &Layout, &[T], Option<&[T]>, &Conv2dShape) -> HostBuffer<T>;
 
 /// Signature of every input-gradient version: `(dy, weight, shape) -> dx[N, C, H, W]`, with
 /// `dy` contiguous `[N, O, OH, OW]`.
-pub type Conv2dInputGradFn<T> = fn(&[T], &[T], &Conv2dShape) -> Vec<T>;
+pub type Conv2dInputGradFn<T> = fn(&[T], &[T], &Conv2dShape) -> HostBuffer<T>;
 
 /// Signature of every weight-gradient version: `(x, x_layout, dy, shape) -> dw[O, C, KH, KW]`.
-pub type Conv2dWeightGradFn<T> = fn(&[T], &Layout, &[T], &Conv2dShape) -> Vec<T>;
+pub type Conv2dWeightGradFn<T> = fn(&[T], &Layout, &[T], &Conv2dShape) -> HostBuffer<T>;
 
 /// Every forward version by name, slowest first, for tests and comparisons.
 pub fn versions<T: Float>() -> Vec<(&'static str, Conv2dFn<T>)> {
@@ -254,7 +254,7 @@ pub fn weight_grad_versions<T: Float>() -> Vec<(&'static str, Conv2dWeightGradFn
 }
 
 /// v1: the definition, one output element at a time.
-pub fn conv2d_v1_direct<T: Float>(x: &[T], lx: &Layout, w: &[T], bias: Option<&[T]>, s: &Conv2dShape) -> Vec<T> {
+pub fn conv2d_v1_direct<T: Float>(x: &[T], lx: &Layout, w: &[T], bias: Option<&[T]>, s: &Conv2dShape) -> HostBuffer<T> {
     let (out_h, out_w) = (s.out_h(), s.out_w());
     let [kh, kw] = s.kernel;
     let mut y = Vec::with_capacity(s.batch * s.out_channels * out_h * out_w);
@@ -279,7 +279,7 @@ pub fn conv2d_v1_direct<T: Float>(x: &[T], lx: &Layout, w: &[T], bias: Option<&[
             }
         }
     }
-    y
+    y.into()
 }
 
 /// v2 and v3: per image, `Y_n = W cols_n (+ b)` into `y_n[O, OH OW]`. With `images_in_parallel`
@@ -292,7 +292,7 @@ fn conv2d_im2col<T: Float>(
     bias: Option<&[T]>,
     s: &Conv2dShape,
     images_in_parallel: bool,
-) -> Vec<T> {
+) -> HostBuffer<T> {
     let (k, l) = (s.patch_len(), s.out_pixels());
     let per_image = s.out_channels * l;
     // Every element is written by the GEMM below, so a recycled buffer needs no zeroing.
@@ -318,7 +318,7 @@ fn conv2d_im2col<T: Float>(
 }
 
 /// v2: im2col + GEMM, one image after another (the GEMM may use threads when it is large).
-pub fn conv2d_v2_im2col<T: Float>(x: &[T], lx: &Layout, w: &[T], bias: Option<&[T]>, s: &Conv2dShape) -> Vec<T> {
+pub fn conv2d_v2_im2col<T: Float>(x: &[T], lx: &Layout, w: &[T], bias: Option<&[T]>, s: &Conv2dShape) -> HostBuffer<T> {
     conv2d_im2col(x, lx, w, bias, s, false)
 }
 
@@ -330,19 +330,19 @@ pub fn conv2d_v3_im2col_parallel<T: Float>(
     w: &[T],
     bias: Option<&[T]>,
     s: &Conv2dShape,
-) -> Vec<T> {
+) -> HostBuffer<T> {
     let worth_threads = s.batch >= 2 && s.macs() >= PARALLEL_MIN_MACS && rayon::current_num_threads() >= 2;
     conv2d_im2col(x, lx, w, bias, s, worth_threads)
 }
 
 /// The forward convolution the engine uses (the fastest correct version).
-pub fn conv2d<T: Float>(x: &[T], lx: &Layout, w: &[T], bias: Option<&[T]>, s: &Conv2dShape) -> Vec<T> {
+pub fn conv2d<T: Float>(x: &[T], lx: &Layout, w: &[T], bias: Option<&[T]>, s: &Conv2dShape) -> HostBuffer<T> {
     conv2d_v3_im2col_parallel(x, lx, w, bias, s)
 }
 
 /// v1 input gradient: every output gradient flows back along each weight to the input pixel
 /// it multiplied: `dx[n, c, y, x] += dy[n, o, i, j] * w[o, c, p, q]`.
-pub fn conv2d_input_grad_v1_direct<T: Float>(dy: &[T], w: &[T], s: &Conv2dShape) -> Vec<T> {
+pub fn conv2d_input_grad_v1_direct<T: Float>(dy: &[T], w: &[T], s: &Conv2dShape) -> HostBuffer<T> {
     let (out_h, out_w) = (s.out_h(), s.out_w());
     let [kh, kw] = s.kernel;
     let (c_n, h, wd) = (s.in_channels, s.in_h, s.in_w);
@@ -371,7 +371,7 @@ pub fn conv2d_input_grad_v1_direct<T: Float>(dy: &[T], w: &[T], s: &Conv2dShape)
 
 /// v2 input gradient: per image `dcols = W^T G_n` (one GEMM reading `W` transposed in place),
 /// then col2im; images in parallel when the job is large.
-pub fn conv2d_input_grad_v2_col2im<T: Float>(dy: &[T], w: &[T], s: &Conv2dShape) -> Vec<T> {
+pub fn conv2d_input_grad_v2_col2im<T: Float>(dy: &[T], w: &[T], s: &Conv2dShape) -> HostBuffer<T> {
     let (k, l) = (s.patch_len(), s.out_pixels());
     let per_image_in = s.in_channels * s.in_h * s.in_w;
     let per_image_out = s.out_channels * l;
@@ -394,13 +394,13 @@ pub fn conv2d_input_grad_v2_col2im<T: Float>(dy: &[T], w: &[T], s: &Conv2dShape)
 }
 
 /// The input gradient the engine uses.
-pub fn conv2d_input_grad<T: Float>(dy: &[T], w: &[T], s: &Conv2dShape) -> Vec<T> {
+pub fn conv2d_input_grad<T: Float>(dy: &[T], w: &[T], s: &Conv2dShape) -> HostBuffer<T> {
     conv2d_input_grad_v2_col2im(dy, w, s)
 }
 
 /// v1 weight gradient: each weight collects the products of the input pixels it touched with
 /// the output gradients it produced: `dw[o, c, p, q] += dy[n, o, i, j] * x[n, c, y, x]`.
-pub fn conv2d_weight_grad_v1_direct<T: Float>(x: &[T], lx: &Layout, dy: &[T], s: &Conv2dShape) -> Vec<T> {
+pub fn conv2d_weight_grad_v1_direct<T: Float>(x: &[T], lx: &Layout, dy: &[T], s: &Conv2dShape) -> HostBuffer<T> {
     let (out_h, out_w) = (s.out_h(), s.out_w());
     let [kh, kw] = s.kernel;
     let mut dw = super::pool::zeros::<T>(s.out_channels * s.patch_len());
@@ -431,7 +431,7 @@ pub fn conv2d_weight_grad_v1_direct<T: Float>(x: &[T], lx: &Layout, dy: &[T], s:
 /// Images are summed in groups of `WEIGHT_GRAD_GROUP` (groups in parallel when the job is
 /// large), then the group sums are added in order, so the result is the same on any number of
 /// threads.
-pub fn conv2d_weight_grad_v2_im2col<T: Float>(x: &[T], lx: &Layout, dy: &[T], s: &Conv2dShape) -> Vec<T> {
+pub fn conv2d_weight_grad_v2_im2col<T: Float>(x: &[T], lx: &Layout, dy: &[T], s: &Conv2dShape) -> HostBuffer<T> {
     let (k, l) = (s.patch_len(), s.out_pixels());
     let dw_len = s.out_channels * k;
     let per_image_out = s.out_channels * l;
@@ -465,7 +465,7 @@ pub fn conv2d_weight_grad_v2_im2col<T: Float>(x: &[T], lx: &Layout, dy: &[T], s:
 }
 
 /// The weight gradient the engine uses.
-pub fn conv2d_weight_grad<T: Float>(x: &[T], lx: &Layout, dy: &[T], s: &Conv2dShape) -> Vec<T> {
+pub fn conv2d_weight_grad<T: Float>(x: &[T], lx: &Layout, dy: &[T], s: &Conv2dShape) -> HostBuffer<T> {
     conv2d_weight_grad_v2_im2col(x, lx, dy, s)
 }
 
@@ -501,7 +501,7 @@ impl Pool2dShape {
 /// Max pooling of the view `(x, layout)`: returns the contiguous output `[N, C, OH, OW]` and,
 /// per output element, the index of the maximum in the contiguous input `[N, C, H, W]` (the
 /// first maximum in row-major window order on ties).
-pub fn max_pool2d<T: Float>(x: &[T], layout: &Layout, s: &Pool2dShape) -> (Vec<T>, Vec<usize>) {
+pub fn max_pool2d<T: Float>(x: &[T], layout: &Layout, s: &Pool2dShape) -> (HostBuffer<T>, Vec<usize>) {
     let (out_h, out_w) = (s.out_h(), s.out_w());
     let planes = s.batch * s.channels;
     let plane_out = out_h * out_w;
@@ -539,7 +539,7 @@ pub fn max_pool2d<T: Float>(x: &[T], layout: &Layout, s: &Pool2dShape) -> (Vec<T
 
 /// Max-pooling input gradient: zeros of `[N, C, H, W]` with each output gradient of the
 /// contiguous `dy` added at its window's maximum (`argmax` from [`max_pool2d`]).
-pub fn max_pool2d_backward<T: Float>(dy: &[T], argmax: &[usize], s: &Pool2dShape) -> Vec<T> {
+pub fn max_pool2d_backward<T: Float>(dy: &[T], argmax: &[usize], s: &Pool2dShape) -> HostBuffer<T> {
     let plane_in = s.in_h * s.in_w;
     let plane_out = s.out_h() * s.out_w();
     let mut dx = super::pool::zeros::<T>(s.batch * s.channels * plane_in);
@@ -589,7 +589,7 @@ struct ConvWorkload {
     shape: Conv2dShape,
     x: Vec<f32>,
     w: Vec<f32>,
-    y: Vec<f32>,
+    y: HostBuffer<f32>,
     /// `(exact, sum of |x w| over the taps)` per output element.
     exact: Vec<(f64, f64)>,
 }
@@ -637,7 +637,7 @@ impl ConvWorkload {
                 }
             }
         }
-        ConvWorkload { shape, x, w: wt, y: Vec::new(), exact }
+        ConvWorkload { shape, x, w: wt, y: HostBuffer::new(), exact }
     }
 }
 

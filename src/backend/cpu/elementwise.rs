@@ -11,7 +11,7 @@ use super::isa::{self, Isa};
 use super::strided::RowPlan;
 use crate::autograd::backward::{GELU_C, GELU_K};
 use crate::autograd::{BinaryOp, UnaryOp};
-use crate::tensor::{Float, Layout};
+use crate::tensor::{Float, HostBuffer, Layout};
 
 /// Comparisons producing 1.0 where true and 0.0 where false.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,12 +138,12 @@ fn gelu_derivative<T: Float>(x: T) -> T {
 }
 
 /// `g * gelu'(x)` for two views of one shape: GELU's backward in one pass.
-pub fn gelu_backward<T: Float>(x: &[T], lx: &Layout, g: &[T], lg: &Layout) -> Vec<T> {
+pub fn gelu_backward<T: Float>(x: &[T], lx: &Layout, g: &[T], lg: &Layout) -> HostBuffer<T> {
     gelu_backward_on(isa::detect(), x, lx, g, lg)
 }
 
 /// [`gelu_backward`] compiled for a chosen instruction set (the ladder compares builds).
-pub fn gelu_backward_on<T: Float>(isa: Isa, x: &[T], lx: &Layout, g: &[T], lg: &Layout) -> Vec<T> {
+pub fn gelu_backward_on<T: Float>(isa: Isa, x: &[T], lx: &Layout, g: &[T], lg: &Layout) -> HostBuffer<T> {
     let plan = RowPlan::new([lx, lg]);
     let mut out = super::pool::reuse::<T>(lx.numel());
     let [ix, ig] = plan.inner;
@@ -158,12 +158,12 @@ pub fn gelu_backward_on<T: Float>(isa: Isa, x: &[T], lx: &Layout, g: &[T], lg: &
 }
 
 /// `op` applied to every element of the view `(x, layout)`.
-pub fn unary<T: Float>(op: UnaryOp, x: &[T], layout: &Layout) -> Vec<T> {
+pub fn unary<T: Float>(op: UnaryOp, x: &[T], layout: &Layout) -> HostBuffer<T> {
     unary_on(isa::detect(), op, x, layout)
 }
 
 /// [`unary`] compiled for a chosen instruction set (the ladder compares builds).
-pub fn unary_on<T: Float>(isa: Isa, op: UnaryOp, x: &[T], layout: &Layout) -> Vec<T> {
+pub fn unary_on<T: Float>(isa: Isa, op: UnaryOp, x: &[T], layout: &Layout) -> HostBuffer<T> {
     let plan = RowPlan::new([layout]);
     let mut out = super::pool::reuse::<T>(layout.numel());
     // One match outside the loops, so each arm's loop is compiled (and vectorized) for its
@@ -198,7 +198,7 @@ pub fn unary_on<T: Float>(isa: Isa, op: UnaryOp, x: &[T], layout: &Layout) -> Ve
 }
 
 /// `a op b` for two views already broadcast to the same shape.
-pub fn binary<T: Float>(op: BinaryOp, a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
+pub fn binary<T: Float>(op: BinaryOp, a: &[T], la: &Layout, b: &[T], lb: &Layout) -> HostBuffer<T> {
     let plan = RowPlan::new([la, lb]);
     let mut out = super::pool::reuse::<T>(la.numel());
     let [ia, ib] = plan.inner;
@@ -217,7 +217,7 @@ pub fn binary<T: Float>(op: BinaryOp, a: &[T], la: &Layout, b: &[T], lb: &Layout
 }
 
 /// 1.0 where `a op b` holds, else 0.0, for two views of the same shape.
-pub fn compare<T: Float>(op: CompareOp, a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
+pub fn compare<T: Float>(op: CompareOp, a: &[T], la: &Layout, b: &[T], lb: &Layout) -> HostBuffer<T> {
     let plan = RowPlan::new([la, lb]);
     let mut out = super::pool::reuse::<T>(la.numel());
     let [ia, ib] = plan.inner;
@@ -233,7 +233,11 @@ pub fn compare<T: Float>(op: CompareOp, a: &[T], la: &Layout, b: &[T], lb: &Layo
 }
 
 /// `on_true` where `cond` is non-zero, else `on_false`; three views of one shape.
-pub fn where_cond<T: Float>(cond: (&[T], &Layout), on_true: (&[T], &Layout), on_false: (&[T], &Layout)) -> Vec<T> {
+pub fn where_cond<T: Float>(
+    cond: (&[T], &Layout),
+    on_true: (&[T], &Layout),
+    on_false: (&[T], &Layout),
+) -> HostBuffer<T> {
     let plan = RowPlan::new([cond.1, on_true.1, on_false.1]);
     let mut out = super::pool::reuse::<T>(cond.1.numel());
     let [ic, it, iff] = plan.inner;
@@ -246,7 +250,7 @@ pub fn where_cond<T: Float>(cond: (&[T], &Layout), on_true: (&[T], &Layout), on_
 }
 
 /// The elements of a view, packed contiguously in row-major order.
-pub fn copy_strided<T: Float>(x: &[T], layout: &Layout) -> Vec<T> {
+pub fn copy_strided<T: Float>(x: &[T], layout: &Layout) -> HostBuffer<T> {
     if layout.is_contiguous() {
         let mut out = super::pool::reuse::<T>(layout.numel());
         out.copy_from_slice(&x[layout.offset()..layout.offset() + layout.numel()]);
@@ -259,7 +263,7 @@ pub fn copy_strided<T: Float>(x: &[T], layout: &Layout) -> Vec<T> {
 }
 
 /// The elements of a view converted to another float type, packed contiguously.
-pub fn cast<S: Float, D: Float>(x: &[S], layout: &Layout) -> Vec<D> {
+pub fn cast<S: Float, D: Float>(x: &[S], layout: &Layout) -> HostBuffer<D> {
     let plan = RowPlan::new([layout]);
     let mut out = super::pool::reuse::<D>(layout.numel());
     let i = plan.inner[0];

@@ -16,7 +16,7 @@ use super::isa::{self, Isa};
 use super::ladder::{Ladder, LadderVersion, Limit, Workload};
 use super::optim::AdamStep;
 use crate::autograd::UnaryOp;
-use crate::tensor::{Float, Layout};
+use crate::tensor::{Float, HostBuffer, Layout};
 
 /// Largest accepted `|y - y64| / max(1, |y64|)`: f32 carries about 6e-8 relative error per
 /// rounding, and the row sums (up to 4096 terms) and the polynomial exp / tanh add a few
@@ -25,7 +25,7 @@ const TOLERANCE: f64 = 1e-4;
 
 /// Runs version `version` of a family on `[rows, cols]` inputs, returning its outputs; a
 /// version that updates in place (AdamW) returns none and leaves its result in `inputs`.
-type RunFn<T> = fn(version: usize, rows: usize, cols: usize, inputs: &mut [Vec<T>]) -> Vec<Vec<T>>;
+type RunFn<T> = fn(version: usize, rows: usize, cols: usize, inputs: &mut [HostBuffer<T>]) -> Vec<HostBuffer<T>>;
 
 /// One family of the ladder: its name, source file and versions, how to build its inputs,
 /// its cost model, and its run function in f32 (timed) and f64 (the reference).
@@ -36,7 +36,7 @@ struct Family {
     /// True when a run updates its inputs in place (AdamW); `reset` restores them.
     in_place: bool,
     /// `[rows, cols] -> inputs`, built from a seed (all f32).
-    inputs: fn(rows: usize, cols: usize, seed: u64) -> Vec<Vec<f32>>,
+    inputs: fn(rows: usize, cols: usize, seed: u64) -> Vec<HostBuffer<f32>>,
     /// `[rows, cols] -> (bytes, flops)` of one run.
     cost: fn(rows: usize, cols: usize) -> (f64, f64),
     run32: RunFn<f32>,
@@ -222,12 +222,12 @@ struct RowWorkload {
     versions: &'static [&'static str],
     in_place: bool,
     /// The inputs before any run (kept only for in-place kernels, for `reset`).
-    initial: Vec<Vec<f32>>,
-    inputs: Vec<Vec<f32>>,
+    initial: Vec<HostBuffer<f32>>,
+    inputs: Vec<HostBuffer<f32>>,
     /// `None` until a run (or after a reset), so an unchecked output cannot pass.
-    outputs: Option<Vec<Vec<f32>>>,
+    outputs: Option<Vec<HostBuffer<f32>>>,
     /// The reference outputs (or, in place, the updated inputs), computed at the first check.
-    exact: OnceLock<Vec<Vec<f64>>>,
+    exact: OnceLock<Vec<HostBuffer<f64>>>,
     run: RunFn<f32>,
     run64: RunFn<f64>,
     bytes: f64,
@@ -236,10 +236,10 @@ struct RowWorkload {
 
 impl RowWorkload {
     /// The first version's result in f64 on the same (f32) inputs.
-    fn exact(&self) -> &[Vec<f64>] {
+    fn exact(&self) -> &[HostBuffer<f64>] {
         self.exact.get_or_init(|| {
             let start = if self.in_place { &self.initial } else { &self.inputs };
-            let mut state: Vec<Vec<f64>> = start.iter().map(|v| v.iter().map(|&x| x as f64).collect()).collect();
+            let mut state: Vec<HostBuffer<f64>> = start.iter().map(|v| v.iter().map(|&x| x as f64).collect()).collect();
             let outputs = (self.run64)(0, self.rows, self.cols, &mut state);
             if self.in_place {
                 state
@@ -304,15 +304,15 @@ impl Workload for RowWorkload {
 }
 
 /// `n` normal numbers times `scale`, from `seed`.
-fn randn(n: usize, seed: u64, scale: f64) -> Vec<f32> {
+fn randn(n: usize, seed: u64, scale: f64) -> HostBuffer<f32> {
     let mut rng = crate::rng::Rng::new(seed);
     (0..n).map(|_| (rng.normal() * scale) as f32).collect()
 }
 
 /// x, w, g and the row statistics of x (from the forward kernel), as the backward pass gets them.
-fn layernorm_backward_inputs(rows: usize, cols: usize, seed: u64) -> Vec<Vec<f32>> {
+fn layernorm_backward_inputs(rows: usize, cols: usize, seed: u64) -> Vec<HostBuffer<f32>> {
     let (x, w) = (randn(rows * cols, seed, 1.0), randn(cols, seed + 1, 1.0));
-    let b = vec![0.0; cols];
+    let b = HostBuffer::zeroed(cols);
     let (_, mean, rstd) = super::layernorm::layer_norm(&x, &w, &b, cols, LAYERNORM_EPS);
     vec![x, w, mean, rstd, randn(rows * cols, seed + 2, 1.0)]
 }
@@ -324,7 +324,12 @@ fn target_of(row: usize, cols: usize) -> usize {
     (row * 7919) % cols
 }
 
-fn run_softmax<T: Float, const LOG: bool>(version: usize, _rows: usize, cols: usize, x: &mut [Vec<T>]) -> Vec<Vec<T>> {
+fn run_softmax<T: Float, const LOG: bool>(
+    version: usize,
+    _rows: usize,
+    cols: usize,
+    x: &mut [HostBuffer<T>],
+) -> Vec<HostBuffer<T>> {
     let y = match version {
         0 => super::softmax::softmax_rows_naive(&x[0], cols, LOG),
         v => super::softmax::softmax_rows_on(isa_of(NAIVE_PORTABLE_SIMD, v), &x[0], cols, LOG),
@@ -332,39 +337,59 @@ fn run_softmax<T: Float, const LOG: bool>(version: usize, _rows: usize, cols: us
     vec![y]
 }
 
-fn run_cross_entropy<T: Float>(version: usize, rows: usize, cols: usize, x: &mut [Vec<T>]) -> Vec<Vec<T>> {
+fn run_cross_entropy<T: Float>(
+    version: usize,
+    rows: usize,
+    cols: usize,
+    x: &mut [HostBuffer<T>],
+) -> Vec<HostBuffer<T>> {
     let targets: Vec<usize> = (0..rows).map(|r| target_of(r, cols)).collect();
     let (loss, probs) = match version {
         0 => super::softmax::cross_entropy_rows_naive(&x[0], cols, &targets),
         v => super::softmax::cross_entropy_rows_on(isa_of(NAIVE_PORTABLE_SIMD, v), &x[0], cols, &targets),
     };
-    vec![probs, vec![T::from_f64(loss)]]
+    vec![probs, HostBuffer::from_slice(&[T::from_f64(loss)])]
 }
 
-fn run_layernorm_forward<T: Float>(version: usize, _rows: usize, cols: usize, x: &mut [Vec<T>]) -> Vec<Vec<T>> {
+fn run_layernorm_forward<T: Float>(
+    version: usize,
+    _rows: usize,
+    cols: usize,
+    x: &mut [HostBuffer<T>],
+) -> Vec<HostBuffer<T>> {
     let isa = isa_of(PORTABLE_SIMD, version);
     let (y, mean, rstd) = super::layernorm::layer_norm_on(isa, &x[0], &x[1], &x[2], cols, LAYERNORM_EPS);
     vec![y, mean, rstd]
 }
 
-fn run_layernorm_backward<T: Float>(version: usize, _rows: usize, cols: usize, x: &mut [Vec<T>]) -> Vec<Vec<T>> {
+fn run_layernorm_backward<T: Float>(
+    version: usize,
+    _rows: usize,
+    cols: usize,
+    x: &mut [HostBuffer<T>],
+) -> Vec<HostBuffer<T>> {
     let isa = isa_of(PORTABLE_SIMD, version);
     let (dx, dw, db) = super::layernorm::layer_norm_backward_on(isa, &x[0], &x[1], &x[2], &x[3], &x[4], cols);
     vec![dx, dw, db]
 }
 
-fn run_gelu_forward<T: Float>(version: usize, rows: usize, cols: usize, x: &mut [Vec<T>]) -> Vec<Vec<T>> {
+fn run_gelu_forward<T: Float>(version: usize, rows: usize, cols: usize, x: &mut [HostBuffer<T>]) -> Vec<HostBuffer<T>> {
     let layout = Layout::contiguous(&[rows, cols]);
     vec![super::elementwise::unary_on(isa_of(PORTABLE_SIMD, version), UnaryOp::Gelu, &x[0], &layout)]
 }
 
-fn run_gelu_backward<T: Float>(version: usize, rows: usize, cols: usize, x: &mut [Vec<T>]) -> Vec<Vec<T>> {
+fn run_gelu_backward<T: Float>(
+    version: usize,
+    rows: usize,
+    cols: usize,
+    x: &mut [HostBuffer<T>],
+) -> Vec<HostBuffer<T>> {
     let l = Layout::contiguous(&[rows, cols]);
     vec![super::elementwise::gelu_backward_on(isa_of(PORTABLE_SIMD, version), &x[0], &l, &x[1], &l)]
 }
 
 /// One AdamW step (GPT-like hyper-parameters, step 10) on `[w, g, m, v]`, in place.
-fn run_adamw<T: Float>(version: usize, _rows: usize, _cols: usize, x: &mut [Vec<T>]) -> Vec<Vec<T>> {
+fn run_adamw<T: Float>(version: usize, _rows: usize, _cols: usize, x: &mut [HostBuffer<T>]) -> Vec<HostBuffer<T>> {
     let h = AdamStep { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, decoupled: true, step: 10 };
     let [w, g, m, v] = x else { panic!("adamw ladder: expected inputs [w, g, m, v]") };
     super::optim::adam_on(isa_of(PORTABLE_SIMD, version), w, g, m, v, h);
@@ -389,11 +414,11 @@ mod tests {
         let w = randn(cols, 3, 1.0);
         let targets: Vec<usize> = (0..rows).map(|r| target_of(r, cols)).collect();
         let l = Layout::contiguous(&[rows, cols]);
-        let run_all = |isa: Isa| -> Vec<Vec<f32>> {
+        let run_all = |isa: Isa| -> Vec<HostBuffer<f32>> {
             let (loss, probs) = softmax::cross_entropy_rows_on(isa, &x, cols, &targets);
             let (y, mean, rstd) = layernorm::layer_norm_on(isa, &x, &w, &w, cols, LAYERNORM_EPS);
             let (dx, dw, db) = layernorm::layer_norm_backward_on(isa, &x, &w, &mean, &rstd, &g, cols);
-            let (mut p, mut m, mut v) = (x.clone(), g.clone(), g.iter().map(|a| a * a).collect::<Vec<f32>>());
+            let (mut p, mut m, mut v) = (x.clone(), g.clone(), g.iter().map(|a| a * a).collect::<HostBuffer<f32>>());
             let h =
                 AdamStep { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, decoupled: true, step: 3 };
             optim::adam_on(isa, &mut p, &g, &mut m, &mut v, h);
@@ -401,7 +426,7 @@ mod tests {
                 softmax::softmax_rows_on(isa, &x, cols, false),
                 softmax::softmax_rows_on(isa, &x, cols, true),
                 probs,
-                vec![loss as f32],
+                HostBuffer::from_slice(&[loss as f32]),
                 y,
                 mean,
                 rstd,
@@ -415,7 +440,7 @@ mod tests {
                 v,
             ]
         };
-        let bits = |outs: Vec<Vec<f32>>| -> Vec<Vec<u32>> {
+        let bits = |outs: Vec<HostBuffer<f32>>| -> Vec<Vec<u32>> {
             outs.iter().map(|o| o.iter().map(|v| v.to_bits()).collect()).collect()
         };
         let portable = bits(run_all(Isa::Portable));

@@ -2,7 +2,7 @@
 //! `scatter_add` (which the backward passes use: a value read from one place sends its
 //! gradient back to that place, summing where a place was read more than once).
 
-use crate::tensor::{contiguous_strides, Float, Layout};
+use crate::tensor::{contiguous_strides, Float, HostBuffer, Layout};
 
 /// Splits a shape around `dim` into (outer count, inner count).
 fn around(shape: &[usize], dim: usize) -> (usize, usize) {
@@ -10,7 +10,7 @@ fn around(shape: &[usize], dim: usize) -> (usize, usize) {
 }
 
 /// Slices `indices` of `dim` of the view `(x, layout)`, stacked in order along `dim`.
-pub fn index_select<T: Float>(x: &[T], layout: &Layout, dim: usize, indices: &[usize]) -> Vec<T> {
+pub fn index_select<T: Float>(x: &[T], layout: &Layout, dim: usize, indices: &[usize]) -> HostBuffer<T> {
     let shape = layout.shape();
     let (outer, inner) = around(shape, dim);
     let outer_offsets: Vec<usize> =
@@ -20,19 +20,17 @@ pub fn index_select<T: Float>(x: &[T], layout: &Layout, dim: usize, indices: &[u
     let inner_layout =
         |offset| Layout::from_parts(shape[dim + 1..].to_vec(), layout.strides()[dim + 1..].to_vec(), offset);
     let inner_contiguous = inner_layout(0).is_contiguous();
-    // From the pool (cleared, keeping its capacity): the result becomes a tensor, whose buffer
-    // is parked in the pool when dropped; a fresh vector here would be parked and never asked
-    // for again (an embedding lookup per training step grew the pool by its size each step).
+    // From the pool: the result becomes a tensor, whose buffer is parked in the pool when
+    // dropped; a fresh buffer here would be parked and never asked for again (an embedding
+    // lookup per training step grew the pool by its size each step).
     let mut out = super::pool::reuse::<T>(outer * indices.len() * inner);
-    out.clear();
-    for &base in &outer_offsets {
-        for &idx in indices {
-            let start = base + idx * layout.strides()[dim];
-            if inner_contiguous {
-                out.extend_from_slice(&x[start..start + inner]);
-            } else {
-                out.extend(inner_layout(start).offsets().map(|o| x[o]));
-            }
+    let starts =
+        outer_offsets.iter().flat_map(|&base| indices.iter().map(move |&idx| base + idx * layout.strides()[dim]));
+    for (dst, start) in out.chunks_mut(inner.max(1)).zip(starts) {
+        if inner_contiguous {
+            dst.copy_from_slice(&x[start..start + inner]);
+        } else {
+            dst.iter_mut().zip(inner_layout(start).offsets()).for_each(|(d, o)| *d = x[o]);
         }
     }
     out
@@ -40,7 +38,7 @@ pub fn index_select<T: Float>(x: &[T], layout: &Layout, dim: usize, indices: &[u
 
 /// Zeros of `shape` with the contiguous `src` (shape `shape` with `dim` of length
 /// `indices.len()`) added at `indices` along `dim`.
-pub fn index_add<T: Float>(shape: &[usize], dim: usize, indices: &[usize], src: &[T]) -> Vec<T> {
+pub fn index_add<T: Float>(shape: &[usize], dim: usize, indices: &[usize], src: &[T]) -> HostBuffer<T> {
     let (outer, inner) = around(shape, dim);
     let mut out = super::pool::zeros::<T>(shape.iter().product());
     for o in 0..outer {
@@ -57,21 +55,26 @@ pub fn index_add<T: Float>(shape: &[usize], dim: usize, indices: &[usize], src: 
 
 /// `out[p] = x[p with coordinate dim replaced by index[p]]` over every position `p` of
 /// `index_shape` (row-major).
-pub fn gather<T: Float>(x: &[T], layout: &Layout, dim: usize, index: &[usize], index_shape: &[usize]) -> Vec<T> {
+pub fn gather<T: Float>(x: &[T], layout: &Layout, dim: usize, index: &[usize], index_shape: &[usize]) -> HostBuffer<T> {
     let mut strides = layout.strides().to_vec();
     let step = strides[dim];
     strides[dim] = 0;
     let bases = Layout::from_parts(index_shape.to_vec(), strides, layout.offset()).offsets();
     // From the pool, for the reason given in `index_select`.
     let mut out = super::pool::reuse::<T>(index.len());
-    out.clear();
-    out.extend(bases.zip(index).map(|(base, &i)| x[base + i * step]));
+    out.iter_mut().zip(bases.zip(index)).for_each(|(o, (base, &i))| *o = x[base + i * step]);
     out
 }
 
 /// Zeros of `shape` with each element of the contiguous `src` (shape of `index`) added at
 /// the position `gather` would have read it from.
-pub fn scatter_add<T: Float>(shape: &[usize], dim: usize, index: &[usize], index_shape: &[usize], src: &[T]) -> Vec<T> {
+pub fn scatter_add<T: Float>(
+    shape: &[usize],
+    dim: usize,
+    index: &[usize],
+    index_shape: &[usize],
+    src: &[T],
+) -> HostBuffer<T> {
     let mut out = super::pool::zeros::<T>(shape.iter().product());
     let mut strides = contiguous_strides(shape);
     let step = strides[dim];

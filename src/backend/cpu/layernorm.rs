@@ -22,7 +22,7 @@ use rayon::prelude::*;
 
 use super::isa::{self, Isa};
 use super::strided::PARALLEL_MIN_ELEMENTS;
-use crate::tensor::Float;
+use crate::tensor::{Float, HostBuffer};
 
 /// Rows handled per parallel task.
 const ROWS_PER_TASK: usize = 16;
@@ -30,12 +30,25 @@ const ROWS_PER_TASK: usize = 16;
 const ROWS_PER_BAND: usize = 64;
 
 /// Normalizes each row; returns `(y, mean, rstd)`.
-pub fn layer_norm<T: Float>(x: &[T], w: &[T], b: &[T], cols: usize, eps: f64) -> (Vec<T>, Vec<T>, Vec<T>) {
+pub fn layer_norm<T: Float>(
+    x: &[T],
+    w: &[T],
+    b: &[T],
+    cols: usize,
+    eps: f64,
+) -> (HostBuffer<T>, HostBuffer<T>, HostBuffer<T>) {
     layer_norm_on(isa::detect(), x, w, b, cols, eps)
 }
 
 /// [`layer_norm`] compiled for a chosen instruction set.
-pub fn layer_norm_on<T: Float>(isa: Isa, x: &[T], w: &[T], b: &[T], cols: usize, eps: f64) -> (Vec<T>, Vec<T>, Vec<T>) {
+pub fn layer_norm_on<T: Float>(
+    isa: Isa,
+    x: &[T],
+    w: &[T],
+    b: &[T],
+    cols: usize,
+    eps: f64,
+) -> (HostBuffer<T>, HostBuffer<T>, HostBuffer<T>) {
     let rows = x.len().checked_div(cols).unwrap_or(0);
     let mut y = super::pool::reuse::<T>(x.len());
     let mut mean = super::pool::zeros::<T>(rows);
@@ -141,7 +154,7 @@ pub fn layer_norm_backward<T: Float>(
     rstd: &[T],
     g: &[T],
     cols: usize,
-) -> (Vec<T>, Vec<T>, Vec<T>) {
+) -> (HostBuffer<T>, HostBuffer<T>, HostBuffer<T>) {
     layer_norm_backward_on(isa::detect(), x, w, mean, rstd, g, cols)
 }
 
@@ -154,12 +167,12 @@ pub fn layer_norm_backward_on<T: Float>(
     rstd: &[T],
     g: &[T],
     cols: usize,
-) -> (Vec<T>, Vec<T>, Vec<T>) {
+) -> (HostBuffer<T>, HostBuffer<T>, HostBuffer<T>) {
     let rows = mean.len();
     let mut dx = super::pool::reuse::<T>(x.len());
     let inv_cols = T::from_f64(1.0 / cols.max(1) as f64);
     // Each task handles a band of rows and returns its partial dw, db; bands are summed after.
-    let band = |first_row: usize, dx_band: &mut [T]| -> (Vec<T>, Vec<T>) {
+    let band = |first_row: usize, dx_band: &mut [T]| -> (HostBuffer<T>, HostBuffer<T>) {
         let mut dw = super::pool::zeros::<T>(cols);
         let mut db = super::pool::zeros::<T>(cols);
         isa::run_on(
@@ -187,7 +200,7 @@ pub fn layer_norm_backward_on<T: Float>(
     // Fixed bands (not a share per thread), so the grouping of the dw / db sums, and with it
     // every rounding, is the same on any number of threads.
     let band_rows = if x.len() >= PARALLEL_MIN_ELEMENTS { ROWS_PER_BAND } else { rows.max(1) };
-    let partials: Vec<(Vec<T>, Vec<T>)> = if cols == 0 || rows == 0 {
+    let partials: Vec<(HostBuffer<T>, HostBuffer<T>)> = if cols == 0 || rows == 0 {
         Vec::new()
     } else if band_rows < rows {
         dx.par_chunks_mut(band_rows * cols).enumerate().map(|(i, d)| band(i * band_rows, d)).collect()

@@ -23,7 +23,7 @@ use std::any::TypeId;
 use rayon::prelude::*;
 
 use super::isa::{self, Isa};
-use crate::tensor::{Float, Layout};
+use crate::tensor::{Float, HostBuffer, Layout};
 
 mod wide;
 
@@ -622,7 +622,7 @@ fn packed<T: Float, const MR: usize, const NR: usize>(
 
 /// Batched product of two views already broadcast to one batch shape: `la` is
 /// `[batch.., M, K]`, `lb` is `[batch.., K, N]`; the result is contiguous `[batch.., M, N]`.
-pub fn matmul<T: Float>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
+pub fn matmul<T: Float>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -> HostBuffer<T> {
     let r = la.rank();
     let (m, k, n) = (la.shape()[r - 2], la.shape()[r - 1], lb.shape()[r - 1]);
     let batch_shape = &la.shape()[..r - 2];

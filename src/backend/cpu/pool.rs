@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use crate::tensor::{CpuStorage, DType, Float};
+use crate::tensor::{CpuStorage, DType, Float, HostBuffer};
 
 /// Buffers smaller than this are left to the allocator, which recycles them well by itself.
 pub const MIN_POOLED_ELEMENTS: usize = 1 << 12;
@@ -68,12 +68,12 @@ pub fn clear() {
 }
 
 /// A buffer of `len` zeros, recycled when one of that size is parked.
-pub fn zeros<T: Float>(len: usize) -> Vec<T> {
+pub fn zeros<T: Float>(len: usize) -> HostBuffer<T> {
     filled(len, T::ZERO)
 }
 
 /// A buffer of `len` copies of `value`, recycled when one of that size is parked.
-pub fn filled<T: Float>(len: usize, value: T) -> Vec<T> {
+pub fn filled<T: Float>(len: usize, value: T) -> HostBuffer<T> {
     let mut v = reuse::<T>(len);
     v.fill(value);
     v
@@ -81,7 +81,7 @@ pub fn filled<T: Float>(len: usize, value: T) -> Vec<T> {
 
 /// A buffer of `len` elements whose values are unspecified (left over from an earlier use,
 /// or zeros): for kernels that overwrite every element, skipping a pass of zeroing.
-pub fn reuse<T: Float>(len: usize) -> Vec<T> {
+pub fn reuse<T: Float>(len: usize) -> HostBuffer<T> {
     if len >= MIN_POOLED_ELEMENTS {
         let recycled = POOL.lock().ok().and_then(|mut guard| {
             let pool = guard.as_mut()?;
@@ -92,21 +92,21 @@ pub fn reuse<T: Float>(len: usize) -> Vec<T> {
         match recycled {
             Some(storage) => {
                 HITS.fetch_add(1, Ordering::Relaxed);
-                return T::unwrap_vec(storage);
+                return T::unwrap_buffer(storage);
             }
             None => {
                 MISSES.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
-    vec![T::ZERO; len]
+    HostBuffer::zeroed(len)
 }
 
 /// Parks a vector for the next kernel that asks for its size, as dropping a tensor would:
 /// for kernels' scratch (taken with [`reuse`] or [`zeros`]) and for benches and ladders,
 /// which call kernels directly and hold plain vectors, so that repeated runs time the kernel
 /// rather than fresh pages faulting in.
-pub fn give_back<T: Float>(buffer: Vec<T>) {
+pub fn give_back<T: Float>(buffer: HostBuffer<T>) {
     recycle(T::wrap(buffer));
 }
 
@@ -155,10 +155,10 @@ mod tests {
     #[test]
     fn dropped_buffers_are_reused_and_a_full_pool_frees_them_instead() {
         let len = MIN_POOLED_ELEMENTS + 17;
-        let first: Vec<f64> = zeros(len);
+        let first: HostBuffer<f64> = zeros(len);
         let ptr = first.as_ptr();
         drop(CpuStorage::F64(first));
-        let again: Vec<f64> = zeros(len);
+        let again: HostBuffer<f64> = zeros(len);
         assert_eq!(again.as_ptr(), ptr, "the parked buffer should come back");
         assert!(again.iter().all(|&v| v == 0.0), "recycled buffers are zeroed");
 

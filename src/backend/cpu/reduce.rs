@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 
 use super::strided::{RowPlan, PARALLEL_MIN_ELEMENTS};
-use crate::tensor::{Float, Layout};
+use crate::tensor::{Float, HostBuffer, Layout};
 
 /// The reductions with a kernel (mean is a scaled sum).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,7 +22,7 @@ pub enum ReduceKind {
 
 /// Reduces the view `(x, layout)` over `dims`; the result is contiguous in the input's shape
 /// with each reduced dim set to 1.
-pub fn reduce<T: Float>(kind: ReduceKind, x: &[T], layout: &Layout, dims: &[usize]) -> Vec<T> {
+pub fn reduce<T: Float>(kind: ReduceKind, x: &[T], layout: &Layout, dims: &[usize]) -> HostBuffer<T> {
     let mut kept = layout.shape().to_vec();
     for &d in dims {
         kept[d] = 1;
@@ -52,12 +52,14 @@ pub fn reduce<T: Float>(kind: ReduceKind, x: &[T], layout: &Layout, dims: &[usiz
     let one_row_per_output =
         io == 0 && plan.rows == out_numel && plan.starts[1].iter().enumerate().all(|(r, &s)| s == r);
     if one_row_per_output {
-        let fold_one = |r: usize| fold_row(plan.starts[0][r], ix);
-        return if layout.numel() >= PARALLEL_MIN_ELEMENTS {
-            (0..plan.rows).into_par_iter().map(fold_one).collect()
+        let mut out = super::pool::reuse::<T>(plan.rows);
+        let fold_one = |(r, o): (usize, &mut T)| *o = fold_row(plan.starts[0][r], ix);
+        if layout.numel() >= PARALLEL_MIN_ELEMENTS {
+            out.par_iter_mut().enumerate().for_each(fold_one);
         } else {
-            (0..plan.rows).map(fold_one).collect()
-        };
+            out.iter_mut().enumerate().for_each(fold_one);
+        }
+        return out;
     }
 
     // Rows fold into the output in order. Big reductions split the rows into fixed bands of

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 use super::isa::{self, Isa};
 use super::strided::PARALLEL_MIN_ELEMENTS;
-use crate::tensor::Float;
+use crate::tensor::{Float, HostBuffer};
 
 /// Calls `f(row_index, out_row)` for every `cols`-long row of `out`, compiled for `isa`.
 /// `f` must be `#[inline(always)]` to be built for `isa` (see [`isa::dispatch`]).
@@ -64,8 +64,8 @@ fn exp_shifted<T: Float>(row: &[T], out: &mut [T], next: &[T]) -> (T, T) {
 
 /// `v1_naive` of the ladder: softmax (or log-softmax) the textbook way, one thread, a running
 /// sum in the exp loop. Kept as the reference the fast versions are tested against.
-pub fn softmax_rows_naive<T: Float>(x: &[T], cols: usize, log: bool) -> Vec<T> {
-    let mut out = vec![T::ZERO; x.len()];
+pub fn softmax_rows_naive<T: Float>(x: &[T], cols: usize, log: bool) -> HostBuffer<T> {
+    let mut out = HostBuffer::zeroed(x.len());
     if cols == 0 {
         return out;
     }
@@ -85,12 +85,12 @@ pub fn softmax_rows_naive<T: Float>(x: &[T], cols: usize, log: bool) -> Vec<T> {
 }
 
 /// Softmax (or log-softmax when `log`) of each `cols`-long row of `x`.
-pub fn softmax_rows<T: Float>(x: &[T], cols: usize, log: bool) -> Vec<T> {
+pub fn softmax_rows<T: Float>(x: &[T], cols: usize, log: bool) -> HostBuffer<T> {
     softmax_rows_on(isa::detect(), x, cols, log)
 }
 
 /// [`softmax_rows`] compiled for a chosen instruction set (`v2_portable` / `v3_simd`).
-pub fn softmax_rows_on<T: Float>(isa: Isa, x: &[T], cols: usize, log: bool) -> Vec<T> {
+pub fn softmax_rows_on<T: Float>(isa: Isa, x: &[T], cols: usize, log: bool) -> HostBuffer<T> {
     let mut out = super::pool::reuse::<T>(x.len());
     if cols == 0 {
         return out;
@@ -122,7 +122,7 @@ pub fn softmax_rows_on<T: Float>(isa: Isa, x: &[T], cols: usize, log: bool) -> V
 
 /// Input gradient of softmax (`log = false`, `y` = softmax output): `y * (g - sum(g * y))`;
 /// of log-softmax (`log = true`, `y` = log-softmax output): `g - e^y * sum(g)`.
-pub fn softmax_backward_rows<T: Float>(y: &[T], g: &[T], cols: usize, log: bool) -> Vec<T> {
+pub fn softmax_backward_rows<T: Float>(y: &[T], g: &[T], cols: usize, log: bool) -> HostBuffer<T> {
     let mut out = super::pool::reuse::<T>(y.len());
     if cols == 0 {
         return out;
@@ -152,7 +152,7 @@ pub fn softmax_backward_rows<T: Float>(y: &[T], g: &[T], cols: usize, log: bool)
 
 /// `v1_naive` of the cross-entropy ladder: the naive softmax, then each row's loss from it.
 /// Returns the same `(mean loss, softmax)` as [`cross_entropy_rows`].
-pub fn cross_entropy_rows_naive<T: Float>(x: &[T], cols: usize, targets: &[usize]) -> (f64, Vec<T>) {
+pub fn cross_entropy_rows_naive<T: Float>(x: &[T], cols: usize, targets: &[usize]) -> (f64, HostBuffer<T>) {
     let probs = softmax_rows_naive(x, cols, false);
     let total: f64 = targets.iter().enumerate().map(|(r, &t)| -probs[r * cols + t].to_f64().ln()).sum();
     (total / targets.len().max(1) as f64, probs)
@@ -160,12 +160,12 @@ pub fn cross_entropy_rows_naive<T: Float>(x: &[T], cols: usize, targets: &[usize
 
 /// Mean over rows of `-ln softmax(x)[target]`, and the softmax itself (which the backward
 /// pass needs), in one pass per row.
-pub fn cross_entropy_rows<T: Float>(x: &[T], cols: usize, targets: &[usize]) -> (f64, Vec<T>) {
+pub fn cross_entropy_rows<T: Float>(x: &[T], cols: usize, targets: &[usize]) -> (f64, HostBuffer<T>) {
     cross_entropy_rows_on(isa::detect(), x, cols, targets)
 }
 
 /// [`cross_entropy_rows`] compiled for a chosen instruction set.
-pub fn cross_entropy_rows_on<T: Float>(isa: Isa, x: &[T], cols: usize, targets: &[usize]) -> (f64, Vec<T>) {
+pub fn cross_entropy_rows_on<T: Float>(isa: Isa, x: &[T], cols: usize, targets: &[usize]) -> (f64, HostBuffer<T>) {
     let mut probs = super::pool::reuse::<T>(x.len());
     let mut losses = vec![0.0f64; targets.len()];
     if cols > 0 {
@@ -199,7 +199,7 @@ pub fn cross_entropy_rows_on<T: Float>(isa: Isa, x: &[T], cols: usize, targets: 
 
 /// Gradient of the mean cross-entropy: `(p - onehot(t)) * scale`, with `scale` the upstream
 /// gradient divided by the number of rows.
-pub fn cross_entropy_backward_rows<T: Float>(probs: &[T], cols: usize, targets: &[usize], scale: T) -> Vec<T> {
+pub fn cross_entropy_backward_rows<T: Float>(probs: &[T], cols: usize, targets: &[usize], scale: T) -> HostBuffer<T> {
     let mut out = super::pool::reuse::<T>(probs.len());
     if cols == 0 {
         return out;
