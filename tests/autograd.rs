@@ -19,6 +19,34 @@ fn gradients_accumulate_over_uses_and_over_backward_calls() {
 }
 
 #[test]
+fn a_gradient_the_caller_holds_keeps_its_values_when_more_is_accumulated() {
+    let x = Tensor::from_vec(vec![1.0, 2.0], &[2]).requires_grad_();
+    x.mul_scalar(2.0).sum_all().backward();
+    let first = x.grad().unwrap();
+    x.mul_scalar(3.0).sum_all().backward();
+    assert_eq!(first.to_vec(), vec![2.0, 2.0], "the held gradient must not be added into");
+    assert_eq!(x.grad().unwrap().to_vec(), vec![5.0, 5.0]);
+}
+
+/// Address of the first element of a host tensor's buffer.
+fn buffer_address(t: &Tensor) -> usize {
+    match t.storage().cpu() {
+        glassbox::tensor::CpuStorage::F32(b) => b.as_ptr() as usize,
+        glassbox::tensor::CpuStorage::F64(b) => b.as_ptr() as usize,
+    }
+}
+
+#[test]
+fn a_leaf_gradient_nobody_holds_is_accumulated_in_its_own_buffer() {
+    let x = Tensor::zeros(&[3, 5]).requires_grad_();
+    x.mul_scalar(2.0).sum_all().backward();
+    let first = buffer_address(&x.grad().unwrap());
+    x.mul_scalar(3.0).sum_all().backward();
+    assert_eq!(buffer_address(&x.grad().unwrap()), first, "the second backward should add in place");
+    assert_eq!(x.grad().unwrap().to_vec(), vec![5.0; 15]);
+}
+
+#[test]
 fn diamond_graph_sums_both_paths() {
     let x = Tensor::from_vec(vec![3.0], &[1]).requires_grad_();
     let a = x.mul_scalar(2.0);

@@ -116,6 +116,9 @@ mod on_device {
         check_op("sum_all", dev, &[&x], |t| t[0].sum_all().reshape(&[1]));
         check_op("permute + contiguous", dev, &[&x], |t| t[0].permute(&[2, 0, 1]).contiguous());
         check_op("narrow + reshape", dev, &[&x], |t| t[0].narrow(1, 1, 3).reshape(&[4, 18]));
+        // Two slices of one tensor: on a device the second gradient takes the out-of-place
+        // path of `autograd::accumulate` (zeros around the slice, then an add).
+        check_op("overlapping narrows", dev, &[&x], |t| t[0].narrow(2, 0, 4).mul(&t[0].narrow(2, 2, 4)));
         check_op("concat", dev, &[&x, &randn(&[4, 2, 6], 7)], |t| Tensor::concat(&[t[0].clone(), t[1].clone()], 1));
         check_op("stack + split", dev, &[&x], |t| Tensor::stack(&t[0].split(2, 0), 0));
         check_op("broadcast_to", dev, &[&randn(&[5, 1], 8)], |t| t[0].broadcast_to(&[3, 5, 4]));

@@ -131,6 +131,37 @@ const CASES: &[Case] = &[
     Case { name: "unsqueeze_squeeze", inputs: &[(&[3, 4], Any)], f: |x| x[0].unsqueeze(1).mul_scalar(2.0).squeeze(1) },
     Case { name: "permute", inputs: &[(&[2, 3, 4], Any)], f: |x| x[0].permute(&[2, 0, 1]) },
     Case { name: "narrow", inputs: &[(&[4, 5], Any)], f: |x| x[0].narrow(1, 1, 3) },
+    // Gradients summed in place (`autograd::accumulate`): overlapping slices, a slice next to
+    // a use of the whole, the four gates an LSTM cuts from one product, an intermediate used
+    // three times. A sum written into a buffer that something else still reads would show
+    // here as a wrong gradient.
+    Case {
+        name: "narrow_overlapping_slices",
+        inputs: &[(&[3, 6], Any)],
+        f: |x| x[0].narrow(1, 0, 4).mul(&x[0].narrow(1, 2, 4)).add(&x[0].narrow(1, 1, 4).tanh()),
+    },
+    Case {
+        name: "narrow_next_to_a_use_of_the_whole",
+        inputs: &[(&[3, 4], Any)],
+        f: |x| x[0].narrow(0, 1, 2).exp().sum(&[0], true).mul(&x[0]),
+    },
+    Case {
+        name: "gates_narrowed_from_one_product",
+        inputs: &[(&[3, 5], Any), (&[5, 8], Any)],
+        f: |x| {
+            let pre = x[0].matmul(&x[1]);
+            let gate = |k: usize| pre.narrow(1, 2 * k, 2);
+            gate(0).sigmoid().mul(&gate(2).tanh()).add(&gate(1).sigmoid().mul(&gate(3).sigmoid()))
+        },
+    },
+    Case {
+        name: "intermediate_used_three_times",
+        inputs: &[(&[3, 4], Any)],
+        f: |x| {
+            let h = x[0].tanh();
+            h.add(&h.mul(&h)).add(&h.exp())
+        },
+    },
     Case { name: "broadcast_to", inputs: &[(&[3, 1], Any)], f: |x| x[0].broadcast_to(&[2, 3, 4]) },
     Case { name: "contiguous", inputs: &[(&[3, 4], Any)], f: |x| x[0].t().contiguous() },
     Case { name: "flatten_from", inputs: &[(&[2, 3, 2], Any)], f: |x| x[0].permute(&[0, 2, 1]).flatten_from(1) },

@@ -197,21 +197,10 @@ pub fn op_backward(op: &Op, out: &Tensor, g: &Tensor) -> Vec<Option<Tensor>> {
             vec![Some(g.permute(&inverse))]
         }
         // Zeros outside the slice: pad g back to the input's length along dim.
+        // When the input already has a gradient waiting, the engine adds g onto that
+        // gradient's slice instead (`accumulate::add_into_slice`), the same sum in one pass.
         Op::Narrow { input, dim, start } => {
-            let full = input.shape()[*dim];
-            let len = g.shape()[*dim];
-            let mut parts = Vec::new();
-            let mut pad_shape = input.shape().to_vec();
-            if *start > 0 {
-                pad_shape[*dim] = *start;
-                parts.push(Tensor::full_on(&pad_shape, 0.0, g.dtype(), g.device()));
-            }
-            parts.push(g.clone());
-            if start + len < full {
-                pad_shape[*dim] = full - start - len;
-                parts.push(Tensor::full_on(&pad_shape, 0.0, g.dtype(), g.device()));
-            }
-            vec![Some(Tensor::concat(&parts, *dim))]
+            vec![Some(super::accumulate::zeros_with_slice(input.shape(), *dim, *start, g))]
         }
         Op::Expand(x) => vec![Some(g.sum_to_shape(x.shape()))],
         // A copy (packing a view, or a move between devices): g, back on x's device.

@@ -2,10 +2,12 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::accumulate;
 use super::anomaly;
 use super::backward::op_backward;
 use super::no_grad;
 use super::trace::Recorder;
+use super::Op;
 use crate::tensor::TensorId;
 use crate::Tensor;
 
@@ -94,14 +96,24 @@ fn run_backward(root: &Tensor, seed: Tensor) {
         let Some(grad) = pending.remove(&node.id()) else { continue };
         match recorder.as_mut() {
             None => {
-                backward_node(&node, grad, &mut pending, anomaly);
+                backward_node(&node, grad, &mut pending, Checks { anomaly, recording: false });
             }
-            Some(recorder) => recorder.node(&node, grad, |grad| backward_node(&node, grad, &mut pending, anomaly)),
+            Some(recorder) => recorder.node(&node, grad, |grad| {
+                backward_node(&node, grad, &mut pending, Checks { anomaly, recording: true })
+            }),
         }
     }
     if let Some(recorder) = recorder {
         recorder.finish();
     }
+}
+
+/// Who watches the walk: anomaly mode checks every gradient a formula returns, and a
+/// recorder (`trace.rs`) keeps them; both need each formula's own result.
+#[derive(Clone, Copy)]
+struct Checks {
+    anomaly: bool,
+    recording: bool,
 }
 
 /// One step of the walk: a leaf accumulates `grad`; an op node asks its formula for the input
@@ -111,12 +123,23 @@ fn backward_node(
     node: &Tensor,
     grad: Tensor,
     pending: &mut HashMap<TensorId, Tensor>,
-    anomaly: bool,
+    checks: Checks,
 ) -> Vec<Option<Tensor>> {
     let Some(op) = node.op() else {
         node.accumulate_grad(grad);
         return Vec::new();
     };
+    // A slice whose input already has a gradient waiting adds straight into that gradient's
+    // slice, rather than building a full-width gradient of zeros around it to add.
+    if let Op::Narrow { input, dim, start } = op {
+        if !checks.anomaly && !checks.recording && input.requires_grad() {
+            if let Some(existing) = pending.remove(&input.id()) {
+                pending.insert(input.id(), accumulate::add_into_slice(existing, *dim, *start, &grad));
+                return vec![None];
+            }
+        }
+    }
+    let anomaly = checks.anomaly;
     let input_grads = op_backward(op, node, &grad);
     for (i, (input, input_grad)) in op.inputs().into_iter().zip(&input_grads).enumerate() {
         let Some(input_grad) = input_grad else { continue };
@@ -125,7 +148,7 @@ fn backward_node(
         }
         debug_assert_eq!(input_grad.shape(), input.shape(), "gradient shape of {:?}", op.kind());
         let summed = match pending.remove(&input.id()) {
-            Some(existing) => existing.add(input_grad),
+            Some(existing) => accumulate::add_into(existing, input_grad),
             None => input_grad.clone(),
         };
         if anomaly {

@@ -9,6 +9,7 @@
 //! [`anomaly`] mode checks every op's output and every gradient for NaN and infinity, and
 //! reports the first op that produced one with the chain of ops that led there.
 
+pub(crate) mod accumulate;
 pub mod anomaly;
 pub mod backward;
 mod engine;

@@ -13,7 +13,7 @@ pub mod cuda;
 use std::cell::{Cell, RefCell};
 
 use crate::autograd::{BinaryOp, UnaryOp};
-use crate::tensor::{DType, Device, DeviceError, Float, Layout, Storage};
+use crate::tensor::{CpuStorage, DType, Device, DeviceError, Float, Layout, Storage};
 use crate::with_float;
 
 pub use cpu::attention::{AttentionShape, GradientLayout, HeadLayout};
@@ -485,6 +485,14 @@ pub fn assign(dst: &mut Storage, dst_layout: &Layout, src: &Storage, src_layout:
     }
     let d = dst.cpu_mut();
     with_float!(d.dtype(), T => cpu::elementwise::assign::<T>(T::slice_mut(d), dst_layout, T::slice(src.cpu()), src_layout))
+}
+
+/// Adds the view `(src, src_layout)` onto the view `dst_layout` of `dst`, both in host
+/// memory and of one element type (gradient accumulation in place; see
+/// `autograd::accumulate`, which keeps device tensors on the out-of-place path).
+pub fn add_assign_host(dst: &mut CpuStorage, dst_layout: &Layout, src: &CpuStorage, src_layout: &Layout) {
+    note("elementwise::add_assign", None, dst.dtype());
+    with_float!(dst.dtype(), T => cpu::elementwise::add_assign::<T>(T::slice_mut(dst), dst_layout, T::slice(src), src_layout))
 }
 
 /// Fresh contiguous zeros in host memory ([`zeros_on`] makes them on any device).

@@ -318,6 +318,23 @@ impl Tensor {
         Arc::ptr_eq(&self.0.storage, &other.0.storage)
     }
 
+    /// True when this handle is the only way to reach its elements, so writing them in place
+    /// cannot change anything another tensor, view, clone or snapshot sees: no other handle
+    /// to this tensor, no view sharing its storage cell, no kernel holding a snapshot. It must
+    /// also be a plain host buffer seen whole (contiguous, from element 0, every element) and
+    /// outside any graph. The autograd engine uses it to add gradients in place.
+    pub(crate) fn is_unshared_host_buffer(&self) -> bool {
+        if Arc::strong_count(&self.0) != 1 || Arc::strong_count(&self.0.storage) != 1 || self.0.op.is_some() {
+            return false;
+        }
+        let storage = self.0.storage.lock().expect("storage lock poisoned");
+        Arc::strong_count(&storage) == 1
+            && matches!(**storage, Storage::Cpu(_))
+            && self.0.layout.is_contiguous()
+            && self.0.layout.offset() == 0
+            && self.0.layout.numel() == storage.len()
+    }
+
     /// A snapshot of the storage; holding it never blocks anyone.
     pub fn storage(&self) -> Arc<Storage> {
         self.0.storage.lock().expect("storage lock poisoned").clone()
@@ -433,14 +450,17 @@ impl Tensor {
     pub(crate) fn accumulate_grad(&self, g: Tensor) {
         let mut slot = self.0.grad.lock().expect("grad lock poisoned");
         *slot = Some(match slot.take() {
-            // Always an owned copy: the incoming gradient may share storage with another
+            // A gradient nobody else can see is kept as it is.
+            None if g.is_unshared_host_buffer() => g,
+            // Otherwise an owned copy: the incoming gradient may share storage with another
             // input's gradient (add hands both the same `g`) or with the caller's seed, and
             // optimizers write gradients in place.
             None => Tensor::from_storage(
                 crate::backend::contiguous(&g.storage(), g.layout()),
                 Layout::contiguous(g.shape()),
             ),
-            Some(old) => autograd::no_grad(|| old.add(&g)).detach(),
+            // Added into the stored gradient's buffer when the caller holds no handle to it.
+            Some(old) => autograd::no_grad(|| autograd::accumulate::add_into(old, &g)).detach(),
         });
     }
 

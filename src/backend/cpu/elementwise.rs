@@ -275,6 +275,54 @@ pub fn cast<S: Float, D: Float>(x: &[S], layout: &Layout) -> HostBuffer<D> {
     out
 }
 
+/// Adds the view `(src, src_layout)` onto the same-shaped view `dst_layout` of `dst`: how a
+/// gradient is accumulated into the one already waiting for the same tensor (or into the
+/// slice of it that a `narrow` took), without a new buffer. The destination view must not
+/// overlap itself (no stride-0 dims).
+pub fn add_assign<T: Float>(dst: &mut [T], dst_layout: &Layout, src: &[T], src_layout: &Layout) {
+    if dst_layout.numel() == 0 {
+        return;
+    }
+    let plan = RowPlan::new([dst_layout, src_layout]);
+    let [id, is] = plan.inner;
+    if dst_layout.is_contiguous() {
+        // The whole destination is one run: split it over threads like any elementwise output.
+        let start = dst_layout.offset();
+        let run = &mut dst[start..start + dst_layout.numel()];
+        plan.for_each_segment(run, |seg, [_, ss]| {
+            isa::dispatch(
+                #[inline(always)]
+                || add_row(seg, 1, src, ss, is),
+            )
+        });
+        return;
+    }
+    for row in 0..plan.rows {
+        let (sd, ss) = (plan.starts[0][row], plan.starts[1][row]);
+        let end = sd + (plan.row_len - 1) * id + 1;
+        isa::dispatch(
+            #[inline(always)]
+            || add_row(&mut dst[sd..end], id, src, ss, is),
+        );
+    }
+}
+
+/// `dst[j * id] += src[ss + j * is]` over a row; unit strides get a loop the compiler
+/// vectorizes.
+#[inline(always)]
+fn add_row<T: Float>(dst: &mut [T], id: usize, src: &[T], ss: usize, is: usize) {
+    let n = if dst.is_empty() { 0 } else { (dst.len() - 1) / id + 1 };
+    if id == 1 && is == 1 {
+        for (d, &s) in dst.iter_mut().zip(&src[ss..ss + n]) {
+            *d += s;
+        }
+    } else {
+        for j in 0..n {
+            dst[j * id] += src[ss + j * is];
+        }
+    }
+}
+
 /// Copies the view `(src, src_layout)` into the same-shaped view `dst_layout` of `dst`.
 /// The destination view must not overlap itself (no stride-0 dims).
 pub fn assign<T: Float>(dst: &mut [T], dst_layout: &Layout, src: &[T], src_layout: &Layout) {
