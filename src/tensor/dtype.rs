@@ -218,14 +218,18 @@ pub fn exp_f32(x: f32) -> f32 {
     let shifted = clamped * LOG2E + ROUND;
     let n = shifted - ROUND;
     let r = clamped - n * LN2_HI - n * LN2_LO;
-    let mut p = 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
+    // Estrin's scheme: pairs of terms first, then pairs of pairs. Horner's rule
+    // (`((c7 r + c6) r + c5) r ...`) uses two fewer operations but chains all fourteen, each
+    // waiting for the last; here the longest chain is six. Kernels that do little else per
+    // element (GELU: one exponential, one division) run at the speed of that chain, since the
+    // core can only hold a few iterations' worth of waiting instructions.
+    let r2 = r * r;
+    let r4 = r2 * r2;
+    let p01 = 1.0 + r;
+    let p23 = 0.5 + r * (1.0 / 6.0);
+    let p45 = 1.0 / 24.0 + r * (1.0 / 120.0);
+    let p67 = 1.0 / 720.0 + r * (1.0 / 5040.0);
+    let p = (p01 + r2 * p23) + r4 * (p45 + r2 * p67);
     // n as an integer, read from the bits of `shifted` (1.5 * 2^23 + n: n sits in the low
     // mantissa bits). `n as i32` would give the same value, but Rust's saturating float-to-int
     // cast does not vectorize: it compiled to a per-lane compare-and-move that made GELU 3x
