@@ -111,7 +111,9 @@ impl Tensor {
         }))
     }
 
-    /// An f32 tensor of `shape` holding `data` in row-major order.
+    /// An f32 tensor of `shape` holding `data` in row-major order. The values are copied
+    /// once, into a cache-line-aligned [`HostBuffer`]; [`Tensor::from_buffer`] takes one
+    /// without a copy.
     ///
     /// Panics if `data.len()` is not the product of `shape`.
     pub fn from_vec(data: Vec<f32>, shape: &[usize]) -> Tensor {
