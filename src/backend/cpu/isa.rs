@@ -105,10 +105,20 @@ pub fn prefetch<T>(x: &T) {
     let _ = x;
 }
 
+/// Longest slice [`prefetch_slice`] asks for, in bytes.
+pub const PREFETCH_SLICE_MAX_BYTES: usize = 4096;
+
 /// [`prefetch`] on every 64-byte line of `xs`: for a row that the next step of a row kernel
-/// will read, issued before this row's last loop so the loads run alongside it.
+/// will read, issued before this row's last loop so the loads run alongside it. Rows longer
+/// than [`PREFETCH_SLICE_MAX_BYTES`] are left to the hardware prefetcher, which follows a
+/// long stream by itself: for a 4096-wide row the burst of 256 prefetches filled the core's
+/// line-fill buffers and stalled it, the prefetch loop taking 40% of layer norm's backward
+/// pass in a profile (and the next row, pulled into L1, pushed out the current one).
 #[inline(always)]
 pub fn prefetch_slice<T>(xs: &[T]) {
+    if std::mem::size_of_val(xs) > PREFETCH_SLICE_MAX_BYTES {
+        return;
+    }
     let line = (64 / std::mem::size_of::<T>().max(1)).max(1);
     for x in xs.iter().step_by(line) {
         prefetch(x);

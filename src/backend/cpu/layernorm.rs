@@ -104,46 +104,50 @@ fn sum_squared_deviations<T: Float>(xs: &[T], m: T) -> T {
     acc.iter().fold(tail, |a, &v| a + v)
 }
 
-/// Columns per block of [`backward_row_sums`]' scratch (two blocks of 1 KiB on the stack).
-const SUM_BLOCK: usize = 256;
+/// Lanes of [`backward_row_sums`]' two running sums.
+const ROW_SUM_LANES: usize = 16;
 
 /// One row of the backward pass's first sweep: adds `g * xhat` to `dw` and `g` to `db`, and
-/// returns `(sum(dxhat), sum(dxhat * xhat))` with `dxhat = g * w`. Per block of `SUM_BLOCK`
-/// columns, the two products are written to stack scratch (always in L1) and summed by
-/// `sum_contiguous`, the block sums added in order: every loop is then a plain elementwise
-/// loop or the one reduction the compiler is known to vectorize. Written as one loop with two
-/// running sums (or sixteen accumulators each), it compiled to scalar code and ran no faster
-/// with AVX-512 than with SSE2; with row-long scratch, rows of 4096 spilled out of L1.
+/// returns `(sum(dxhat), sum(dxhat * xhat))` with `dxhat = g * w`. The two sums run in
+/// [`ROW_SUM_LANES`] lanes each, over fixed-size chunks of the row (every slice below has a
+/// length known at compile time), which the compiler turns into one vector per sum and per
+/// array. An earlier version, a loop over zipped iterators with two running sums, compiled to
+/// scalar code; the version before this one wrote the two products to stack scratch and
+/// summed that with `sum_contiguous`, two more stores and loads per value.
 #[inline(always)]
 fn backward_row_sums<T: Float>(
     (x, g, w): (&[T], &[T], &[T]),
     (m, s): (T, T),
     (dw, db): (&mut [T], &mut [T]),
 ) -> (T, T) {
-    let (mut dxhat, mut dxhat_xhat) = ([T::ZERO; SUM_BLOCK], [T::ZERO; SUM_BLOCK]);
-    let (mut sum_d, mut sum_dx) = (T::ZERO, T::ZERO);
-    for start in (0..x.len()).step_by(SUM_BLOCK) {
-        let end = (start + SUM_BLOCK).min(x.len());
-        let n = end - start;
-        let (d_blk, dx_blk) = (&mut dxhat[..n], &mut dxhat_xhat[..n]);
-        for (((((dwj, dbj), d), dx), &xv), (&gv, &wv)) in dw[start..end]
-            .iter_mut()
-            .zip(db[start..end].iter_mut())
-            .zip(d_blk.iter_mut())
-            .zip(dx_blk.iter_mut())
-            .zip(&x[start..end])
-            .zip(g[start..end].iter().zip(&w[start..end]))
-        {
-            let xhat = (xv - m) * s;
-            *dwj += gv * xhat;
-            *dbj += gv;
-            *d = gv * wv;
-            *dx = gv * wv * xhat;
+    const L: usize = ROW_SUM_LANES;
+    let (mut sum_d, mut sum_dx) = ([T::ZERO; L], [T::ZERO; L]);
+    let whole = x.len() / L * L;
+    for j0 in (0..whole).step_by(L) {
+        let chunk = |v: &[T]| -> [T; L] { v[j0..j0 + L].try_into().expect("a chunk of L values") };
+        let (xs, gs, ws) = (chunk(x), chunk(g), chunk(w));
+        let dws: &mut [T; L] = (&mut dw[j0..j0 + L]).try_into().expect("a chunk of L values");
+        let dbs: &mut [T; L] = (&mut db[j0..j0 + L]).try_into().expect("a chunk of L values");
+        for k in 0..L {
+            let xhat = (xs[k] - m) * s;
+            let d = gs[k] * ws[k];
+            dws[k] += gs[k] * xhat;
+            dbs[k] += gs[k];
+            sum_d[k] += d;
+            sum_dx[k] += d * xhat;
         }
-        sum_d += super::reduce::sum_contiguous(d_blk);
-        sum_dx += super::reduce::sum_contiguous(dx_blk);
     }
-    (sum_d, sum_dx)
+    let (mut tail_d, mut tail_dx) = (T::ZERO, T::ZERO);
+    for j in whole..x.len() {
+        let xhat = (x[j] - m) * s;
+        let d = g[j] * w[j];
+        dw[j] += g[j] * xhat;
+        db[j] += g[j];
+        tail_d += d;
+        tail_dx += d * xhat;
+    }
+    let total = |lanes: [T; L], tail: T| lanes.iter().fold(tail, |a, &v| a + v);
+    (total(sum_d, tail_d), total(sum_dx, tail_dx))
 }
 
 /// Gradients `(dx, dw, db)` of layer norm from the saved row statistics.
