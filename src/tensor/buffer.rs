@@ -27,7 +27,10 @@ pub const BUFFER_ALIGN: usize = 64;
 /// assert_eq!(b.as_ptr() as usize % BUFFER_ALIGN, 0);
 /// ```
 pub struct HostBuffer<T: bytemuck::Pod> {
+    /// The first element, on a [`BUFFER_ALIGN`]-byte boundary inside the allocation.
     ptr: NonNull<T>,
+    /// The start of the allocation (what is given back to the allocator).
+    base: NonNull<u8>,
     len: usize,
     owns: PhantomData<T>,
 }
@@ -42,18 +45,26 @@ unsafe impl<T: bytemuck::Pod + Sync> Sync for HostBuffer<T> {}
 impl<T: bytemuck::Pod> HostBuffer<T> {
     /// An empty buffer (no allocation).
     pub const fn new() -> Self {
-        HostBuffer { ptr: NonNull::dangling(), len: 0, owns: PhantomData }
+        HostBuffer { ptr: NonNull::dangling(), base: NonNull::dangling(), len: 0, owns: PhantomData }
     }
 
-    /// `len` elements of all-zero bits (0.0 for floats). Fresh pages come zeroed from the OS,
-    /// so this costs no pass over the memory until it is touched.
+    /// `len` elements of all-zero bits (0.0 for floats). A large buffer comes from fresh,
+    /// already zeroed pages of the OS, so this costs no pass over the memory until it is
+    /// touched.
     pub fn zeroed(len: usize) -> Self {
         let Some(layout) = Self::layout(len) else { return Self::new() };
-        // SAFETY: the layout has a nonzero size (checked by `layout`); all-zero bits are a
-        // valid T because T is Pod.
+        // SAFETY: the layout has a nonzero size (checked by `layout`).
         let raw = unsafe { alloc::alloc_zeroed(layout) };
-        let ptr = NonNull::new(raw.cast::<T>()).unwrap_or_else(|| alloc::handle_alloc_error(layout));
-        HostBuffer { ptr, len, owns: PhantomData }
+        let base = NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout));
+        // The allocation holds BUFFER_ALIGN bytes more than the elements need, and starts on
+        // a boundary of at least align_of::<T>(), so the first 64-byte boundary at or after
+        // it leaves room for all `len` elements and is aligned for T.
+        let skip = raw.align_offset(BUFFER_ALIGN);
+        assert!(skip < BUFFER_ALIGN, "HostBuffer: the allocator returned an unalignable pointer");
+        // SAFETY: `skip + len * size_of::<T>()` is within the allocation (see above), the
+        // result is aligned for T, and all-zero bits are a valid T because T is Pod.
+        let ptr = unsafe { NonNull::new_unchecked(raw.add(skip).cast::<T>()) };
+        HostBuffer { ptr, base, len, owns: PhantomData }
     }
 
     /// `len` copies of `value`.
@@ -70,22 +81,29 @@ impl<T: bytemuck::Pod> HostBuffer<T> {
         buffer
     }
 
-    /// The allocation's layout, or `None` for a buffer that allocates nothing.
+    /// The allocation's layout, or `None` for a buffer that allocates nothing: the elements
+    /// plus [`BUFFER_ALIGN`] bytes to move their start to a boundary, with the alignment of
+    /// a plain allocation. Asking the allocator for 64-byte alignment instead would cost a
+    /// pass of zeroing: Rust's system allocator only hands out lazily zeroed pages (`calloc`)
+    /// for alignments up to 16, and zeroes everything else with `memset`, faulting in every
+    /// page of a fresh buffer at once.
     fn layout(len: usize) -> Option<Layout> {
-        let bytes = len.checked_mul(size_of::<T>()).expect("HostBuffer: length overflows the address space");
+        let overflow = "HostBuffer: length overflows the address space";
+        let bytes = len.checked_mul(size_of::<T>()).expect(overflow);
         if bytes == 0 {
             return None;
         }
-        Some(Layout::from_size_align(bytes, BUFFER_ALIGN).expect("HostBuffer: length overflows the address space"))
+        let align = align_of::<T>().max(16);
+        Some(Layout::from_size_align(bytes.checked_add(BUFFER_ALIGN).expect(overflow), align).expect(overflow))
     }
 }
 
 impl<T: bytemuck::Pod> Drop for HostBuffer<T> {
     fn drop(&mut self) {
         if let Some(layout) = Self::layout(self.len) {
-            // SAFETY: the pointer came from `alloc_zeroed` with this same layout (the length
-            // never changes after construction), and is freed only here.
-            unsafe { alloc::dealloc(self.ptr.as_ptr().cast(), layout) }
+            // SAFETY: `base` came from `alloc_zeroed` with this same layout (the length never
+            // changes after construction), and is freed only here.
+            unsafe { alloc::dealloc(self.base.as_ptr(), layout) }
         }
     }
 }
