@@ -8,21 +8,16 @@
 //! just written stay hot. When anything else shares it (a clone handed to two inputs, a view,
 //! a snapshot a kernel holds, a device buffer), the plain `add` runs.
 
-use std::sync::Arc;
-
 use crate::backend;
-use crate::tensor::{Layout, Storage};
+use crate::tensor::{Device, Layout};
 use crate::Tensor;
 
 /// `acc + g` (same shape), written into `acc`'s own buffer when no one else can see it.
 pub(crate) fn add_into(acc: Tensor, g: &Tensor) -> Tensor {
     debug_assert_eq!(acc.shape(), g.shape(), "gradient accumulation of mismatched shapes");
-    if acc.dtype() == g.dtype() && acc.is_unshared_host_buffer() {
-        if let Some(src) = host_snapshot(g) {
-            let layout = acc.layout().clone();
-            backend::add_assign_host(acc.storage_mut().get().cpu_mut(), &layout, src.cpu(), g.layout());
-            return acc;
-        }
+    let whole = acc.layout().clone();
+    if add_in_place(&acc, &whole, g) {
+        return acc;
     }
     acc.add(g)
 }
@@ -33,12 +28,9 @@ pub(crate) fn add_into(acc: Tensor, g: &Tensor) -> Tensor {
 /// all of `acc` (the LSTM narrows its four gates out of one matrix every step: four
 /// full-width passes where one quarter each is needed).
 pub(crate) fn add_into_slice(acc: Tensor, dim: usize, start: usize, g: &Tensor) -> Tensor {
-    if acc.dtype() == g.dtype() && acc.is_unshared_host_buffer() {
-        if let Some(src) = host_snapshot(g) {
-            let slice = acc.layout().narrow(dim, start, g.shape()[dim]);
-            backend::add_assign_host(acc.storage_mut().get().cpu_mut(), &slice, src.cpu(), g.layout());
-            return acc;
-        }
+    let slice = acc.layout().narrow(dim, start, g.shape()[dim]);
+    if add_in_place(&acc, &slice, g) {
+        return acc;
     }
     let full = zeros_with_slice(acc.shape(), dim, start, g);
     add_into(acc, &full)
@@ -53,8 +45,14 @@ pub(crate) fn zeros_with_slice(shape: &[usize], dim: usize, start: usize, g: &Te
     dx
 }
 
-/// The storage of `g` when it lives in host memory.
-fn host_snapshot(g: &Tensor) -> Option<Arc<Storage>> {
-    let storage = g.storage();
-    matches!(*storage, Storage::Cpu(_)).then_some(storage)
+/// Adds `g` onto the view `dst` of `acc`'s buffer, in place, when that buffer is an
+/// unshared host buffer and `g` (of the same element type) lives in host memory too. Returns
+/// false, having done nothing, otherwise.
+fn add_in_place(acc: &Tensor, dst: &Layout, g: &Tensor) -> bool {
+    if acc.dtype() != g.dtype() || g.device() != Device::Cpu || !acc.is_unshared_host_buffer() {
+        return false;
+    }
+    let src = g.storage();
+    backend::add_assign_host(acc.storage_mut().get().cpu_mut(), dst, src.cpu(), g.layout());
+    true
 }
