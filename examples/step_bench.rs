@@ -11,8 +11,10 @@
 //!    as the `mnist` example does), then one training step.
 //!
 //! It also reports, once warm, the buffer pool's misses per run (each a fresh allocation, with
-//! its page faults, which a steady training loop should not need) and how much the pool grew
-//! per run (buffers parked that no later run asks for: also 0 in a steady loop).
+//! its page faults, which a steady training loop should not need), how much the pool grew
+//! per run (buffers parked that no later run asks for: also 0 in a steady loop), and every
+//! call to the allocator per run with the bytes it asked for (this binary installs a counting
+//! global allocator): graph nodes, shapes, small vectors, everything the pool does not serve.
 //!
 //! `cargo run --release --example step_bench -- --pytorch /path/to/python --threads 2`
 //! Timings are medians; run on a quiet machine (other load makes OpenMP's spin-waits, and so
@@ -20,7 +22,9 @@
 
 mod common;
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use glassbox::backend::cpu::pool;
@@ -29,6 +33,47 @@ use glassbox::nn::{Activation, Gpt, GptConfig, Module, Sequential};
 use glassbox::optim::{clip_grad_norm, Adam, AdamW, Optimizer};
 use glassbox::rng::Rng;
 use glassbox::Tensor;
+
+/// The system allocator, counting calls and bytes: what "allocations per training step" means
+/// to the allocator, below the buffer pool.
+struct CountingAlloc;
+
+static ALLOC_CALLS: AtomicUsize = AtomicUsize::new(0);
+static ALLOC_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call goes to `System` unchanged (same layout, same pointer); the counters are
+// atomics and never allocate.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOC_CALLS.fetch_add(1, Ordering::Relaxed);
+        ALLOC_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's layout, which satisfies `alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOC_CALLS.fetch_add(1, Ordering::Relaxed);
+        ALLOC_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: as in `alloc`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOC_CALLS.fetch_add(1, Ordering::Relaxed);
+        ALLOC_BYTES.fetch_add(new_size, Ordering::Relaxed);
+        // SAFETY: `ptr` was allocated by this allocator (that is, by `System`) with `layout`,
+        // as the caller guarantees.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as in `realloc`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static COUNTING: CountingAlloc = CountingAlloc;
 
 fn median_ms(mut f: impl FnMut(), warmup: usize, runs: usize) -> f64 {
     for _ in 0..warmup {
@@ -54,6 +99,10 @@ struct Measured {
     /// Growth of the bytes parked in the pool, per run, once warm: buffers a run parks that
     /// no later run asks for (a steady loop should show 0).
     growth_kib: f64,
+    /// Calls to the allocator per run (every allocation, not only tensor buffers).
+    allocs: f64,
+    /// KiB the allocator was asked for per run.
+    alloc_kib: f64,
 }
 
 /// Times `f` after `warmup` runs and reports the pool's behaviour over the timed runs.
@@ -63,13 +112,18 @@ fn measure(f: impl FnMut(), warmup: usize, runs: usize) -> Measured {
         f();
     }
     let before = pool::stats();
+    let (calls, bytes) = (ALLOC_CALLS.load(Ordering::Relaxed), ALLOC_BYTES.load(Ordering::Relaxed));
     let ms = median_ms(&mut f, 0, runs);
     let after = pool::stats();
+    // (The timing loop's own vector of `runs` times is one of the counted allocations.)
+    let (calls, bytes) = (ALLOC_CALLS.load(Ordering::Relaxed) - calls, ALLOC_BYTES.load(Ordering::Relaxed) - bytes);
     let per_run = |x: f64| x / runs as f64;
     Measured {
         ms,
         misses: per_run((after.misses - before.misses) as f64),
         growth_kib: per_run((after.pooled_bytes as f64 - before.pooled_bytes as f64) / 1024.0),
+        allocs: per_run(calls as f64),
+        alloc_kib: per_run(bytes as f64 / 1024.0),
     }
 }
 
@@ -202,10 +256,17 @@ fn main() {
     }
     println!("{threads} threads, medians of {runs}+ runs");
     println!(
-        "{:<20} {:>12} {:>16} {:>18} {:>12} {:>17}",
-        "workload", "glassbox ms", "pool misses/run", "pool KiB grown/run", "PyTorch ms", "glassbox/PyTorch"
+        "{:<20} {:>12} {:>16} {:>18} {:>11} {:>14} {:>12} {:>17}",
+        "workload",
+        "glassbox ms",
+        "pool misses/run",
+        "pool KiB grown/run",
+        "allocs/run",
+        "alloc KiB/run",
+        "PyTorch ms",
+        "glassbox/PyTorch"
     );
-    for (name, Measured { ms, misses, growth_kib }) in ours {
+    for (name, Measured { ms, misses, growth_kib, allocs, alloc_kib }) in ours {
         let torch_ms = match &theirs {
             Some(Ok(list)) => list.iter().find(|(n, _)| n == name).map(|(_, t)| *t),
             _ => None,
@@ -214,6 +275,8 @@ fn main() {
             Some(t) => (format!("{t:.2}"), format!("{:.2}x", ms / t)),
             None => ("-".to_string(), "-".to_string()),
         };
-        println!("{name:<20} {ms:>12.2} {misses:>16.1} {growth_kib:>18.1} {torch_col:>12} {ratio_col:>17}");
+        println!(
+            "{name:<20} {ms:>12.2} {misses:>16.1} {growth_kib:>18.1} {allocs:>11.0} {alloc_kib:>14.1} {torch_col:>12} {ratio_col:>17}"
+        );
     }
 }
