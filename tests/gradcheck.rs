@@ -141,6 +141,12 @@ const CASES: &[Case] = &[
         f: |x| x[0].narrow(1, 0, 4).mul(&x[0].narrow(1, 2, 4)).add(&x[0].narrow(1, 1, 4).tanh()),
     },
     Case {
+        // Row sums hand each slice a broadcast (stride-0) gradient.
+        name: "narrow_slices_receiving_broadcast_gradients",
+        inputs: &[(&[4, 5], Any)],
+        f: |x| x[0].narrow(1, 0, 3).sum(&[1], true).add(&x[0].narrow(1, 2, 3).t().sum(&[0], true).t()),
+    },
+    Case {
         name: "narrow_next_to_a_use_of_the_whole",
         inputs: &[(&[3, 4], Any)],
         f: |x| x[0].narrow(0, 1, 2).exp().sum(&[0], true).mul(&x[0]),
