@@ -23,6 +23,7 @@ use glassbox::metrics::{argmax_rows, ConfusionMatrix};
 use glassbox::nn::{Activation, Module, Sequential};
 use glassbox::optim::{Adam, CosineSchedule, Optimizer};
 use glassbox::rng::Rng;
+use glassbox::tensor::HostBuffer;
 use glassbox::{no_grad, Device, Tensor};
 
 fn main() {
@@ -93,9 +94,9 @@ fn main() {
             let mut progress = common::Progress::new(format!("epoch {epoch}/{epochs}"), batches.len());
             let (mut loss_sum, mut seen) = (0.0, 0);
             for (i, batch) in batches.iter().enumerate() {
-                // The last batch's buffer went into its tensor; a recycled one of this size
-                // (parked by that tensor's drop) saves faulting fresh pages in every step.
-                let mut x_buf = glassbox::backend::cpu::pool::reuse(batch.len() * pixels);
+                // The last batch's buffer went into its tensor; `gather_normalized` takes a
+                // recycled one of this size (parked by that tensor's drop) from the pool.
+                let mut x_buf = HostBuffer::new();
                 mnist.train.gather_normalized(batch, &mut x_buf);
                 mnist.train.gather_labels(batch, &mut y_buf);
                 let x = on(device, Tensor::from_buffer(x_buf, &[batch.len(), pixels]));
@@ -188,7 +189,7 @@ fn main() {
 /// also returns the mean cross-entropy over the set.
 fn evaluate(model: &Sequential, set: &ImageSet, device: Device) -> (ConfusionMatrix, f64) {
     let mut confusion = ConfusionMatrix::new(NUM_CLASSES);
-    let (mut x_buf, mut y_buf) = (glassbox::tensor::HostBuffer::new(), Vec::new());
+    let (mut x_buf, mut y_buf) = (HostBuffer::new(), Vec::new());
     let mut loss_sum = 0.0;
     no_grad(|| {
         for batch in sequential_batches(set.len(), 1000) {

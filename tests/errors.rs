@@ -220,6 +220,10 @@ const MISUSES: &[Misuse] = &[
         expect: &["from_vec", "5 values", "[2, 3]", "6 elements"],
     },
     Misuse {
+        call: || drop(Tensor::from_buffer(HostBuffer::<f32>::zeroed(7), &[2, 3])),
+        expect: &["Tensor::from_buffer", "7 values", "[2, 3]", "6 elements"],
+    },
+    Misuse {
         call: || drop(Tensor::zeros(&[usize::MAX, 2])),
         expect: &["Tensor::full", "[18446744073709551615, 2]", "more elements than this machine can address"],
     },

@@ -139,12 +139,11 @@ impl ImageSet {
     /// Replaces the contents of `out` with the images at `indices`, one after another, as
     /// standardized floats: each pixel `p` becomes `(p / 255 - PIXEL_MEAN) / PIXEL_STD`.
     ///
-    /// `out` ends up `indices.len() * pixels_per_image()` long. It is cleared rather than
-    /// replaced, so a loop that keeps its buffer never allocates after the first batch; a
-    /// buffer too small (or an empty one, as a loop that hands each batch's vector to
-    /// [`Tensor::from_vec`](crate::Tensor::from_vec) has) is swapped for a recycled one from the
-    /// [buffer pool](crate::backend::cpu::pool), where the previous batch's tensor parked its
-    /// buffer when it was dropped.
+    /// `out` ends up `indices.len() * pixels_per_image()` long. A buffer of that length is
+    /// overwritten in place; any other (an empty one, as a loop that hands each batch's
+    /// buffer to [`Tensor::from_buffer`](crate::Tensor::from_buffer) has) is swapped for a
+    /// recycled one from the [buffer pool](crate::backend::cpu::pool), where the previous
+    /// batch's tensor parked its buffer when it was dropped.
     ///
     /// Panics if an index is not below [`len`](ImageSet::len): indices come from the program,
     /// not from a file, so a bad one is a bug.

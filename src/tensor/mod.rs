@@ -128,22 +128,16 @@ impl Tensor {
     /// A tensor of any [`Float`] element type. The values are copied into a 64-byte-aligned
     /// [`HostBuffer`] (see there why); [`Tensor::from_buffer`] takes one without a copy.
     pub fn from_float_vec<T: Float>(data: Vec<T>, shape: &[usize]) -> Tensor {
-        Tensor::from_buffer(HostBuffer::from(data), shape)
+        // Checked before the copy, and named as the caller knows it.
+        check_fill("Tensor::from_vec", data.len(), shape);
+        Tensor::from_storage(Storage::Cpu(T::wrap(HostBuffer::from(data))), Layout::contiguous(shape))
     }
 
     /// A tensor of `shape` owning `data` (row-major), without a copy.
     ///
     /// Panics if `data.len()` is not the product of `shape`.
     pub fn from_buffer<T: Float>(data: HostBuffer<T>, shape: &[usize]) -> Tensor {
-        let numel = numel_of("Tensor::from_vec", shape);
-        assert_eq!(
-            data.len(),
-            numel,
-            "Tensor::from_vec: {} values cannot fill shape {:?} ({} elements)",
-            data.len(),
-            shape,
-            numel
-        );
+        check_fill("Tensor::from_buffer", data.len(), shape);
         Tensor::from_storage(Storage::Cpu(T::wrap(data)), Layout::contiguous(shape))
     }
 
@@ -462,7 +456,7 @@ impl Tensor {
                 Layout::contiguous(g.shape()),
             ),
             // Added into the stored gradient's buffer when the caller holds no handle to it.
-            Some(old) => autograd::no_grad(|| autograd::accumulate::add_into(old, &g)).detach(),
+            Some(old) => autograd::no_grad(|| autograd::accumulate::add_into(old, &g)),
         });
     }
 
@@ -507,6 +501,12 @@ impl Tensor {
             other.shape()
         );
     }
+}
+
+/// Panics, naming `op`, unless `len` values exactly fill `shape`.
+fn check_fill(op: &str, len: usize, shape: &[usize]) {
+    let numel = numel_of(op, shape);
+    assert_eq!(len, numel, "{op}: {len} values cannot fill shape {shape:?} ({numel} elements)");
 }
 
 /// The element count of `shape`; panics naming `op` when the dims are too large to index

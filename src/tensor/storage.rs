@@ -2,8 +2,8 @@
 
 use super::{DType, Device, HostBuffer};
 
-/// Elements in host memory, in a 64-byte-aligned [`HostBuffer`]. Large buffers go back to the CPU buffer pool when dropped
-/// (see `backend::cpu::pool`).
+/// Elements in host memory, in a 64-byte-aligned [`HostBuffer`]. Large buffers go back to the
+/// CPU buffer pool when dropped (see `backend::cpu::pool`).
 #[derive(Clone, Debug, PartialEq)]
 pub enum CpuStorage {
     /// 32-bit floats.

@@ -292,28 +292,26 @@ pub fn add_assign<T: Float>(dst: &mut [T], dst_layout: &Layout, src: &[T], src_l
         plan.for_each_segment(run, |seg, [_, ss]| {
             isa::dispatch(
                 #[inline(always)]
-                || add_row(seg, 1, src, ss, is),
+                || add_row(seg, 1, seg.len(), src, ss, is),
             )
         });
         return;
     }
     for row in 0..plan.rows {
         let (sd, ss) = (plan.starts[0][row], plan.starts[1][row]);
-        let end = sd + (plan.row_len - 1) * id + 1;
         isa::dispatch(
             #[inline(always)]
-            || add_row(&mut dst[sd..end], id, src, ss, is),
+            || add_row(&mut dst[sd..], id, plan.row_len, src, ss, is),
         );
     }
 }
 
-/// `dst[j * id] += src[ss + j * is]` over a row; unit strides get a loop the compiler
+/// `dst[j * id] += src[ss + j * is]` for `j < n`; unit strides get a loop the compiler
 /// vectorizes.
 #[inline(always)]
-fn add_row<T: Float>(dst: &mut [T], id: usize, src: &[T], ss: usize, is: usize) {
-    let n = if dst.is_empty() { 0 } else { (dst.len() - 1) / id + 1 };
+fn add_row<T: Float>(dst: &mut [T], id: usize, n: usize, src: &[T], ss: usize, is: usize) {
     if id == 1 && is == 1 {
-        for (d, &s) in dst.iter_mut().zip(&src[ss..ss + n]) {
+        for (d, &s) in dst[..n].iter_mut().zip(&src[ss..ss + n]) {
             *d += s;
         }
     } else {

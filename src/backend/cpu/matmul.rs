@@ -437,8 +437,8 @@ fn worth_parallel<T>(a: &MatRef<'_, T>, b: &MatRef<'_, T>) -> bool {
     2 * a.rows * a.cols * b.cols >= PARALLEL_MIN_FLOPS && rayon::current_num_threads() > 1
 }
 
-/// v6: for f32 on AVX-512, the 6 x 64 (or 12 x 32) kernel of `matmul/wide.rs` (A read in place, B packed
-/// once, one fork-join); elsewhere v5. Parallel when the product is big enough.
+/// v6: for f32 on AVX-512, the 6 x 64 (or 12 x 32) kernel of `matmul/wide.rs` (A read in
+/// place, B packed once, one fork-join); elsewhere v5. Parallel when the product is big enough.
 pub fn matmul_v6_wide<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T]) {
     gemm(a, b, c, true);
 }

@@ -102,9 +102,9 @@ pub fn reuse<T: Float>(len: usize) -> HostBuffer<T> {
     HostBuffer::zeroed(len)
 }
 
-/// Parks a vector for the next kernel that asks for its size, as dropping a tensor would:
+/// Parks a buffer for the next kernel that asks for its size, as dropping a tensor would:
 /// for kernels' scratch (taken with [`reuse`] or [`zeros`]) and for benches and ladders,
-/// which call kernels directly and hold plain vectors, so that repeated runs time the kernel
+/// which call kernels directly and hold plain buffers, so that repeated runs time the kernel
 /// rather than fresh pages faulting in.
 pub fn give_back<T: Float>(buffer: HostBuffer<T>) {
     recycle(T::wrap(buffer));

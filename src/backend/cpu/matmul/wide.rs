@@ -27,6 +27,7 @@ use rayon::prelude::*;
 
 use super::super::pool;
 use super::{MatRef, Output};
+use crate::tensor::HostBuffer;
 
 /// Depth of a slice (at most; [`slice_depth`] evens the slices out). A `KC x 64` panel of B
 /// (64 KiB) stays in L2, next to the block of A, while the row tiles stream past it. (Depth
@@ -111,15 +112,14 @@ unsafe fn tiled<const MR: usize, const VECS: usize>(
         // so the buffers cannot be asked for twice on one thread; if they were, fresh ones
         // would be used.
         SCRATCH.with(|cell| {
-            let mut fresh = (Vec::new(), Vec::new());
+            let mut fresh = (HostBuffer::new(), HostBuffer::new());
             let mut guard = cell.try_borrow_mut();
-            let (packed, panels_a) = match guard.as_deref_mut() {
+            let (b_buf, a_buf) = match guard.as_deref_mut() {
                 Ok((b_buf, a_buf)) => (b_buf, a_buf),
                 Err(_) => (&mut fresh.0, &mut fresh.1),
             };
-            grow(packed, b_len + ALIGN_SLACK);
-            grow(panels_a, a_len);
-            let packed = aligned(packed, b_len);
+            let packed = at_least(b_buf, b_len);
+            let panels_a = at_least(a_buf, a_len);
             // SAFETY: AVX-512F vouched for by the caller; `b` checked in bounds above.
             unsafe { pack_b::<VECS>(&b, packed, false) };
             for (blk, c_rows) in c.chunks_mut(mc * ldc).enumerate() {
@@ -132,11 +132,13 @@ unsafe fn tiled<const MR: usize, const VECS: usize>(
         });
         return;
     }
-    let mut buffer = pool::reuse::<f32>(b_len + ALIGN_SLACK);
-    let packed = aligned(&mut buffer, b_len);
+    // A pool buffer starts on a cache line, as every `HostBuffer` does: each depth step of a B
+    // panel is whole 64-byte vector loads, and from an unaligned buffer every one of them
+    // would straddle two lines.
+    let mut buffer = pool::reuse::<f32>(b_len);
     // SAFETY: as above.
-    unsafe { pack_b::<VECS>(&b, packed, true) };
-    let packed = &*packed;
+    unsafe { pack_b::<VECS>(&b, &mut buffer, true) };
+    let packed = &buffer[..];
     c.par_chunks_mut(mc * ldc).enumerate().for_each(|(blk, c_rows)| {
         let mut panels_a = pool::reuse::<f32>(a_len);
         // SAFETY: as in the one-thread branch.
@@ -147,26 +149,19 @@ unsafe fn tiled<const MR: usize, const VECS: usize>(
 }
 
 thread_local! {
-    /// Per-thread scratch of one-thread products: (packed B, packed A panels).
-    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// Per-thread scratch of one-thread products: (packed B, packed A panels), 64-byte
+    /// aligned like every `HostBuffer`.
+    static SCRATCH: RefCell<(HostBuffer<f32>, HostBuffer<f32>)> =
+        const { RefCell::new((HostBuffer::new(), HostBuffer::new())) };
 }
 
-/// Extra values a packed-B buffer gets so its start can be moved to a cache-line boundary.
-const ALIGN_SLACK: usize = 16;
-
-/// `len` values of `buffer` (which holds `len + ALIGN_SLACK`) starting on a 64-byte boundary.
-/// Each depth step of a B panel is two 64-byte vector loads: from an unaligned buffer every
-/// one of them would straddle two cache lines, and a split load costs the core two.
-fn aligned(buffer: &mut [f32], len: usize) -> &mut [f32] {
-    let skip = buffer.as_ptr().align_offset(64).min(ALIGN_SLACK);
-    &mut buffer[skip..skip + len]
-}
-
-/// Makes `v` hold at least `len` values (contents unspecified: every use overwrites them).
-fn grow(v: &mut Vec<f32>, len: usize) {
-    if v.len() < len {
-        v.resize(len, 0.0);
+/// The first `len` values of `buffer`, replaced by a bigger buffer first if it is shorter
+/// (contents unspecified: every use overwrites them).
+fn at_least(buffer: &mut HostBuffer<f32>, len: usize) -> &mut [f32] {
+    if buffer.len() < len {
+        *buffer = HostBuffer::zeroed(len);
     }
+    &mut buffer[..len]
 }
 
 /// True when every element of `m` lies inside its buffer (the kernel reads through raw
@@ -363,7 +358,8 @@ unsafe fn pack_a<const MR: usize>(a: &MatRef<'_, f32>, i0: usize, rows: usize, p
 }
 
 /// The register tile: `C[0..rows, 0..cols] (+)= A_tile B_panel`, `kc` deep, with 24 zmm
-/// accumulators (`MR` rows x `VECS` vectors: 6 x 4 or 12 x 2) filled by [`depth_loop`], then masked stores into C.
+/// accumulators (`MR` rows x `VECS` vectors: 6 x 4 or 12 x 2) filled by [`depth_loop`], then
+/// masked stores into C.
 ///
 /// # Safety
 /// AVX-512F. A's `MR x kc` tile must be readable through `tile` from `a`, `b` must hold
