@@ -106,11 +106,10 @@ pub fn unary_scalar<T: Float>(op: UnaryOp, v: T) -> T {
     }
 }
 
-/// 1 / (1 + e^-v). For very negative v, e^-v overflows to infinity and the result is
-/// exactly 0, the right limit; no branch is needed, so the loop vectorizes.
+/// 1 / (1 + e^-v), through [`Float::sigmoid`] (f32's is branch-free, so the loop vectorizes).
 #[inline(always)]
 fn sigmoid<T: Float>(v: T) -> T {
-    T::ONE / (T::ONE + (-v).exp())
+    v.sigmoid()
 }
 
 /// GELU (tanh form) is `0.5 x (1 + tanh(u))` with `u = K (x + C x^3)`. Since
