@@ -104,8 +104,9 @@ pub trait Float:
     fn powf(self, p: Self) -> Self;
     /// Hyperbolic tangent.
     fn tanh(self) -> Self;
-    /// The logistic function `1 / (1 + e^-self)`.
-    fn sigmoid(self) -> Self;
+    /// `self / (1 + e^z)`: the logistic function is `1.over_one_plus_exp(-x)`, and GELU
+    /// (`x sigmoid(2u)`) is `x.over_one_plus_exp(-2u)`, one division and no multiply.
+    fn over_one_plus_exp(self, z: Self) -> Self;
     /// self * a + b with one rounding; a single instruction only where FMA is enabled.
     fn mul_add(self, a: Self, b: Self) -> Self;
     /// Absolute value.
@@ -126,7 +127,7 @@ pub trait Float:
 }
 
 macro_rules! impl_float {
-    ($t:ty, $variant:ident, $exp:path, $tanh:path, $sigmoid:path) => {
+    ($t:ty, $variant:ident, $exp:path, $tanh:path, $over_one_plus_exp:path) => {
         impl Float for $t {
             const DTYPE: DType = DType::$variant;
             const ZERO: Self = 0.0;
@@ -157,8 +158,8 @@ macro_rules! impl_float {
                 $tanh(self)
             }
             #[inline(always)]
-            fn sigmoid(self) -> Self {
-                $sigmoid(self)
+            fn over_one_plus_exp(self, z: Self) -> Self {
+                $over_one_plus_exp(self, z)
             }
             fn abs(self) -> Self {
                 <$t>::abs(self)
@@ -201,10 +202,10 @@ macro_rules! impl_float {
     };
 }
 
-// f32 uses our own branch-free exp, tanh and sigmoid (below) so loops over them vectorize;
-// f64, the type of gradient checks, keeps the C library's correctly rounded ones.
-impl_float!(f32, F32, exp_f32, tanh_f32, sigmoid_f32);
-impl_float!(f64, F64, f64::exp, f64::tanh, sigmoid_f64);
+// f32 uses our own branch-free exp, tanh and logistic (below) so loops over them vectorize;
+// f64, the type of gradient checks, keeps the C library's correctly rounded exponential.
+impl_float!(f32, F32, exp_f32, tanh_f32, over_one_plus_exp_f32);
+impl_float!(f64, F64, f64::exp, f64::tanh, over_one_plus_exp_f64);
 
 /// e^x for f32 without a libm call, so a loop over it compiles to SIMD.
 ///
@@ -255,54 +256,61 @@ pub fn exp_f32(x: f32) -> f32 {
     }
 }
 
-/// The logistic function `1 / (1 + e^-x)` for f32, without a libm call so loops over it
-/// vectorize. GELU (as `x sigmoid(2u)`) and the LSTM's gates spend most of their time here.
+/// `num / (1 + e^z)` for f32, without a libm call so loops over it vectorize: the logistic
+/// function is `num = 1, z = -x`, and GELU (`x sigmoid(2u)`) is `num = x, z = -2u`, which
+/// folds GELU's multiply into the division. GELU and the LSTM's gates spend most of their
+/// time here.
 ///
 /// It reduces the range as [`exp_f32`] does but drops about a third of its work, which only
 /// a general exponential needs:
-/// - `e^-x` matters only while it is finite. Past `-x = 87` the result is below f32's
-///   smallest normal number and is returned as exactly 0 by one select, so the exponent `n`
-///   stays within the normal range and `2^n` is a single shift, not two halves. Below
-///   `-x = -87`, `e^-x < 1.7e-38` leaves `1 + e^-x` exactly 1: no special case at all. No
-///   input gives a subnormal result, which would cost a microcode assist in every later op.
+/// - `e^z` matters only while it is finite. Past `z = 87` the logistic is below f32's
+///   smallest normal number, and one select returns exactly 0 (whatever was computed for
+///   such `z` is discarded), so the exponent `n` needs no upper clamp and `2^n` is a single
+///   shift, not two halves. Below `z = -87`, `e^z < 1.7e-38` leaves `1 + e^z` exactly 1; `z`
+///   is raised to -87 so `2^n` stays a normal number. No input gives a subnormal logistic,
+///   which would cost a microcode assist in every later op.
 /// - `e^r` on `|r| <= ln(2) / 2` is a degree-6 polynomial fitted for that interval (a
 ///   weighted least-squares fit in f64, `scripts/fit_exp_poly.py`) rather than degree-7 Taylor;
 ///   evaluated in f32 its relative error stays under 1.7e-7.
 ///
-/// Overall within 3e-7 relative of the exact logistic; NaN stays NaN. No FMA, so every
-/// instruction set computes the same bits.
+/// The logistic comes out within 1.8e-7 relative of the exact one; NaN stays NaN. No FMA,
+/// so every instruction set computes the same bits.
 #[inline(always)]
-pub fn sigmoid_f32(x: f32) -> f32 {
+pub fn over_one_plus_exp_f32(num: f32, z: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUND: f32 = 12_582_912.0;
     const LIMIT: f32 = 87.0;
-    let z = (-x).clamp(-LIMIT, LIMIT);
-    let shifted = z * LOG2E + ROUND;
+    // Written as a comparison, not `max`, so a NaN `z` passes through (`f32::max` would
+    // replace it with the limit).
+    let zc = if z < -LIMIT { -LIMIT } else { z };
+    let shifted = zc * LOG2E + ROUND;
     let n = shifted - ROUND;
-    let r = z - n * LN2_HI - n * LN2_LO;
+    let r = zc - n * LN2_HI - n * LN2_LO;
     let r2 = r * r;
     let r4 = r2 * r2;
     let p01 = 1.0 + r;
     let p23 = 0.499_999_9 + r * 0.166_664_2;
     let p45 = 0.041_668_225 + r * 0.008_374_816;
     let p = (p01 + r2 * p23) + r4 * (p45 + r2 * 0.001_383_684_6);
-    let n = shifted.to_bits() as i32 - ROUND.to_bits() as i32;
-    let e = p * f32::from_bits(((n + 127) as u32) << 23);
-    let s = 1.0 / (1.0 + e);
-    if -x > LIMIT {
+    // n from the bits of `shifted`, as in exp_f32; for z past the limit this wraps into a
+    // meaningless exponent, and the select below discards the result.
+    let n = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    let e = p * f32::from_bits((n.wrapping_add(127) as u32) << 23);
+    let q = num / (1.0 + e);
+    if z > LIMIT {
         0.0
     } else {
-        s
+        q
     }
 }
 
-/// The logistic function for f64: `1 / (1 + e^-x)` with the C library's exponential (for
-/// very negative x, `e^-x` overflows to infinity and the result is exactly 0).
+/// `num / (1 + e^z)` for f64, with the C library's exponential (for large z, `e^z` overflows
+/// to infinity and the result is 0).
 #[inline(always)]
-pub fn sigmoid_f64(x: f64) -> f64 {
-    1.0 / (1.0 + (-x).exp())
+pub fn over_one_plus_exp_f64(num: f64, z: f64) -> f64 {
+    num / (1.0 + z.exp())
 }
 
 /// tanh for f32 as `1 - 2 / (e^(2x) + 1)`, built on [`exp_f32`]. Saturates cleanly to +-1;
@@ -333,7 +341,8 @@ mod tests {
     }
 
     #[test]
-    fn fast_sigmoid_is_within_three_ulps_and_saturates_without_subnormals() {
+    fn fast_logistic_is_within_two_ulps_and_saturates_without_subnormals() {
+        let sigmoid_f32 = |x: f32| over_one_plus_exp_f32(1.0, -x);
         let mut worst = 0.0f64;
         let mut x = -87.0f32;
         while x < 30.0 {
@@ -352,6 +361,9 @@ mod tests {
         assert!(sigmoid_f32(-86.9).is_normal());
         assert_eq!(sigmoid_f32(0.0), 0.5);
         assert!(sigmoid_f32(f32::NAN).is_nan());
+        // The numerator divides through, signs and all.
+        assert_eq!(over_one_plus_exp_f32(-3.0, 0.0), -1.5);
+        assert_eq!(over_one_plus_exp_f32(f32::INFINITY, -100.0), f32::INFINITY);
     }
 
     #[test]

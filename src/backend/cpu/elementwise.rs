@@ -100,29 +100,39 @@ pub fn unary_scalar<T: Float>(op: UnaryOp, v: T) -> T {
         UnaryOp::Relu => v.max(T::ZERO),
         UnaryOp::Sigmoid => sigmoid(v),
         UnaryOp::Tanh => v.tanh(),
-        UnaryOp::Gelu => v * gelu_sigmoid(v),
+        UnaryOp::Gelu => gelu(v),
         UnaryOp::Powf(p) => v.powf(T::from_f64(p)),
         UnaryOp::Affine { mul, add } => v * T::from_f64(mul) + T::from_f64(add),
     }
 }
 
-/// 1 / (1 + e^-v), through [`Float::sigmoid`] (f32's is branch-free, so the loop vectorizes).
+/// 1 / (1 + e^-v), through [`Float::over_one_plus_exp`] (f32's is branch-free, so the loop
+/// vectorizes).
 #[inline(always)]
 fn sigmoid<T: Float>(v: T) -> T {
-    v.sigmoid()
+    T::ONE.over_one_plus_exp(-v)
+}
+
+/// `-2u` for GELU's tanh form, `u = K (x + C x^3)`, as `x (-2K - 2KC x^2)`.
+#[inline(always)]
+fn gelu_minus_2u<T: Float>(x: T) -> T {
+    let (a, b) = (T::from_f64(-2.0 * GELU_K), T::from_f64(-2.0 * GELU_K * GELU_C));
+    x * (a + b * (x * x))
 }
 
 /// GELU (tanh form) is `0.5 x (1 + tanh(u))` with `u = K (x + C x^3)`. Since
-/// `0.5 (1 + tanh(u)) = sigmoid(2u)`, it is `x sigmoid(2u)`: this returns `sigmoid(2u)`, as
-/// `1 / (1 + e^(-2u))`. One exponential and one division, and none of tanh's own arithmetic
-/// around them: the f32 loop runs about a quarter fewer instructions per element.
-/// Saturates by itself: `e^(-2u)` is infinite for very negative x (sigmoid 0) and 0 for very
-/// positive x (sigmoid 1).
+/// `0.5 (1 + tanh(u)) = sigmoid(2u)`, it is `x sigmoid(2u) = x / (1 + e^(-2u))`: one
+/// exponential and one division, and none of tanh's own arithmetic around them. Saturates by
+/// itself: the division gives 0 for very negative x and x for very positive x.
+#[inline(always)]
+fn gelu<T: Float>(x: T) -> T {
+    x.over_one_plus_exp(gelu_minus_2u(x))
+}
+
+/// `sigmoid(2u)` as in [`gelu`], which GELU's derivative needs on its own.
 #[inline(always)]
 fn gelu_sigmoid<T: Float>(x: T) -> T {
-    // 2u = x (2K + 2KC x^2)
-    let (a, b) = (T::from_f64(2.0 * GELU_K), T::from_f64(2.0 * GELU_K * GELU_C));
-    sigmoid(x * (a + b * (x * x)))
+    T::ONE.over_one_plus_exp(gelu_minus_2u(x))
 }
 
 /// GELU's derivative (tanh form). With `s = sigmoid(2u)` as in [`gelu_sigmoid`],
@@ -181,7 +191,7 @@ pub fn unary_on<T: Float>(isa: Isa, op: UnaryOp, x: &[T], layout: &Layout) -> Ho
                 UnaryOp::Relu => map1(seg, x, s, i, |v| if v > T::ZERO { v } else { T::ZERO }),
                 UnaryOp::Sigmoid => map1(seg, x, s, i, sigmoid),
                 UnaryOp::Tanh => map1(seg, x, s, i, |v| v.tanh()),
-                UnaryOp::Gelu => map1(seg, x, s, i, |v| v * gelu_sigmoid(v)),
+                UnaryOp::Gelu => map1(seg, x, s, i, gelu),
                 UnaryOp::Powf(p) => {
                     let p = T::from_f64(p);
                     map1(seg, x, s, i, |v| v.powf(p))
