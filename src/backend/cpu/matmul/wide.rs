@@ -40,9 +40,13 @@ const KC: usize = 256;
 /// too big for L1, and fetched every tile of A from L2 once per panel; blocks of 8 measured
 /// 3% faster at N = 1024 and 2048 (4 and 16: no better than 8).
 const PANELS_PER_BLOCK: usize = 8;
-/// Largest block of rows a task takes: its `MC x KC` slice of A (192 KiB) stays in L2 while
-/// every block of B passes over it.
-const MC: usize = 192;
+/// Largest block of rows a task takes. A task's first tile of rows reads each block of B from
+/// L3 (B is packed once, shared by every task), its other tiles from L2, so tall tasks
+/// re-read B less: 1024-row tasks measured 4% faster than 192-row ones at 1024² and 2048² on
+/// 2 threads, the training steps unchanged. The task's block of A need not stay in L2 (each
+/// tile of it is used from L1, one B block at a time). Rows are still split so that every
+/// thread gets an equal share ([`rows_per_task`]).
+const MC: usize = 1024;
 
 /// Widest B for which a row-major A is read in place rather than packed.
 const IN_PLACE_MAX_N: usize = 512;
