@@ -13,8 +13,19 @@ fn random<T: Float>(n: usize, rng: &mut Rng) -> Vec<T> {
 }
 
 fn check_all_versions<T: Float>(tol: f64) {
-    let shapes =
-        [(1, 1, 1), (1, 7, 3), (7, 1, 5), (5, 3, 1), (17, 33, 9), (129, 65, 130), (64, 300, 17), (200, 257, 100)];
+    // The last shape is three uneven depth slices (K = 1030) and two blocks of B's panels, the
+    // second one partial, in every layout.
+    let shapes = [
+        (1, 1, 1),
+        (1, 7, 3),
+        (7, 1, 5),
+        (5, 3, 1),
+        (17, 33, 9),
+        (129, 65, 130),
+        (64, 300, 17),
+        (200, 257, 100),
+        (37, 1030, 300),
+    ];
     let mut rng = Rng::new(42);
     for &(m, k, n) in &shapes {
         let a = random::<T>(m * k, &mut rng);

@@ -30,16 +30,17 @@ use super::{MatRef, Output};
 use crate::tensor::HostBuffer;
 
 /// Depth of a slice (at most; [`slice_depth`] evens the slices out). A tile of A, `6 x KC`
-/// (6 KiB), stays in L1 while it passes over a block of B's panels. (Depth 128, whose 64-wide
-/// panel of B would fit L1 too, measured slower: C's tile is loaded and stored twice as
-/// often; so did 512, tried with and without the blocks.)
-const KC: usize = 256;
-/// Panels of B per block: each tile of A walks a block's panels (`KC x 512` values, 512 KiB,
-/// in L2) before the next tile starts, so the tile comes from L1 for all but the first. The
-/// earlier order (each panel meeting every tile before the next panel) kept a 64 KiB panel,
-/// too big for L1, and fetched every tile of A from L2 once per panel; blocks of 8 measured
-/// 3% faster at N = 1024 and 2048 (4 and 16: no better than 8).
-const PANELS_PER_BLOCK: usize = 8;
+/// (12 KiB), stays in L1 while it walks a block of B's panels, and C's tiles are loaded and
+/// stored once per slice, so a deeper slice touches C less often. 512 measured 2-3% faster
+/// than 256 at 1024² and 2048² once tasks were tall ([`MC`]); before that, and before the
+/// blocks, it made no difference. (128, whose 64-wide panel of B would fit L1, was slower.)
+const KC: usize = 512;
+/// Panels of B per block: each tile of A walks a block's panels (with 64-wide panels,
+/// `KC x 256` values, 512 KiB, in L2) before the next tile starts, so the tile comes from L1 for all but the first. The
+/// earlier order (each panel meeting every tile before the next panel) kept a panel too big
+/// for L1 and fetched every tile of A from L2 once per panel. At depth 256, blocks of 8
+/// panels (the same 512 KiB) measured 3% faster at N = 1024 and 2048 than no blocks.
+const PANELS_PER_BLOCK: usize = 4;
 /// Largest block of rows a task takes. A task's first tile of rows reads each block of B from
 /// L3 (B is packed once, shared by every task), its other tiles from L2, so tall tasks
 /// re-read B less: 1024-row tasks measured 4% faster than 192-row ones at 1024² and 2048² on
@@ -182,8 +183,8 @@ fn in_bounds(m: &MatRef<'_, f32>) -> bool {
 }
 
 /// Depth of each slice for an inner dimension `k`: as near `KC` as an even split allows, so
-/// that no thin last slice pays a full load and store of C for a few steps (K = 784 becomes
-/// four slices of 196 rather than three of 256 and one of 16).
+/// that no thin last slice pays a full load and store of C for a few steps (K = 1100 becomes
+/// three slices of 367 rather than two of 512 and one of 76).
 fn slice_depth(k: usize) -> usize {
     k.div_ceil(k.div_ceil(KC))
 }
@@ -305,7 +306,7 @@ unsafe fn row_block<const MR: usize, const VECS: usize>(
         // Only the first depth slice overwrites C or adds the bias; later ones add onto it.
         let output = if p0 == 0 { output } else { Output::Accumulate };
         let slice = &packed[p0 * n_padded..p0 * n_padded + kc * n_padded];
-        // A block of panels (`kc x 512` values, 512 KiB) stays in L2 while each tile of A,
+        // A block of panels (`kc x 256` values, 512 KiB) stays in L2 while each tile of A,
         // read from L1 after its first use, passes over all of the block's panels.
         for (block, b_block) in slice.chunks(kc * nr * PANELS_PER_BLOCK).enumerate() {
             for r0 in (0..rows).step_by(MR) {
