@@ -32,7 +32,7 @@ use crate::tensor::HostBuffer;
 /// Depth of a slice (at most; [`slice_depth`] evens the slices out). A tile of A, `6 x KC`
 /// (12 KiB), stays in L1 while it walks a block of B's panels, and C's tiles are loaded and
 /// stored once per slice, so a deeper slice touches C less often. 512 measured 2-3% faster
-/// than 256 at 1024² and 2048² once tasks were tall ([`MC`]); before that, and before the
+/// than 256 at 1024² and 2048² once tasks were tall ([`MC_TALL`]); before that, and before the
 /// blocks, it made no difference. (128, whose 64-wide panel of B would fit L1, was slower.)
 const KC: usize = 512;
 /// Panels of B per block: each tile of A walks a block's panels (with 64-wide panels,
@@ -41,13 +41,21 @@ const KC: usize = 512;
 /// for L1 and fetched every tile of A from L2 once per panel. At depth 256, blocks of 8
 /// panels (the same 512 KiB) measured 3% faster at N = 1024 and 2048 than no blocks.
 const PANELS_PER_BLOCK: usize = 4;
-/// Largest block of rows a task takes. A task's first tile of rows reads each block of B from
-/// L3 (B is packed once, shared by every task), its other tiles from L2, so tall tasks
-/// re-read B less: 1024-row tasks measured 4% faster than 192-row ones at 1024² and 2048² on
-/// 2 threads, the training steps unchanged. The task's block of A need not stay in L2 (each
-/// tile of it is used from L1, one B block at a time). Rows are still split so that every
-/// thread gets an equal share ([`rows_per_task`]).
-const MC: usize = 1024;
+/// Largest block of rows a task takes in a product that is short (see [`TALL_SHARE_FLOPS`]):
+/// with many tasks per thread, rayon's work stealing evens out a thread that starts late
+/// (waking a sleeping worker takes tens of microseconds) or is slowed by other work.
+const MC: usize = 192;
+/// Largest block of rows a task takes in a long product. A task's first tile of rows reads
+/// each block of B from L3 (B is packed once, shared by every task), its other tiles from
+/// L2, so tall tasks re-read B less: 1024-row tasks measured 4% faster than 192-row ones at
+/// 1024² and 2048² on 2 threads. The task's block of A need not stay in L2 (each tile of it
+/// is used from L1, one B block at a time).
+const MC_TALL: usize = 1024;
+/// Work per thread (multiply-adds times two) from which a product takes tall tasks, about
+/// 4 ms on one core: there a late start is lost in the noise and the re-reads of B are not.
+/// The GPT's `2048 x 128 x 384` (0.2 GFLOP) ran 10% slower in two 1024-row tasks than in
+/// twelve 174-row ones.
+const TALL_SHARE_FLOPS: f64 = 1e9;
 
 /// Widest B for which a row-major A is read in place rather than packed.
 const IN_PLACE_MAX_N: usize = 512;
@@ -113,7 +121,7 @@ unsafe fn tiled<const MR: usize, const VECS: usize>(
     assert_eq!(c.len(), (m - 1) * ldc + n, "matmul v6: output of {} values for {m} rows {ldc} apart", c.len());
     assert!(in_bounds(&a) && in_bounds(&b), "matmul v6: a strided operand reaches past its buffer");
     let threads = if parallel { rayon::current_num_threads() } else { 1 };
-    let mc = rows_per_task(m, threads, MR);
+    let mc = rows_per_task((m, k, n), threads, MR);
     let depth = slice_depth(k);
     let (b_len, a_len) = (k * n.next_multiple_of(16 * VECS), mc.next_multiple_of(MR) * depth);
     // Block `blk` holds rows blk * mc .. of C.
@@ -189,10 +197,13 @@ fn slice_depth(k: usize) -> usize {
     k.div_ceil(k.div_ceil(KC))
 }
 
-/// Rows per task: at most `MC`, in whole tiles of `mr` rows, and enough tasks that every
-/// thread gets a near-equal share (rayon's work stealing evens out the rest).
-fn rows_per_task(m: usize, threads: usize, mr: usize) -> usize {
-    let tasks = m.div_ceil(MC).next_multiple_of(threads).min(m.div_ceil(mr)).max(1);
+/// Rows per task for an `m x k x n` product: at most [`MC`] or, for a long product,
+/// [`MC_TALL`], in whole tiles of `mr` rows, and enough tasks that every thread gets a
+/// near-equal share (rayon's work stealing evens out the rest).
+fn rows_per_task((m, k, n): (usize, usize, usize), threads: usize, mr: usize) -> usize {
+    let share = 2.0 * (m * k) as f64 * n as f64 / threads as f64;
+    let cap = if share >= TALL_SHARE_FLOPS { MC_TALL } else { MC };
+    let tasks = m.div_ceil(cap).next_multiple_of(threads).min(m.div_ceil(mr)).max(1);
     m.div_ceil(tasks).next_multiple_of(mr)
 }
 
