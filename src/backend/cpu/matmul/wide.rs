@@ -512,3 +512,19 @@ fn lane_offsets(stride: usize) -> std::arch::x86_64::__m512i {
         _mm512_set1_epi32(stride as i32),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_products_take_tall_tasks_and_short_ones_many() {
+        // 2048³ on 2 threads: 8.6 GFLOP per thread, one 1024-row task each.
+        assert_eq!(rows_per_task((2048, 2048, 2048), 2, 6), 1026);
+        // The GPT's QKV product, 0.1 GFLOP per thread: twelve tasks of 174 rows.
+        assert_eq!(rows_per_task((2048, 128, 384), 2, 6), 174);
+        // Never fewer tasks than threads, never a task under one tile.
+        assert_eq!(rows_per_task((128, 784, 256), 2, 6), 66);
+        assert_eq!(rows_per_task((5, 3000, 3000), 4, 6), 6);
+    }
+}
