@@ -41,12 +41,31 @@ impl CompareOp {
     }
 }
 
-/// Fills `out` with `f` of the elements of `x` starting at `start`, stepping by `stride`.
+/// Values per step of the unit-stride loops below: with `AHEAD`, each step first asks for
+/// the lines [`isa::PREFETCH_AHEAD_BYTES`] ahead of it in every input, then runs a loop of
+/// fixed length that the compiler vectorizes. That is for functions with much arithmetic per
+/// value (a polynomial, a division): at 4096 x 4096 on 2 threads GELU's forward pass went
+/// from 22 to 31 GB/s with it, its backward pass from 23 to 35. A cheap function (an add, a
+/// ReLU) keeps enough misses in flight by itself, and the prefetches only cost it 4-8%.
+const STEP: usize = 64;
+
+/// Fills `out` with `f` of the elements of `x` starting at `start`, stepping by `stride`;
+/// `AHEAD` prefetches (see [`STEP`]).
 #[inline(always)]
-fn map1<T: Float>(out: &mut [T], x: &[T], start: usize, stride: usize, f: impl Fn(T) -> T) {
+fn map1<T: Float, const AHEAD: bool>(out: &mut [T], x: &[T], start: usize, stride: usize, f: impl Fn(T) -> T) {
     if stride == 1 {
-        let n = out.len();
-        for (o, &v) in out.iter_mut().zip(&x[start..start + n]) {
+        let x = &x[start..start + out.len()];
+        let (out_steps, out_tail) = out.as_chunks_mut::<STEP>();
+        let (x_steps, x_tail) = x.as_chunks::<STEP>();
+        for (k, (o, xs)) in out_steps.iter_mut().zip(x_steps).enumerate() {
+            if AHEAD {
+                isa::prefetch_ahead(x, k * STEP, STEP);
+            }
+            for (o, &v) in o.iter_mut().zip(xs) {
+                *o = f(v);
+            }
+        }
+        for (o, &v) in out_tail.iter_mut().zip(x_tail) {
             *o = f(v);
         }
     } else {
@@ -57,28 +76,45 @@ fn map1<T: Float>(out: &mut [T], x: &[T], start: usize, stride: usize, f: impl F
 }
 
 /// Fills `out` with `f(a, b)`; the unit-stride and broadcast-scalar cases get their own loops
-/// so the compiler can vectorize them.
+/// so the compiler can vectorize them. `AHEAD` prefetches (see [`STEP`]).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn map2<T: Float>(out: &mut [T], a: &[T], sa: usize, ia: usize, b: &[T], sb: usize, ib: usize, f: impl Fn(T, T) -> T) {
+fn map2<T: Float, const AHEAD: bool>(
+    out: &mut [T],
+    a: &[T],
+    sa: usize,
+    ia: usize,
+    b: &[T],
+    sb: usize,
+    ib: usize,
+    f: impl Fn(T, T) -> T,
+) {
     let n = out.len();
     match (ia, ib) {
         (1, 1) => {
-            for ((o, &x), &y) in out.iter_mut().zip(&a[sa..sa + n]).zip(&b[sb..sb + n]) {
+            let (a, b) = (&a[sa..sa + n], &b[sb..sb + n]);
+            let (out_steps, out_tail) = out.as_chunks_mut::<STEP>();
+            let ((a_steps, a_tail), (b_steps, b_tail)) = (a.as_chunks::<STEP>(), b.as_chunks::<STEP>());
+            for (k, ((o, xs), ys)) in out_steps.iter_mut().zip(a_steps).zip(b_steps).enumerate() {
+                if AHEAD {
+                    isa::prefetch_ahead(a, k * STEP, STEP);
+                    isa::prefetch_ahead(b, k * STEP, STEP);
+                }
+                for ((o, &x), &y) in o.iter_mut().zip(xs).zip(ys) {
+                    *o = f(x, y);
+                }
+            }
+            for ((o, &x), &y) in out_tail.iter_mut().zip(a_tail).zip(b_tail) {
                 *o = f(x, y);
             }
         }
         (1, 0) => {
             let y = b[sb];
-            for (o, &x) in out.iter_mut().zip(&a[sa..sa + n]) {
-                *o = f(x, y);
-            }
+            map1::<T, AHEAD>(out, a, sa, 1, |x| f(x, y));
         }
         (0, 1) => {
             let x = a[sa];
-            for (o, &y) in out.iter_mut().zip(&b[sb..sb + n]) {
-                *o = f(x, y);
-            }
+            map1::<T, AHEAD>(out, b, sb, 1, |y| f(x, y));
         }
         _ => {
             for (j, o) in out.iter_mut().enumerate() {
@@ -160,7 +196,7 @@ pub fn gelu_backward_on<T: Float>(isa: Isa, x: &[T], lx: &Layout, g: &[T], lg: &
         isa::run_on(
             isa,
             #[inline(always)]
-            || map2(seg, x, sx, ix, g, sg, ig, |v, gv| gv * gelu_derivative(v)),
+            || map2::<_, true>(seg, x, sx, ix, g, sg, ig, |v, gv| gv * gelu_derivative(v)),
         )
     });
     out
@@ -183,22 +219,22 @@ pub fn unary_on<T: Float>(isa: Isa, op: UnaryOp, x: &[T], layout: &Layout) -> Ho
             isa,
             #[inline(always)]
             || match op {
-                UnaryOp::Neg => map1(seg, x, s, i, |v| -v),
-                UnaryOp::Exp => map1(seg, x, s, i, |v| v.exp()),
-                UnaryOp::Log => map1(seg, x, s, i, |v| v.ln()),
-                UnaryOp::Sqrt => map1(seg, x, s, i, |v| v.sqrt()),
-                UnaryOp::Abs => map1(seg, x, s, i, |v| v.abs()),
-                UnaryOp::Relu => map1(seg, x, s, i, |v| if v > T::ZERO { v } else { T::ZERO }),
-                UnaryOp::Sigmoid => map1(seg, x, s, i, sigmoid),
-                UnaryOp::Tanh => map1(seg, x, s, i, |v| v.tanh()),
-                UnaryOp::Gelu => map1(seg, x, s, i, gelu),
+                UnaryOp::Neg => map1::<_, false>(seg, x, s, i, |v| -v),
+                UnaryOp::Exp => map1::<_, true>(seg, x, s, i, |v| v.exp()),
+                UnaryOp::Log => map1::<_, true>(seg, x, s, i, |v| v.ln()),
+                UnaryOp::Sqrt => map1::<_, true>(seg, x, s, i, |v| v.sqrt()),
+                UnaryOp::Abs => map1::<_, false>(seg, x, s, i, |v| v.abs()),
+                UnaryOp::Relu => map1::<_, false>(seg, x, s, i, |v| if v > T::ZERO { v } else { T::ZERO }),
+                UnaryOp::Sigmoid => map1::<_, true>(seg, x, s, i, sigmoid),
+                UnaryOp::Tanh => map1::<_, true>(seg, x, s, i, |v| v.tanh()),
+                UnaryOp::Gelu => map1::<_, true>(seg, x, s, i, gelu),
                 UnaryOp::Powf(p) => {
                     let p = T::from_f64(p);
-                    map1(seg, x, s, i, |v| v.powf(p))
+                    map1::<_, true>(seg, x, s, i, |v| v.powf(p))
                 }
                 UnaryOp::Affine { mul, add } => {
                     let (m, a) = (T::from_f64(mul), T::from_f64(add));
-                    map1(seg, x, s, i, |v| v * m + a)
+                    map1::<_, false>(seg, x, s, i, |v| v * m + a)
                 }
             },
         )
@@ -215,10 +251,10 @@ pub fn binary<T: Float>(op: BinaryOp, a: &[T], la: &Layout, b: &[T], lb: &Layout
         isa::dispatch(
             #[inline(always)]
             || match op {
-                BinaryOp::Add => map2(seg, a, sa, ia, b, sb, ib, |x, y| x + y),
-                BinaryOp::Sub => map2(seg, a, sa, ia, b, sb, ib, |x, y| x - y),
-                BinaryOp::Mul => map2(seg, a, sa, ia, b, sb, ib, |x, y| x * y),
-                BinaryOp::Div => map2(seg, a, sa, ia, b, sb, ib, |x, y| x / y),
+                BinaryOp::Add => map2::<_, false>(seg, a, sa, ia, b, sb, ib, |x, y| x + y),
+                BinaryOp::Sub => map2::<_, false>(seg, a, sa, ia, b, sb, ib, |x, y| x - y),
+                BinaryOp::Mul => map2::<_, false>(seg, a, sa, ia, b, sb, ib, |x, y| x * y),
+                BinaryOp::Div => map2::<_, false>(seg, a, sa, ia, b, sb, ib, |x, y| x / y),
             },
         )
     });
@@ -232,11 +268,11 @@ pub fn compare<T: Float>(op: CompareOp, a: &[T], la: &Layout, b: &[T], lb: &Layo
     let [ia, ib] = plan.inner;
     let to_float = |c: bool| if c { T::ONE } else { T::ZERO };
     plan.for_each_segment(&mut out, |seg, [sa, sb]| match op {
-        CompareOp::Gt => map2(seg, a, sa, ia, b, sb, ib, |x, y| to_float(x > y)),
-        CompareOp::Ge => map2(seg, a, sa, ia, b, sb, ib, |x, y| to_float(x >= y)),
-        CompareOp::Lt => map2(seg, a, sa, ia, b, sb, ib, |x, y| to_float(x < y)),
-        CompareOp::Le => map2(seg, a, sa, ia, b, sb, ib, |x, y| to_float(x <= y)),
-        CompareOp::Eq => map2(seg, a, sa, ia, b, sb, ib, |x, y| to_float(x == y)),
+        CompareOp::Gt => map2::<_, false>(seg, a, sa, ia, b, sb, ib, |x, y| to_float(x > y)),
+        CompareOp::Ge => map2::<_, false>(seg, a, sa, ia, b, sb, ib, |x, y| to_float(x >= y)),
+        CompareOp::Lt => map2::<_, false>(seg, a, sa, ia, b, sb, ib, |x, y| to_float(x < y)),
+        CompareOp::Le => map2::<_, false>(seg, a, sa, ia, b, sb, ib, |x, y| to_float(x <= y)),
+        CompareOp::Eq => map2::<_, false>(seg, a, sa, ia, b, sb, ib, |x, y| to_float(x == y)),
     });
     out
 }
@@ -267,7 +303,7 @@ pub fn copy_strided<T: Float>(x: &[T], layout: &Layout) -> HostBuffer<T> {
     }
     let plan = RowPlan::new([layout]);
     let mut out = super::pool::reuse::<T>(layout.numel());
-    plan.for_each_segment(&mut out, |seg, [s]| map1(seg, x, s, plan.inner[0], |v| v));
+    plan.for_each_segment(&mut out, |seg, [s]| map1::<_, false>(seg, x, s, plan.inner[0], |v| v));
     out
 }
 
