@@ -57,8 +57,19 @@ const MC_TALL: usize = 1024;
 /// twelve 174-row ones.
 const TALL_SHARE_FLOPS: f64 = 1e9;
 
-/// Widest B for which a row-major A is read in place rather than packed.
+/// Widest B for which a row-major A, and a row-major B, are read in place rather than packed.
+/// (A wider B's rows lie so far apart that a block of its panels would crowd a few cache sets
+/// once its row length is a power of two, and a wide product amortizes the packing anyway.)
 const IN_PLACE_MAX_N: usize = 512;
+/// Tallest A for which a row-major B is read in place. Packing B costs one copy of it, and
+/// buys contiguous panels that every tile of rows reads: at `128 x 2048 x 384` (the GPT's
+/// weight gradients) reading in place was 20% faster, at 384 and 512 rows the same, and at
+/// 2048 rows (`2048 x 512 x 128`) 5-10% slower.
+const IN_PLACE_B_MAX_M: usize = 512;
+/// Smallest B (in values: 1 MiB of f32) read in place. A smaller one is copied within L2 and
+/// read from there; in place it measured no faster (the MNIST MLP's gradients, `128 x 128 x
+/// 256`, with B = 128 KiB), and the epoch a few percent slower.
+const IN_PLACE_B_MIN: usize = 1 << 18;
 
 /// How the kernel finds element `(i, p)` of A's tile.
 #[derive(Clone, Copy, Debug)]
@@ -66,6 +77,15 @@ enum TileA {
     /// Rows are contiguous: `(i, p)` is at `i * step + p` (A row-major, read in place).
     Rows(usize),
     /// A packed panel: `(i, p)` is at `i + p * MR`.
+    Packed,
+}
+
+/// How the kernel finds the 16 values of vector `v` at depth step `p` of B's panel.
+#[derive(Clone, Copy, Debug)]
+enum TileB {
+    /// B's rows are contiguous: the step is at `p * step + 16 v` (B row-major, read in place).
+    Rows(usize),
+    /// A packed panel: the step is at `(p * VECS + v) * 16`.
     Packed,
 }
 
@@ -124,6 +144,12 @@ unsafe fn tiled<const MR: usize, const VECS: usize>(
     let mc = rows_per_task((m, k, n), threads, MR);
     let depth = slice_depth(k);
     let (b_len, a_len) = (k * n.next_multiple_of(16 * VECS), mc.next_multiple_of(MR) * depth);
+    // A row-major B that is not too wide is read in place when A is short, all but a last
+    // partial panel (which is packed, zero-padded): packing copies all of B to serve only
+    // `M / MR` tiles per panel, a large share of a weight gradient's time (`X^T dY`: M is the
+    // layer's width, B the whole batch of activations).
+    let b_in_place = b.col_stride == 1 && n <= IN_PLACE_MAX_N && m <= IN_PLACE_B_MAX_M && k * n >= IN_PLACE_B_MIN;
+    let packed_from = if b_in_place { n / (16 * VECS) } else { 0 };
     // Block `blk` holds rows blk * mc .. of C.
     let rows_of = |blk: usize| mc.min(m - blk * mc);
     if threads == 1 {
@@ -141,12 +167,13 @@ unsafe fn tiled<const MR: usize, const VECS: usize>(
             let packed = at_least(b_buf, b_len);
             let panels_a = at_least(a_buf, a_len);
             // SAFETY: AVX-512F vouched for by the caller; `b` checked in bounds above.
-            unsafe { pack_b::<VECS>(&b, packed, false) };
+            unsafe { pack_b::<VECS>(&b, packed, packed_from, false) };
             for (blk, c_rows) in c.chunks_mut(mc * ldc).enumerate() {
                 // SAFETY: the caller vouched for AVX-512F; `a` and `b` were checked in bounds
                 // above; `c_rows` holds block `blk`'s rows of C.
                 unsafe {
-                    row_block::<MR, VECS>(&a, blk * mc, rows_of(blk), c_rows, ldc, packed, k, n, output, panels_a)
+                    let b_panels = PanelsB { b: &b, packed, packed_from };
+                    row_block::<MR, VECS>(&a, blk * mc, rows_of(blk), c_rows, ldc, &b_panels, output, panels_a)
                 }
             }
         });
@@ -157,12 +184,12 @@ unsafe fn tiled<const MR: usize, const VECS: usize>(
     // would straddle two lines.
     let mut buffer = pool::reuse::<f32>(b_len);
     // SAFETY: as above.
-    unsafe { pack_b::<VECS>(&b, &mut buffer, true) };
-    let packed = &buffer[..];
+    unsafe { pack_b::<VECS>(&b, &mut buffer, packed_from, true) };
+    let b_panels = PanelsB { b: &b, packed: &buffer[..], packed_from };
     c.par_chunks_mut(mc * ldc).enumerate().for_each(|(blk, c_rows)| {
         let mut panels_a = pool::reuse::<f32>(a_len);
         // SAFETY: as in the one-thread branch.
-        unsafe { row_block::<MR, VECS>(&a, blk * mc, rows_of(blk), c_rows, ldc, packed, k, n, output, &mut panels_a) };
+        unsafe { row_block::<MR, VECS>(&a, blk * mc, rows_of(blk), c_rows, ldc, &b_panels, output, &mut panels_a) };
         pool::give_back(panels_a);
     });
     pool::give_back(buffer);
@@ -207,13 +234,14 @@ fn rows_per_task((m, k, n): (usize, usize, usize), threads: usize, mr: usize) ->
     m.div_ceil(tasks).next_multiple_of(mr)
 }
 
-/// Packs all of B: for each depth slice, panels of `NR = 16 VECS` columns, each stored
-/// depth-major (`NR` values per depth step) and zero-padded past column `N`. The panel of
-/// slice `p0` and columns `j0..` starts at `p0 * N_padded + j0 * kc`.
+/// Packs B's panels from panel `from` on (those before it are read in place): for each depth
+/// slice, panels of `NR = 16 VECS` columns, each stored depth-major (`NR` values per depth
+/// step) and zero-padded past column `N`. The panel of slice `p0` and columns `j0..` starts at
+/// `p0 * N_padded + j0 * kc`.
 ///
 /// # Safety
 /// AVX-512F, and `b` in bounds (checked by [`gemm`]); `out` holds `K x N_padded` values.
-unsafe fn pack_b<const VECS: usize>(b: &MatRef<'_, f32>, out: &mut [f32], parallel: bool) {
+unsafe fn pack_b<const VECS: usize>(b: &MatRef<'_, f32>, out: &mut [f32], from: usize, parallel: bool) {
     let nr = 16 * VECS;
     let n_padded = b.cols.next_multiple_of(nr);
     let depth = slice_depth(b.rows);
@@ -227,12 +255,12 @@ unsafe fn pack_b<const VECS: usize>(b: &MatRef<'_, f32>, out: &mut [f32], parall
     if parallel && b.rows * b.cols >= 1 << 14 {
         out.par_chunks_mut(depth * n_padded).enumerate().for_each(|(s, slice)| {
             let len = panel_len(slice);
-            slice.par_chunks_exact_mut(len).enumerate().for_each(|(panel, dst)| pack(s, panel, dst));
+            slice.par_chunks_exact_mut(len).enumerate().skip(from).for_each(|(panel, dst)| pack(s, panel, dst));
         });
     } else {
         for (s, slice) in out.chunks_mut(depth * n_padded).enumerate() {
             let len = panel_len(slice);
-            slice.chunks_exact_mut(len).enumerate().for_each(|(panel, dst)| pack(s, panel, dst));
+            slice.chunks_exact_mut(len).enumerate().skip(from).for_each(|(panel, dst)| pack(s, panel, dst));
         }
     }
 }
@@ -279,6 +307,30 @@ unsafe fn pack_panel<const VECS: usize>(b: &MatRef<'_, f32>, p0: usize, j0: usiz
     }
 }
 
+/// Where B's panels are: read in place from `b` (panels before `packed_from`) or in `packed`
+/// (as [`pack_b`] lays them out).
+struct PanelsB<'a, 'b> {
+    b: &'a MatRef<'b, f32>,
+    packed: &'a [f32],
+    packed_from: usize,
+}
+
+impl PanelsB<'_, '_> {
+    /// The start of panel `panel` (of `nr` columns) at depth `p0`, `kc` deep, and how the
+    /// kernel steps through it.
+    fn panel(&self, p0: usize, kc: usize, panel: usize, nr: usize) -> (*const f32, TileB) {
+        let b = self.b;
+        if panel < self.packed_from {
+            // In bounds: rows p0 .. p0 + kc <= K and columns panel * nr + nr <= N of a B
+            // checked in bounds by `gemm` (only whole panels are read in place).
+            (b.data[b.offset + p0 * b.row_stride + panel * nr..].as_ptr(), TileB::Rows(b.row_stride))
+        } else {
+            let n_padded = b.cols.next_multiple_of(nr);
+            (self.packed[p0 * n_padded + panel * kc * nr..].as_ptr(), TileB::Packed)
+        }
+    }
+}
+
 /// One task: rows `i0..i0 + rows` of C (in `c_rows`, `ldc` apart), every depth slice, every
 /// panel.
 ///
@@ -293,15 +345,14 @@ unsafe fn row_block<const MR: usize, const VECS: usize>(
     rows: usize,
     c_rows: &mut [f32],
     ldc: usize,
-    packed: &[f32],
-    k: usize,
-    n: usize,
+    b_panels: &PanelsB<'_, '_>,
     output: Output<'_, f32>,
     panels_a: &mut [f32],
 ) {
+    let (k, n) = (a.cols, b_panels.b.cols);
     let nr = 16 * VECS;
     let full_tiles = rows / MR;
-    let n_padded = n.next_multiple_of(nr);
+    let n_panels = n.div_ceil(nr);
     // A row-major A is read in place when B is narrow: packing A costs a pass over it for
     // every N / 64 tiles of work, a large share when N is 128 or 384 (the transformer's
     // widths). Any other A is copied once per depth slice into panels: a transposed A (one
@@ -316,29 +367,31 @@ unsafe fn row_block<const MR: usize, const VECS: usize>(
         pack_a::<MR>(a, i0 + first_tile * MR, rows - first_tile * MR, p0, kc, &mut panels_a[first_tile * MR * kc..]);
         // Only the first depth slice overwrites C or adds the bias; later ones add onto it.
         let output = if p0 == 0 { output } else { Output::Accumulate };
-        let slice = &packed[p0 * n_padded..p0 * n_padded + kc * n_padded];
         // A block of panels (`kc x 256` values, 512 KiB) stays in L2 while each tile of A,
         // read from L1 after its first use, passes over all of the block's panels.
-        for (block, b_block) in slice.chunks(kc * nr * PANELS_PER_BLOCK).enumerate() {
+        for block in (0..n_panels).step_by(PANELS_PER_BLOCK) {
             for r0 in (0..rows).step_by(MR) {
                 let tile = r0 / MR;
-                let (a_tile, layout) = if in_place && tile < full_tiles {
+                let (a_tile, a_layout) = if in_place && tile < full_tiles {
                     (a.data.as_ptr().add(a.offset + (i0 + r0) * a.row_stride + p0), TileA::Rows(a.row_stride))
                 } else {
                     (panels_a.as_ptr().add(tile * MR * kc), TileA::Packed)
                 };
                 let tile_rows = MR.min(rows - r0);
-                for (panel, b_panel) in b_block.chunks_exact(kc * nr).enumerate() {
-                    let j0 = (block * PANELS_PER_BLOCK + panel) * nr;
+                for panel in block..n_panels.min(block + PANELS_PER_BLOCK) {
+                    let j0 = panel * nr;
                     let cols = nr.min(n - j0);
+                    let (b_panel, b_layout) = b_panels.panel(p0, kc, panel, nr);
                     let c_tile = c_rows.as_mut_ptr().add(r0 * ldc + j0);
-                    // SAFETY: in-place tiles are rows i0 + r0 .. + MR <= M and depth p0 .. + kc
-                    // <= K of a row-major A checked in bounds; packed tiles are MR x kc panels
-                    // inside `panels_a` (tile < rows / MR rounded up). The B panel holds
-                    // kc x NR values. C's tile_rows rows of `cols` values from `c_tile` lie
-                    // inside `c_rows` (rows r0 + tile_rows <= rows, ldc apart; j0 + cols <= n),
-                    // and a bias holds n values (checked by `best`).
-                    kernel::<MR, VECS>(kc, a_tile, layout, b_panel.as_ptr(), c_tile, ldc, tile_rows, cols, output, j0);
+                    // SAFETY: in-place tiles of A are rows i0 + r0 .. + MR <= M and depth
+                    // p0 .. + kc <= K of a row-major A checked in bounds; packed tiles are
+                    // MR x kc panels inside `panels_a` (tile < rows / MR rounded up). B's
+                    // panel is kc x NR values, packed or (a whole panel) in place. C's
+                    // tile_rows rows of `cols` values from `c_tile` lie inside `c_rows` (rows
+                    // r0 + tile_rows <= rows, ldc apart; j0 + cols <= n), and a bias holds n
+                    // values (checked by `best`).
+                    let (a_at, b_at) = ((a_tile, a_layout), (b_panel, b_layout));
+                    kernel::<MR, VECS>(kc, a_at, b_at, c_tile, ldc, tile_rows, cols, output, j0);
                 }
             }
         }
@@ -389,16 +442,16 @@ unsafe fn pack_a<const MR: usize>(a: &MatRef<'_, f32>, i0: usize, rows: usize, p
 /// masked stores into C.
 ///
 /// # Safety
-/// AVX-512F. A's `MR x kc` tile must be readable through `tile` from `a`, `b` must hold
-/// `kc * NR` values, and C's `rows x cols` tile (row step `ldc`) must be writable.
+/// AVX-512F. A's `MR x kc` tile must be readable as `a.1` lays it out from `a.0`, B's
+/// `kc x NR` panel as `b.1` lays it out from `b.0`, and C's `rows x cols` tile (row step
+/// `ldc`) must be writable.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 #[inline]
 unsafe fn kernel<const MR: usize, const VECS: usize>(
     kc: usize,
-    a: *const f32,
-    tile: TileA,
-    b: *const f32,
+    (a, a_layout): (*const f32, TileA),
+    (b, b_layout): (*const f32, TileB),
     c: *mut f32,
     ldc: usize,
     rows: usize,
@@ -415,11 +468,18 @@ unsafe fn kernel<const MR: usize, const VECS: usize>(
         }
     }
     let mut acc = [[_mm512_setzero_ps(); VECS]; MR];
-    // The two A layouts get their own loops, so each one's addresses are a fixed pattern the
+    // Each pair of layouts gets its own loop, so its addresses are a fixed pattern the
     // compiler can strength-reduce.
-    match tile {
-        TileA::Rows(lda) => depth_loop(kc, &mut acc, b, |i, p| a.add(i * lda + p)),
-        TileA::Packed => depth_loop(kc, &mut acc, b, |i, p| a.add(p * MR + i)),
+    let packed_b = |p: usize, v: usize| b.add(16 * (VECS * p + v));
+    match (a_layout, b_layout) {
+        (TileA::Rows(lda), TileB::Packed) => depth_loop(kc, &mut acc, |i, p| a.add(i * lda + p), packed_b),
+        (TileA::Packed, TileB::Packed) => depth_loop(kc, &mut acc, |i, p| a.add(p * MR + i), packed_b),
+        (TileA::Rows(lda), TileB::Rows(ldb)) => {
+            depth_loop(kc, &mut acc, |i, p| a.add(i * lda + p), |p, v| b.add(p * ldb + 16 * v))
+        }
+        (TileA::Packed, TileB::Rows(ldb)) => {
+            depth_loop(kc, &mut acc, |i, p| a.add(p * MR + i), |p, v| b.add(p * ldb + 16 * v))
+        }
     }
     let masks = lane_masks::<VECS>(cols);
     if let Output::Bias(bias) = output {
@@ -454,20 +514,20 @@ unsafe fn kernel<const MR: usize, const VECS: usize>(
 /// accumulators to the stack, which halved its speed.
 ///
 /// # Safety
-/// AVX-512F; `a_at(i, p)` must be readable for `i < MR`, `p < kc`, and `b` must hold
-/// `kc * NR` values.
+/// AVX-512F; `a_at(i, p)` must be readable for `i < MR`, `p < kc`, and `b_at(p, v)` 16
+/// values for `p < kc`, `v < VECS`.
 #[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn depth_loop<const MR: usize, const VECS: usize>(
     kc: usize,
     acc: &mut [[std::arch::x86_64::__m512; VECS]; MR],
-    b: *const f32,
     a_at: impl Fn(usize, usize) -> *const f32,
+    b_at: impl Fn(usize, usize) -> *const f32,
 ) {
     use std::arch::x86_64::*;
     let step = |acc: &mut [[__m512; VECS]; MR], p: usize| {
-        // SAFETY: p < kc, so B's NR values of step p and A's values a_at(i, p) are readable.
-        let b_p: [__m512; VECS] = std::array::from_fn(|v| unsafe { _mm512_loadu_ps(b.add(16 * (VECS * p + v))) });
+        // SAFETY: p < kc, so B's values b_at(p, v) and A's values a_at(i, p) are readable.
+        let b_p: [__m512; VECS] = std::array::from_fn(|v| unsafe { _mm512_loadu_ps(b_at(p, v)) });
         for (i, acc_i) in acc.iter_mut().enumerate() {
             // SAFETY: as above.
             let a_ip = unsafe { _mm512_set1_ps(*a_at(i, p)) };
