@@ -20,6 +20,18 @@
 //!   once per `KC` slice, with one thread packing B in between. Partial tiles use masked
 //!   loads and stores instead of a scalar tail, and the first depth slice stores into C
 //!   rather than adding onto a zeroed C.
+//!
+//! Later measurements (written up in `docs/kernels/matmul.md`) shaped the loops around the
+//! kernel:
+//!
+//! - Each tile of A walks a block of B's panels (512 KiB, in L2) before the next tile
+//!   starts, so the tile is read from L1 after its first panel ([`PANELS_PER_BLOCK`], depth
+//!   [`KC`]).
+//! - A long product runs in tall tasks, so B crosses from L3 less often ([`MC_TALL`]); a
+//!   short one in many, so a late-waking thread can still steal ([`MC`]).
+//! - A row-major B is read in place, like A, when packing it would cost more than it buys
+//!   (`IN_PLACE_B_MAX_M`, `IN_PLACE_B_MIN`). That is the case in a weight gradient, whose B
+//!   is a whole batch of activations and whose A has only a layer's width of rows.
 
 use std::cell::RefCell;
 
