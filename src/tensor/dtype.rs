@@ -207,24 +207,35 @@ macro_rules! impl_float {
 impl_float!(f32, F32, exp_f32, tanh_f32, over_one_plus_exp_f32);
 impl_float!(f64, F64, f64::exp, f64::tanh, over_one_plus_exp_f64);
 
-/// e^x for f32 without a libm call, so a loop over it compiles to SIMD.
-///
-/// Range reduction: `x = n ln 2 + r` with `n = round(x / ln 2)` and `|r| <= ln(2) / 2`, so
-/// `e^x = 2^n e^r`. `2^n` is built directly in the float's exponent bits; `e^r` is its Taylor
-/// series to degree 7, whose first dropped term `r^8 / 8!` is below 6e-9 for `|r| <= 0.347`,
-/// under half an f32 ulp. `ln 2` is split in two (Cody and Waite) so `n ln 2` is exact enough.
-/// Results below about 1.2e-38 flush to 0; above f32::MAX they are infinite; NaN stays NaN.
+/// Splits `x` into `n ln 2 + r` with `n = round(x / ln 2)` and `|r| <= ln(2) / 2`, for
+/// `e^x = 2^n e^r`; returns `(n, r)`. `ln 2` is split in two (Cody and Waite) so `n ln 2` is
+/// exact enough. For `|x|` past about 2^22 `n` is meaningless, and the callers discard it.
 #[inline(always)]
-pub fn exp_f32(x: f32) -> f32 {
+fn split_ln2(x: f32) -> (i32, f32) {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     // Adding then subtracting 1.5 * 2^23 rounds to the nearest integer in float arithmetic.
     const ROUND: f32 = 12_582_912.0;
-    let clamped = x.clamp(-87.0, 88.722_83);
-    let shifted = clamped * LOG2E + ROUND;
+    let shifted = x * LOG2E + ROUND;
     let n = shifted - ROUND;
-    let r = clamped - n * LN2_HI - n * LN2_LO;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    // n as an integer, read from the bits of `shifted` (1.5 * 2^23 + n: n sits in the low
+    // mantissa bits). `n as i32` would give the same value, but Rust's saturating float-to-int
+    // cast does not vectorize: it compiled to a per-lane compare-and-move that made GELU 3x
+    // slower with AVX-512.
+    ((shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32), r)
+}
+
+/// e^x for f32 without a libm call, so a loop over it compiles to SIMD.
+///
+/// Range reduction: `x = n ln 2 + r` with `n = round(x / ln 2)` and `|r| <= ln(2) / 2`, so
+/// `e^x = 2^n e^r`. `2^n` is built directly in the float's exponent bits; `e^r` is its Taylor
+/// series to degree 7, whose first dropped term `r^8 / 8!` is below 6e-9 for `|r| <= 0.347`,
+/// under half an f32 ulp ([`split_ln2`] does the reduction). Results below about 1.2e-38 flush to 0; above f32::MAX they are infinite; NaN stays NaN.
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    let (n, r) = split_ln2(x.clamp(-87.0, 88.722_83));
     // Estrin's scheme: pairs of terms first, then pairs of pairs. Horner's rule
     // (`((c7 r + c6) r + c5) r ...`) uses two fewer operations but chains all fourteen, each
     // waiting for the last; here the longest chain is six. Kernels that do little else per
@@ -237,11 +248,6 @@ pub fn exp_f32(x: f32) -> f32 {
     let p45 = 1.0 / 24.0 + r * (1.0 / 120.0);
     let p67 = 1.0 / 720.0 + r * (1.0 / 5040.0);
     let p = (p01 + r2 * p23) + r4 * (p45 + r2 * p67);
-    // n as an integer, read from the bits of `shifted` (1.5 * 2^23 + n: n sits in the low
-    // mantissa bits). `n as i32` would give the same value, but Rust's saturating float-to-int
-    // cast does not vectorize: it compiled to a per-lane compare-and-move that made GELU 3x
-    // slower with AVX-512.
-    let n = shifted.to_bits() as i32 - ROUND.to_bits() as i32;
     // 2^n as two halves, so n = 128 (x just below ln f32::MAX) stays representable.
     let pow2 = |e: i32| f32::from_bits(((e + 127) as u32) << 23);
     let y = p * pow2(n >> 1) * pow2(n - (n >> 1));
@@ -277,26 +283,17 @@ pub fn exp_f32(x: f32) -> f32 {
 /// so every instruction set computes the same bits.
 #[inline(always)]
 pub fn over_one_plus_exp_f32(num: f32, z: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    const ROUND: f32 = 12_582_912.0;
     const LIMIT: f32 = 87.0;
     // Written as a comparison, not `max`, so a NaN `z` passes through (`f32::max` would
-    // replace it with the limit).
-    let zc = if z < -LIMIT { -LIMIT } else { z };
-    let shifted = zc * LOG2E + ROUND;
-    let n = shifted - ROUND;
-    let r = zc - n * LN2_HI - n * LN2_LO;
+    // replace it with the limit). For z past the limit, `n` is meaningless and the select
+    // below discards the result.
+    let (n, r) = split_ln2(if z < -LIMIT { -LIMIT } else { z });
     let r2 = r * r;
     let r4 = r2 * r2;
     let p01 = 1.0 + r;
     let p23 = 0.499_999_9 + r * 0.166_664_2;
     let p45 = 0.041_668_225 + r * 0.008_374_816;
     let p = (p01 + r2 * p23) + r4 * (p45 + r2 * 0.001_383_684_6);
-    // n from the bits of `shifted`, as in exp_f32; for z past the limit this wraps into a
-    // meaningless exponent, and the select below discards the result.
-    let n = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
     let e = p * f32::from_bits((n.wrapping_add(127) as u32) << 23);
     let q = num / (1.0 + e);
     if z > LIMIT {
