@@ -232,7 +232,8 @@ fn split_ln2(x: f32) -> (i32, f32) {
 /// Range reduction: `x = n ln 2 + r` with `n = round(x / ln 2)` and `|r| <= ln(2) / 2`, so
 /// `e^x = 2^n e^r`. `2^n` is built directly in the float's exponent bits; `e^r` is its Taylor
 /// series to degree 7, whose first dropped term `r^8 / 8!` is below 6e-9 for `|r| <= 0.347`,
-/// under half an f32 ulp ([`split_ln2`] does the reduction). Results below about 1.2e-38 flush to 0; above f32::MAX they are infinite; NaN stays NaN.
+/// under half an f32 ulp ([`split_ln2`] does the reduction). Results below about 1.2e-38
+/// flush to 0; above f32::MAX they are infinite; NaN stays NaN.
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
     let (n, r) = split_ln2(x.clamp(-87.0, 88.722_83));

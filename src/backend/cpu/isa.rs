@@ -95,14 +95,7 @@ unsafe fn with_avx2<R>(body: impl FnOnce() -> R) -> R {
 /// DRAM traffic overlaps this row's arithmetic. A no-op off x86-64.
 #[inline(always)]
 pub fn prefetch<T>(x: &T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is only a hint: it never faults and changes no state a program can
-    // see, and `x` is a live reference besides. SSE (which has it) is part of x86-64's baseline.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((x as *const T).cast::<i8>())
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = x;
+    prefetch_address((x as *const T).cast::<u8>());
 }
 
 /// How far ahead of a streaming loop [`prefetch_ahead`] asks for lines: four 4 KiB pages.

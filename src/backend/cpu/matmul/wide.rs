@@ -48,9 +48,9 @@ use crate::tensor::HostBuffer;
 /// blocks, it made no difference. (128, whose 64-wide panel of B would fit L1, was slower.)
 const KC: usize = 512;
 /// Panels of B per block: each tile of A walks a block's panels (with 64-wide panels,
-/// `KC x 256` values, 512 KiB, in L2) before the next tile starts, so the tile comes from L1 for all but the first. The
-/// earlier order (each panel meeting every tile before the next panel) kept a panel too big
-/// for L1 and fetched every tile of A from L2 once per panel. At depth 256, blocks of 8
+/// `KC x 256` values, 512 KiB, in L2) before the next tile starts, so the tile comes from L1
+/// for all but the first. The earlier order (each panel meeting every tile before the next
+/// panel) kept a panel too big for L1 and fetched every tile of A from L2 once per panel. At depth 256, blocks of 8
 /// panels (the same 512 KiB) measured 3% faster at N = 1024 and 2048 than no blocks.
 const PANELS_PER_BLOCK: usize = 4;
 /// Largest block of rows a task takes in a product that is short (see [`TALL_SHARE_FLOPS`]):
@@ -161,6 +161,7 @@ unsafe fn tiled<const MR: usize, const VECS: usize>(
     // `M / MR` tiles per panel, a large share of a weight gradient's time (`X^T dY`: M is the
     // layer's width, B the whole batch of activations).
     let b_in_place = b.col_stride == 1 && n <= IN_PLACE_MAX_N && m <= IN_PLACE_B_MAX_M && k * n >= IN_PLACE_B_MIN;
+    // (The packed buffer keeps its full layout; the panels read in place stay unwritten.)
     let packed_from = if b_in_place { n / (16 * VECS) } else { 0 };
     // Block `blk` holds rows blk * mc .. of C.
     let rows_of = |blk: usize| mc.min(m - blk * mc);
