@@ -105,7 +105,8 @@ pub trait Float:
     /// Hyperbolic tangent.
     fn tanh(self) -> Self;
     /// `self / (1 + e^z)`: the logistic function is `1.over_one_plus_exp(-x)`, and GELU
-    /// (`x sigmoid(2u)`) is `x.over_one_plus_exp(-2u)`, one division and no multiply.
+    /// (`x sigmoid(2u)`) is `x.over_one_plus_exp(-2u)`, one division and no multiply. (f32's
+    /// is exactly 0 once `z > 87`, whatever `self`: see [`over_one_plus_exp_f32`].)
     fn over_one_plus_exp(self, z: Self) -> Self;
     /// self * a + b with one rounding; a single instruction only where FMA is enabled.
     fn mul_add(self, a: Self, b: Self) -> Self;
@@ -275,7 +276,9 @@ pub fn exp_f32(x: f32) -> f32 {
 ///   such `z` is discarded), so the exponent `n` needs no upper clamp and `2^n` is a single
 ///   shift, not two halves. Below `z = -87`, `e^z < 1.7e-38` leaves `1 + e^z` exactly 1; `z`
 ///   is raised to -87 so `2^n` stays a normal number. No input gives a subnormal logistic,
-///   which would cost a microcode assist in every later op.
+///   which would cost a microcode assist in every later op. The 0 holds for any `num`, so
+///   the function is meant for a `num` of modest size: 1, or GELU's x, whose true result is
+///   below 1e-36 wherever `-2u` passes 87.
 /// - `e^r` on `|r| <= ln(2) / 2` is a degree-6 polynomial fitted for that interval (a
 ///   weighted least-squares fit in f64, `scripts/fit_exp_poly.py`) rather than degree-7 Taylor;
 ///   evaluated in f32 its relative error stays under 1.7e-7.
