@@ -106,7 +106,7 @@ pub trait Float:
     fn tanh(self) -> Self;
     /// `self / (1 + e^z)`: the logistic function is `1.over_one_plus_exp(-x)`, and GELU
     /// (`x sigmoid(2u)`) is `x.over_one_plus_exp(-2u)`, one division and no multiply. (f32's
-    /// is exactly 0 once `z > 87`, whatever `self`: see [`over_one_plus_exp_f32`].)
+    /// is exactly 0 once `z > 87`, whatever `self`: see `over_one_plus_exp_f32` in this file.)
     fn over_one_plus_exp(self, z: Self) -> Self;
     /// self * a + b with one rounding; a single instruction only where FMA is enabled.
     fn mul_add(self, a: Self, b: Self) -> Self;
