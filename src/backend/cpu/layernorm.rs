@@ -119,7 +119,8 @@ const ROW_SUM_LANES: usize = 16;
 /// for the lines [`isa::PREFETCH_AHEAD_BYTES`] ahead in both (`isa::prefetch_ahead`), as the
 /// elementwise kernels do, because the hardware prefetcher stops at page boundaries. With
 /// 4096-wide rows that took the pass from 76-79% of the triad to 84-89% (2048 x 128
-/// unchanged).
+/// unchanged). It also covers the next row, which the pass used to prefetch on its own
+/// (`isa::prefetch_slice`): dropping that left 2048 x 128 at 43-46 GB/s (42-44 with it).
 #[inline(always)]
 fn backward_row_sums<T: Float>(
     (x, g, w): (&[T], &[T], &[T]),
@@ -199,9 +200,6 @@ pub fn layer_norm_backward_on<T: Float>(
                     let (sum_dxhat, sum_dxhat_xhat) =
                         backward_row_sums((x_row, g_row, w), (m, s), (&mut dw, &mut db), (x, g, r * cols));
                     let (mean_dxhat, mean_dxhat_xhat) = (sum_dxhat * inv_cols, sum_dxhat_xhat * inv_cols);
-                    // The next row's x and g stream in while this row's dx is computed.
-                    isa::prefetch_slice(x.get((r + 1) * cols..(r + 2) * cols).unwrap_or(&[]));
-                    isa::prefetch_slice(g.get((r + 1) * cols..(r + 2) * cols).unwrap_or(&[]));
                     for (((d, &xv), &gv), &wv) in dx_row.iter_mut().zip(x_row).zip(g_row).zip(w) {
                         let xhat = (xv - m) * s;
                         *d = s * (gv * wv - mean_dxhat - xhat * mean_dxhat_xhat);

@@ -157,14 +157,17 @@ unsafe fn tiled<const MR: usize, const VECS: usize>(
     let threads = if parallel { rayon::current_num_threads() } else { 1 };
     let mc = rows_per_task((m, k, n), threads, MR);
     let depth = slice_depth(k);
-    let (b_len, a_len) = (k * n.next_multiple_of(16 * VECS), mc.next_multiple_of(MR) * depth);
     // A row-major B that is not too wide is read in place when A is short, all but a last
     // partial panel (which is packed, zero-padded): packing copies all of B to serve only
     // `M / MR` tiles per panel, a large share of a weight gradient's time (`X^T dY`: M is the
-    // layer's width, B the whole batch of activations).
+    // layer's width, B the whole batch of activations). Only the columns after the panels
+    // read in place are packed, into a buffer sized for them.
     let b_in_place = b.col_stride == 1 && n <= IN_PLACE_MAX_N && m <= IN_PLACE_B_MAX_M && k * n >= IN_PLACE_B_MIN;
-    // (The packed buffer keeps its full layout; the panels read in place stay unwritten.)
-    let packed_from = if b_in_place { n / (16 * VECS) } else { 0 };
+    let nr = 16 * VECS;
+    let in_place_panels = if b_in_place { n / nr } else { 0 };
+    let skipped = in_place_panels * nr;
+    let b_packed = MatRef { offset: b.offset + skipped * b.col_stride, cols: n - skipped, ..b };
+    let (b_len, a_len) = (k * b_packed.cols.next_multiple_of(nr), mc.next_multiple_of(MR) * depth);
     // Block `blk` holds rows blk * mc .. of C.
     let rows_of = |blk: usize| mc.min(m - blk * mc);
     if threads == 1 {
@@ -181,15 +184,14 @@ unsafe fn tiled<const MR: usize, const VECS: usize>(
             };
             let packed = at_least(b_buf, b_len);
             let panels_a = at_least(a_buf, a_len);
-            // SAFETY: AVX-512F vouched for by the caller; `b` checked in bounds above.
-            unsafe { pack_b::<VECS>(&b, packed, packed_from, false) };
+            // SAFETY: AVX-512F vouched for by the caller; `b_packed` is a column range of `b`,
+            // checked in bounds above.
+            unsafe { pack_b::<VECS>(&b_packed, packed, false) };
+            let b_panels = PanelsB { b: &b, packed, in_place_panels };
             for (blk, c_rows) in c.chunks_mut(mc * ldc).enumerate() {
                 // SAFETY: the caller vouched for AVX-512F; `a` and `b` were checked in bounds
                 // above; `c_rows` holds block `blk`'s rows of C.
-                unsafe {
-                    let b_panels = PanelsB { b: &b, packed, packed_from };
-                    row_block::<MR, VECS>(&a, blk * mc, rows_of(blk), c_rows, ldc, &b_panels, output, panels_a)
-                }
+                unsafe { row_block::<MR, VECS>(&a, blk * mc, rows_of(blk), c_rows, ldc, &b_panels, output, panels_a) }
             }
         });
         return;
@@ -199,8 +201,8 @@ unsafe fn tiled<const MR: usize, const VECS: usize>(
     // would straddle two lines.
     let mut buffer = pool::reuse::<f32>(b_len);
     // SAFETY: as above.
-    unsafe { pack_b::<VECS>(&b, &mut buffer, packed_from, true) };
-    let b_panels = PanelsB { b: &b, packed: &buffer[..], packed_from };
+    unsafe { pack_b::<VECS>(&b_packed, &mut buffer, true) };
+    let b_panels = PanelsB { b: &b, packed: &buffer[..], in_place_panels };
     c.par_chunks_mut(mc * ldc).enumerate().for_each(|(blk, c_rows)| {
         let mut panels_a = pool::reuse::<f32>(a_len);
         // SAFETY: as in the one-thread branch.
@@ -249,16 +251,19 @@ fn rows_per_task((m, k, n): (usize, usize, usize), threads: usize, mr: usize) ->
     m.div_ceil(tasks).next_multiple_of(mr)
 }
 
-/// Packs B's panels from panel `from` on (those before it are read in place): for each depth
-/// slice, panels of `NR = 16 VECS` columns, each stored depth-major (`NR` values per depth
-/// step) and zero-padded past column `N`. The panel of slice `p0` and columns `j0..` starts at
-/// `p0 * N_padded + j0 * kc`.
+/// Packs all of B: for each depth slice, panels of `NR = 16 VECS` columns, each stored
+/// depth-major (`NR` values per depth step) and zero-padded past column `N`. The panel of
+/// slice `p0` and columns `j0..` starts at `p0 * N_padded + j0 * kc`. A B with no columns
+/// packs nothing.
 ///
 /// # Safety
 /// AVX-512F, and `b` in bounds (checked by [`gemm`]); `out` holds `K x N_padded` values.
-unsafe fn pack_b<const VECS: usize>(b: &MatRef<'_, f32>, out: &mut [f32], from: usize, parallel: bool) {
+unsafe fn pack_b<const VECS: usize>(b: &MatRef<'_, f32>, out: &mut [f32], parallel: bool) {
     let nr = 16 * VECS;
     let n_padded = b.cols.next_multiple_of(nr);
+    if n_padded == 0 {
+        return;
+    }
     let depth = slice_depth(b.rows);
     // Slice `s` (depth s * KC ..) is a contiguous `kc x N_padded` run of `out`, and each of its
     // panels a contiguous `kc x NR` run of that.
@@ -270,12 +275,12 @@ unsafe fn pack_b<const VECS: usize>(b: &MatRef<'_, f32>, out: &mut [f32], from: 
     if parallel && b.rows * b.cols >= 1 << 14 {
         out.par_chunks_mut(depth * n_padded).enumerate().for_each(|(s, slice)| {
             let len = panel_len(slice);
-            slice.par_chunks_exact_mut(len).enumerate().skip(from).for_each(|(panel, dst)| pack(s, panel, dst));
+            slice.par_chunks_exact_mut(len).enumerate().for_each(|(panel, dst)| pack(s, panel, dst));
         });
     } else {
         for (s, slice) in out.chunks_mut(depth * n_padded).enumerate() {
             let len = panel_len(slice);
-            slice.chunks_exact_mut(len).enumerate().skip(from).for_each(|(panel, dst)| pack(s, panel, dst));
+            slice.chunks_exact_mut(len).enumerate().for_each(|(panel, dst)| pack(s, panel, dst));
         }
     }
 }
@@ -322,12 +327,12 @@ unsafe fn pack_panel<const VECS: usize>(b: &MatRef<'_, f32>, p0: usize, j0: usiz
     }
 }
 
-/// Where B's panels are: read in place from `b` (panels before `packed_from`) or in `packed`
-/// (as [`pack_b`] lays them out).
+/// Where B's panels are: the first `in_place_panels` read in place from `b`, the rest in
+/// `packed` (as [`pack_b`] lays out the columns after them).
 struct PanelsB<'a, 'b> {
     b: &'a MatRef<'b, f32>,
     packed: &'a [f32],
-    packed_from: usize,
+    in_place_panels: usize,
 }
 
 impl PanelsB<'_, '_> {
@@ -335,13 +340,14 @@ impl PanelsB<'_, '_> {
     /// kernel steps through it.
     fn panel(&self, p0: usize, kc: usize, panel: usize, nr: usize) -> (*const f32, TileB) {
         let b = self.b;
-        if panel < self.packed_from {
+        if panel < self.in_place_panels {
             // In bounds: rows p0 .. p0 + kc <= K and columns panel * nr + nr <= N of a B
             // checked in bounds by `gemm` (only whole panels are read in place).
             (b.data[b.offset + p0 * b.row_stride + panel * nr..].as_ptr(), TileB::Rows(b.row_stride))
         } else {
-            let n_padded = b.cols.next_multiple_of(nr);
-            (self.packed[p0 * n_padded + panel * kc * nr..].as_ptr(), TileB::Packed)
+            let packed_width = (b.cols - self.in_place_panels * nr).next_multiple_of(nr);
+            let at = p0 * packed_width + (panel - self.in_place_panels) * kc * nr;
+            (self.packed[at..].as_ptr(), TileB::Packed)
         }
     }
 }
