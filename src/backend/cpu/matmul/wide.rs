@@ -74,10 +74,13 @@ const TALL_SHARE_FLOPS: f64 = 1e9;
 /// once its row length is a power of two, and a wide product amortizes the packing anyway.)
 const IN_PLACE_MAX_N: usize = 512;
 /// Tallest A for which a row-major B is read in place. Packing B costs one copy of it, and
-/// buys contiguous panels that every tile of rows reads: at `128 x 2048 x 384` (the GPT's
-/// weight gradients) reading in place was 20% faster, at 384 and 512 rows the same, and at
-/// 2048 rows (`2048 x 512 x 128`) 5-10% slower.
-const IN_PLACE_B_MAX_M: usize = 512;
+/// buys contiguous panels that every tile of rows reads, which the hardware prefetchers can
+/// follow (B's rows in place are a new 4 KiB page every row or two). At `128 x 2048 x 384`
+/// (the GPT's weight gradients) reading in place was 20% faster; from 320 rows up it was
+/// slower on 2 threads (`512 x 512 x 512` 0.73-0.95x the `gemm` crate against 0.97-1.02x
+/// packed, the GPT's `512 x 2048 x 128` with A transposed 0.89-0.92x against 0.98-1.06x),
+/// and on one thread it swung between 68% and 94% of the FMA peak with the task boundaries.
+const IN_PLACE_B_MAX_M: usize = 256;
 /// Smallest B (in values: 1 MiB of f32) read in place. A smaller one is copied within L2 and
 /// read from there. Read in place, the MNIST MLP's gradient products gain a lot alone
 /// (`128 x 128 x 256` 0.57-0.63x -> 0.88-0.98x the `gemm` crate) but the epoch measured
@@ -420,7 +423,8 @@ unsafe fn row_block<const MR: usize, const VECS: usize>(
 }
 
 /// Copies rows `i0..i0 + rows`, depth `p0..p0 + kc` of A into panels of `MR` rows stored as
-/// columns (`MR` values per depth step), zero-padding the last panel.
+/// columns (`MR` values per depth step), zero-padding the last panel. Whole 6-row panels of a
+/// row-major A go through [`transpose_6x16`]; the rest is gathered one step at a time.
 ///
 /// # Safety
 /// AVX-512F, and `a` in bounds.
@@ -436,7 +440,21 @@ unsafe fn pack_a<const MR: usize>(a: &MatRef<'_, f32>, i0: usize, rows: usize, p
         let r0 = panel * MR;
         let panel_rows = MR.min(rows - r0);
         let valid = first_lanes(panel_rows);
-        for (p, dst_p) in dst.chunks_exact_mut(MR).enumerate() {
+        // Six whole row-major rows go 16 depth steps at a time through a transpose in
+        // registers; the steps after the last whole 16 (and any other A) take the loop below.
+        let mut transposed = 0;
+        if MR == 6 && panel_rows == 6 && a.col_stride == 1 {
+            let row = |i: usize| a.data.as_ptr().add(a.offset + (i0 + r0 + i) * a.row_stride + p0);
+            let rows: [*const f32; 6] = std::array::from_fn(row);
+            while transposed + 16 <= kc {
+                // SAFETY: rows i0 + r0 .. + 6 <= M and depth p0 + transposed .. + 16 <= K of
+                // an A checked in bounds; the 96 values written are steps transposed .. + 16 of
+                // this panel, inside `dst` (6 kc values).
+                transpose_6x16(rows.map(|r| r.add(transposed)), dst.as_mut_ptr().add(6 * transposed));
+                transposed += 16;
+            }
+        }
+        for (p, dst_p) in dst.chunks_exact_mut(MR).enumerate().skip(transposed) {
             let src = a.offset + (i0 + r0) * a.row_stride + (p0 + p) * a.col_stride;
             // SAFETY: lanes i < panel_rows read elements (i0 + r0 + i, p0 + p) of `a`, in
             // bounds; masked-off lanes are not read. The store writes the MR lanes of
@@ -455,6 +473,64 @@ unsafe fn pack_a<const MR: usize>(a: &MatRef<'_, f32>, i0: usize, rows: usize, p
             };
             _mm512_mask_storeu_ps(dst_p.as_mut_ptr(), panel_lanes, v);
         }
+    }
+}
+
+/// Lane `l` of output vector `j` of [`transpose_6x16`] holds panel value `16 j + l`: depth
+/// step `(16 j + l) / 6` of row `(16 j + l) % 6`. Row pair `q` (rows `2q`, `2q + 1`) supplies
+/// it through a two-table permute: index `step` picks from row `2q`, `16 + step` from row
+/// `2q + 1`. `PAIR_LANES[j][q]` marks the lanes whose row belongs to pair `q`.
+const PAIR_INDEX: [[[i32; 16]; 3]; 6] = {
+    let mut table = [[[0; 16]; 3]; 6];
+    let mut j = 0;
+    while j < 6 {
+        let mut lane = 0;
+        while lane < 16 {
+            let (row, step) = ((16 * j + lane) % 6, (16 * j + lane) / 6);
+            table[j][row / 2][lane] = (step + 16 * (row % 2)) as i32;
+            lane += 1;
+        }
+        j += 1;
+    }
+    table
+};
+
+/// See [`PAIR_INDEX`].
+const PAIR_LANES: [[u16; 3]; 6] = {
+    let mut masks = [[0; 3]; 6];
+    let mut j = 0;
+    while j < 6 {
+        let mut lane = 0;
+        while lane < 16 {
+            masks[j][(16 * j + lane) % 6 / 2] |= 1 << lane;
+            lane += 1;
+        }
+        j += 1;
+    }
+    masks
+};
+
+/// 16 depth steps of six rows of A, from six vector loads (one per row) to the panel's
+/// step-major order (six values per step, 96 values, six vector stores), transposed in
+/// registers. Each output vector takes its lanes from all six rows: three two-row permutes and
+/// two blends. A gather of six values per step did the same with six scattered loads per
+/// step, and took a few percent of a 1024² product.
+///
+/// # Safety
+/// AVX-512F; each `rows[i]` readable for 16 values, `dst` writable for 96.
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_6x16(rows: [*const f32; 6], dst: *mut f32) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller vouched for 16 readable values per row.
+    let r: [__m512; 6] = rows.map(|row| unsafe { _mm512_loadu_ps(row) });
+    for (j, (index, lanes)) in PAIR_INDEX.iter().zip(&PAIR_LANES).enumerate() {
+        // SAFETY: `index[q]` is 16 i32 values (a whole 64-byte vector).
+        let pair = |q: usize| unsafe {
+            _mm512_permutex2var_ps(r[2 * q], _mm512_loadu_si512(index[q].as_ptr().cast()), r[2 * q + 1])
+        };
+        let low = _mm512_mask_blend_ps(lanes[1], pair(0), pair(1));
+        // SAFETY: vector j < 6 of the 96 writable values.
+        unsafe { _mm512_storeu_ps(dst.add(16 * j), _mm512_mask_blend_ps(lanes[2], low, pair(2))) };
     }
 }
 
@@ -597,6 +673,21 @@ fn lane_offsets(stride: usize) -> std::arch::x86_64::__m512i {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn six_rows_transpose_into_the_panel_order() {
+        if !is_x86_feature_detected!("avx512f") {
+            eprintln!("skipped: this CPU has no AVX-512F");
+            return;
+        }
+        // Row i, step p holds 100 i + p, so every misplaced value shows where it came from.
+        let rows: Vec<Vec<f32>> = (0..6).map(|i| (0..16).map(|p| (100 * i + p) as f32).collect()).collect();
+        let mut panel = [0.0f32; 96];
+        // SAFETY: AVX-512F checked above; six rows of 16 values, 96 values out.
+        unsafe { transpose_6x16(std::array::from_fn(|i| rows[i].as_ptr()), panel.as_mut_ptr()) };
+        let expected: Vec<f32> = (0..96).map(|f| (100 * (f % 6) + f / 6) as f32).collect();
+        assert_eq!(panel.to_vec(), expected);
+    }
 
     #[test]
     fn long_products_take_tall_tasks_and_short_ones_many() {
