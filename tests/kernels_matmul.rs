@@ -13,9 +13,11 @@ fn random<T: Float>(n: usize, rng: &mut Rng) -> Vec<T> {
 }
 
 fn check_all_versions<T: Float>(tol: f64) {
-    // The last shape is three uneven depth slices (K = 1030) and two blocks of B's panels, the
+    // (37, 1030, 300) is three uneven depth slices (K = 1030) and two blocks of B's panels, the
     // second one partial, in every layout; row-major, its B (309,000 values, A only 37 rows)
-    // is read in place by v6 but for the last, partial panel.
+    // is read in place by v6 but for the last, partial panel. The three after it have one or
+    // two tiles of rows, so v6 reads any row-major B in place (whole panels of 64 columns, of
+    // 32 for the 70-wide one, then a packed partial panel), and last tiles of 4, 2 and 3 rows.
     let shapes = [
         (1, 1, 1),
         (1, 7, 3),
@@ -26,6 +28,9 @@ fn check_all_versions<T: Float>(tol: f64) {
         (64, 300, 17),
         (200, 257, 100),
         (37, 1030, 300),
+        (10, 70, 200),
+        (20, 50, 70),
+        (3, 520, 1100),
     ];
     let mut rng = Rng::new(42);
     for &(m, k, n) in &shapes {

@@ -87,6 +87,12 @@ const IN_PLACE_B_MAX_M: usize = 256;
 /// 429-476 ms against 418-452 (four alternated rounds): in a step, B was just written by the
 /// previous op, half in each core's cache, and in place each core reads all of it.
 const IN_PLACE_B_MIN: usize = 1 << 18;
+/// Most tiles of rows for which any row-major B is read in place, whatever its size. Packing
+/// copies all of B to serve `M / MR` tiles; with one or two, the copy costs as much as the
+/// multiply-adds. Reading in place took `10 x 128 x 128` (the MNIST output layer) from 0.50x
+/// to 0.91x the `gemm` crate on one thread, `12 x 784 x 256` from 0.17x to 1.08x on two, and
+/// `6 x 1024 x 1024` from 0.23-0.38x to 0.96-1.12x.
+const IN_PLACE_B_FEW_TILES: usize = 2;
 
 /// How the kernel finds element `(i, p)` of A's tile.
 #[derive(Clone, Copy, Debug)]
@@ -160,12 +166,14 @@ unsafe fn tiled<const MR: usize, const VECS: usize>(
     let threads = if parallel { rayon::current_num_threads() } else { 1 };
     let mc = rows_per_task((m, k, n), threads, MR);
     let depth = slice_depth(k);
-    // A row-major B that is not too wide is read in place when A is short, all but a last
-    // partial panel (which is packed, zero-padded): packing copies all of B to serve only
-    // `M / MR` tiles per panel, a large share of a weight gradient's time (`X^T dY`: M is the
-    // layer's width, B the whole batch of activations). Only the columns after the panels
-    // read in place are packed, into a buffer sized for them.
-    let b_in_place = b.col_stride == 1 && n <= IN_PLACE_MAX_N && m <= IN_PLACE_B_MAX_M && k * n >= IN_PLACE_B_MIN;
+    // A row-major B is read in place when A is short, all but a last partial panel (which is
+    // packed, zero-padded): packing copies all of B to serve only `M / MR` tiles per panel, a
+    // large share of a weight gradient's time (`X^T dY`: M is the layer's width, B the whole
+    // batch of activations), and all of it when A has one or two tiles of rows. Only the
+    // columns after the panels read in place are packed, into a buffer sized for them.
+    let few_tiles = m <= IN_PLACE_B_FEW_TILES * MR;
+    let b_in_place =
+        b.col_stride == 1 && (few_tiles || (n <= IN_PLACE_MAX_N && m <= IN_PLACE_B_MAX_M && k * n >= IN_PLACE_B_MIN));
     let nr = 16 * VECS;
     let in_place_panels = if b_in_place { n / nr } else { 0 };
     let skipped = in_place_panels * nr;
@@ -415,7 +423,11 @@ unsafe fn row_block<const MR: usize, const VECS: usize>(
                     // r0 + tile_rows <= rows, ldc apart; j0 + cols <= n), and a bias holds n
                     // values (checked by `best`).
                     let (a_at, b_at) = ((a_tile, a_layout), (b_panel, b_layout));
-                    kernel::<MR, VECS>(kc, a_at, b_at, c_tile, ldc, tile_rows, cols, output, j0);
+                    if tile_rows == MR {
+                        kernel::<MR, MR, VECS>(kc, a_at, b_at, c_tile, ldc, tile_rows, cols, output, j0);
+                    } else {
+                        short_tile::<MR, VECS>(kc, a_at, b_at, c_tile, ldc, tile_rows, cols, output, j0);
+                    }
                 }
             }
         }
@@ -534,18 +546,57 @@ unsafe fn transpose_6x16(rows: [*const f32; 6], dst: *mut f32) {
     }
 }
 
-/// The register tile: `C[0..rows, 0..cols] (+)= A_tile B_panel`, `kc` deep, with 24 zmm
-/// accumulators (`MR` rows x `VECS` vectors: 6 x 4 or 12 x 2) filled by [`depth_loop`], then
-/// masked stores into C.
+/// A last tile of `rows < MR` rows: [`kernel`] with only as many rows of accumulators as the
+/// tile has. The full tile would spend the rest of its multiply-adds on zero padding: 5/6 of
+/// them for one row, a third of them for the MNIST output layer's 10 rows. Rows 1 to 5 get
+/// kernels of their own, and a 12-row tile's last tile of 6 or fewer rows the 6-row one.
+///
+/// Never inlined: in the same function as the full tile's loop, the 12-row loop spilled its
+/// accumulators to the stack (the GPT's `2048 x 128 x 65` ran at less than half speed).
 ///
 /// # Safety
-/// AVX-512F. A's `MR x kc` tile must be readable as `a.1` lays it out from `a.0`, B's
-/// `kc x NR` panel as `b.1` lays it out from `b.0`, and C's `rows x cols` tile (row step
-/// `ldc`) must be writable.
+/// As [`kernel`].
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+unsafe fn short_tile<const MR: usize, const VECS: usize>(
+    kc: usize,
+    a: (*const f32, TileA),
+    b: (*const f32, TileB),
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    output: Output<'_, f32>,
+    j0: usize,
+) {
+    // SAFETY: the caller's promises, for a tile of `rows` rows.
+    unsafe {
+        match rows {
+            1 => kernel::<1, MR, VECS>(kc, a, b, c, ldc, rows, cols, output, j0),
+            2 => kernel::<2, MR, VECS>(kc, a, b, c, ldc, rows, cols, output, j0),
+            3 => kernel::<3, MR, VECS>(kc, a, b, c, ldc, rows, cols, output, j0),
+            4 => kernel::<4, MR, VECS>(kc, a, b, c, ldc, rows, cols, output, j0),
+            5 => kernel::<5, MR, VECS>(kc, a, b, c, ldc, rows, cols, output, j0),
+            6.. if rows <= 6 && MR > 6 => kernel::<6, MR, VECS>(kc, a, b, c, ldc, rows, cols, output, j0),
+            _ => kernel::<MR, MR, VECS>(kc, a, b, c, ldc, rows, cols, output, j0),
+        }
+    }
+}
+
+/// The register tile: `C[0..rows, 0..cols] (+)= A_tile B_panel`, `kc` deep, with `ROWS x VECS`
+/// zmm accumulators (24 for the full tiles, 6 x 4 or 12 x 2) filled by [`depth_loop`], then
+/// masked stores into C. A packed tile of A is `MR` values per depth step, of which the first
+/// `ROWS` are used.
+///
+/// # Safety
+/// AVX-512F; `rows <= ROWS <= MR`. A's `ROWS x kc` tile must be readable as `a.1` lays it out
+/// from `a.0`, B's `kc x NR` panel as `b.1` lays it out from `b.0`, and C's `rows x cols` tile
+/// (row step `ldc`) must be writable.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 #[inline]
-unsafe fn kernel<const MR: usize, const VECS: usize>(
+unsafe fn kernel<const ROWS: usize, const MR: usize, const VECS: usize>(
     kc: usize,
     (a, a_layout): (*const f32, TileA),
     (b, b_layout): (*const f32, TileB),
@@ -564,7 +615,7 @@ unsafe fn kernel<const MR: usize, const VECS: usize>(
             _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * ldc + 16 * v).cast::<i8>());
         }
     }
-    let mut acc = [[_mm512_setzero_ps(); VECS]; MR];
+    let mut acc = [[_mm512_setzero_ps(); VECS]; ROWS];
     // Each pair of layouts gets its own loop, so its addresses are a fixed pattern the
     // compiler can strength-reduce.
     let packed_b = |p: usize, v: usize| b.add(16 * (VECS * p + v));
@@ -604,25 +655,25 @@ unsafe fn kernel<const MR: usize, const VECS: usize>(
 /// The multiply-adds of one tile: for each of `kc` depth steps, `VECS` loads of B, then each
 /// row's A value (at `a_at(row, step)`) is broadcast into `VECS` FMAs.
 ///
-/// The 6-row tile runs four steps per loop trip, so the loop's own counter and pointer
+/// Tiles of up to 6 rows run four steps per loop trip, so the loop's own counter and pointer
 /// updates (which compete with the FMAs for execution ports) are paid once per 96 FMAs rather
 /// than once per 24. The 12-row tile does not: unrolled, the compiler hoists the broadcasts of
 /// later steps ahead of the FMAs of earlier ones, runs out of registers, and spills the
 /// accumulators to the stack, which halved its speed.
 ///
 /// # Safety
-/// AVX-512F; `a_at(i, p)` must be readable for `i < MR`, `p < kc`, and `b_at(p, v)` 16
+/// AVX-512F; `a_at(i, p)` must be readable for `i < ROWS`, `p < kc`, and `b_at(p, v)` 16
 /// values for `p < kc`, `v < VECS`.
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn depth_loop<const MR: usize, const VECS: usize>(
+unsafe fn depth_loop<const ROWS: usize, const VECS: usize>(
     kc: usize,
-    acc: &mut [[std::arch::x86_64::__m512; VECS]; MR],
+    acc: &mut [[std::arch::x86_64::__m512; VECS]; ROWS],
     a_at: impl Fn(usize, usize) -> *const f32,
     b_at: impl Fn(usize, usize) -> *const f32,
 ) {
     use std::arch::x86_64::*;
-    let step = |acc: &mut [[__m512; VECS]; MR], p: usize| {
+    let step = |acc: &mut [[__m512; VECS]; ROWS], p: usize| {
         // SAFETY: p < kc, so B's values b_at(p, v) and A's values a_at(i, p) are readable.
         let b_p: [__m512; VECS] = std::array::from_fn(|v| unsafe { _mm512_loadu_ps(b_at(p, v)) });
         for (i, acc_i) in acc.iter_mut().enumerate() {
@@ -634,7 +685,7 @@ unsafe fn depth_loop<const MR: usize, const VECS: usize>(
         }
     };
     let mut p = 0;
-    while MR <= 6 && p + 4 <= kc {
+    while ROWS <= 6 && p + 4 <= kc {
         step(acc, p);
         step(acc, p + 1);
         step(acc, p + 2);
