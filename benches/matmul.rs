@@ -1,7 +1,8 @@
 //! The CPU GEMM ladder against two yardsticks measured in the same run: the `gemm` crate
 //! (built with its AVX-512 kernels, feature `x86-v4`) and `matrixmultiply`. Shapes: the
-//! MNIST MLP's forward product and weight gradient, the GPT step's QKV projection and its
-//! weight gradient, and squares from 512 to 2048.
+//! MNIST MLP's first forward product and its backward products (row-major, so the yardsticks
+//! read them at their best), the GPT step's QKV projection and its weight gradient, and
+//! squares from 512 to 2048.
 //!
 //! Criterion prints throughput in elements/s; one element is one multiply-add, so multiply by
 //! 2 to read flop/s. After each shape a summary line gives GFLOP/s of the engine's GEMM
@@ -93,6 +94,9 @@ fn bench_matmul(c: &mut Criterion) {
     let shapes = [
         ("mlp_fwd_128x784x256", 128, 784, 256),
         ("mlp_dw_784x128x256", 784, 128, 256),
+        ("mlp_dw2_128x128x256", 128, 128, 256),
+        ("mlp_dw3_10x128x128", 10, 128, 128),
+        ("mlp_dh2_128x10x128", 128, 10, 128),
         ("gpt_qkv_2048x128x384", 2048, 128, 384),
         ("gpt_dw_384x2048x128", 384, 2048, 128),
         ("square_512", 512, 512, 512),
