@@ -31,7 +31,11 @@
 //!   short one in many, so a late-waking thread can still steal ([`MC`]).
 //! - A row-major B is read in place, like A, when packing it would cost more than it buys
 //!   (`IN_PLACE_B_MAX_M`, `IN_PLACE_B_MIN`). That is the case in a weight gradient, whose B
-//!   is a whole batch of activations and whose A has only a layer's width of rows.
+//!   is a whole batch of activations and whose A has only a layer's width of rows, and in
+//!   any product whose A has one or two tiles of rows (`IN_PLACE_B_FEW_TILES`).
+//! - A last tile of fewer rows than the tile runs a kernel with only its rows of
+//!   accumulators ([`short_tile`]), and six rows of a row-major A are packed by a transpose
+//!   in registers ([`transpose_6x16`]) rather than gathered.
 
 use std::cell::RefCell;
 
