@@ -80,10 +80,11 @@ const IN_PLACE_MAX_N: usize = 512;
 /// Tallest A for which a row-major B is read in place. Packing B costs one copy of it, and
 /// buys contiguous panels that every tile of rows reads, which the hardware prefetchers can
 /// follow (B's rows in place are a new 4 KiB page every row or two). At `128 x 2048 x 384`
-/// (the GPT's weight gradients) reading in place was 20% faster; from 320 rows up it was
+/// (the GPT's weight gradients) reading in place was 20% faster; at 384 and 512 rows it was
 /// slower on 2 threads (`512 x 512 x 512` 0.73-0.95x the `gemm` crate against 0.97-1.02x
 /// packed, the GPT's `512 x 2048 x 128` with A transposed 0.89-0.92x against 0.98-1.06x),
-/// and on one thread it swung between 68% and 94% of the FMA peak with the task boundaries.
+/// and on one thread, from 320 to 512 rows, it swung between 68% and 94% of the FMA peak
+/// with the task boundaries.
 const IN_PLACE_B_MAX_M: usize = 256;
 /// Smallest B (in values: 1 MiB of f32) read in place. A smaller one is copied within L2 and
 /// read from there. Read in place, the MNIST MLP's gradient products gain a lot alone
