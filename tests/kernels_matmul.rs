@@ -15,10 +15,10 @@ fn random<T: Float>(n: usize, rng: &mut Rng) -> Vec<T> {
 fn check_all_versions<T: Float>(tol: f64) {
     // (37, 1030, 300) is three uneven depth slices (K = 1030) and two blocks of B's panels, the
     // second one partial, in every layout; row-major, its B (309,000 values, A only 37 rows)
-    // is read in place by v6 but for the last, partial panel. The four after it have one or
-    // two tiles of rows, so v6 reads any row-major B in place (whole panels of 64 columns, of
+    // is read in place by v6 but for the last, partial panel. The five after it have at most
+    // four tiles of rows, so v6 reads any row-major B in place (whole panels of 64 columns, of
     // 32 for the 70-wide one, then a packed partial panel), with last tiles of 4 rows, 8 of a
-    // 12-row tile, 3, and 6 of a 12-row tile (which runs the 6-row kernel).
+    // 12-row tile, 3, 6 of a 12-row tile (which runs the 6-row kernel), and 4.
     let shapes = [
         (1, 1, 1),
         (1, 7, 3),
@@ -33,6 +33,7 @@ fn check_all_versions<T: Float>(tol: f64) {
         (20, 50, 70),
         (3, 520, 1100),
         (18, 40, 20),
+        (22, 90, 200),
     ];
     let mut rng = Rng::new(42);
     for &(m, k, n) in &shapes {

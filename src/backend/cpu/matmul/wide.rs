@@ -32,7 +32,7 @@
 //! - A row-major B is read in place, like A, when packing it would cost more than it buys
 //!   (`IN_PLACE_B_MAX_M`, `IN_PLACE_B_MIN`). That is the case in a weight gradient, whose B
 //!   is a whole batch of activations and whose A has only a layer's width of rows, and in
-//!   any product whose A has one or two tiles of rows (`IN_PLACE_B_FEW_TILES`).
+//!   any product whose A has at most four tiles of rows (`IN_PLACE_B_FEW_TILES`).
 //! - A last tile of fewer rows than the tile runs a kernel with only its rows of
 //!   accumulators ([`short_tile`]), and six rows of a row-major A are packed by a transpose
 //!   in registers ([`transpose_6x16`]) rather than gathered.
@@ -93,11 +93,14 @@ const IN_PLACE_B_MAX_M: usize = 256;
 /// previous op, half in each core's cache, and in place each core reads all of it.
 const IN_PLACE_B_MIN: usize = 1 << 18;
 /// Most tiles of rows for which any row-major B is read in place, whatever its size. Packing
-/// copies all of B to serve `M / MR` tiles; with one or two, the copy costs as much as the
+/// copies all of B to serve `M / MR` tiles; with a few, the copy costs as much as the
 /// multiply-adds. Reading in place took `10 x 128 x 128` (the MNIST output layer) from 0.50x
 /// to 0.91x the `gemm` crate on one thread, `12 x 784 x 256` from 0.17x to 1.08x on two, and
-/// `6 x 1024 x 1024` from 0.23-0.38x to 0.96-1.12x.
-const IN_PLACE_B_FEW_TILES: usize = 2;
+/// `6 x 1024 x 1024` from 0.23-0.38x to 0.96-1.12x. Up to four tiles rather than two:
+/// `18 x 784 x 256` 0.69x -> 0.98x on one thread and 0.24x -> 0.67x on two, `24 x 784 x 256`
+/// 0.39x -> 1.01x on two (and faster with B just written by both cores, 132-166 -> 102-114
+/// µs). At eight tiles, `48 x 1024 x 1024` lost a fifth.
+const IN_PLACE_B_FEW_TILES: usize = 4;
 
 /// How the kernel finds element `(i, p)` of A's tile.
 #[derive(Clone, Copy, Debug)]
@@ -174,7 +177,7 @@ unsafe fn tiled<const MR: usize, const VECS: usize>(
     // A row-major B is read in place when A is short, all but a last partial panel (which is
     // packed, zero-padded): packing copies all of B to serve only `M / MR` tiles per panel, a
     // large share of a weight gradient's time (`X^T dY`: M is the layer's width, B the whole
-    // batch of activations), and all of it when A has one or two tiles of rows. Only the
+    // batch of activations), and all of it when A has only a few tiles of rows. Only the
     // columns after the panels read in place are packed, into a buffer sized for them.
     let few_tiles = m <= IN_PLACE_B_FEW_TILES * MR;
     let b_in_place =
