@@ -682,3 +682,32 @@ pub fn attention_backward(
         Storage::Cpu(T::wrap(g))
     })
 }
+
+/// Attention gradients `[dq, dk, dv]` of separate host `q`, `k`, `v` (one head per batch
+/// element, each `[batch, t, d]` contiguous), in three buffers of their own, so that each can
+/// become its leaf's gradient without a copy. (On a CUDA device the op asks
+/// [`attention_backward`] for one buffer instead.)
+pub fn attention_backward_separate(
+    q: &Storage,
+    k: &Storage,
+    v: &Storage,
+    o: &Storage,
+    lse: &Storage,
+    d_o: &Storage,
+    shape: AttentionShape,
+) -> [Storage; 3] {
+    note("attention::attention_backward_separate", None, q.dtype());
+    let (tq, tk, d) = (shape.t_q, shape.t_k, shape.d);
+    let s = q.cpu();
+    with_float!(s.dtype(), T => {
+        let inputs = cpu::attention::AttentionInputs {
+            q: (T::slice(s), HeadLayout::contiguous(1, tq, d)),
+            k: (T::slice(k.cpu()), HeadLayout::contiguous(1, tk, d)),
+            v: (T::slice(v.cpu()), HeadLayout::contiguous(1, tk, d)),
+        };
+        let grads = cpu::attention::attention_backward_separate::<T>(
+            inputs, T::slice(o.cpu()), T::slice(lse.cpu()), T::slice(d_o.cpu()), shape,
+        );
+        grads.map(|g| Storage::Cpu(T::wrap(g)))
+    })
+}

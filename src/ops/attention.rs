@@ -5,7 +5,7 @@
 use super::dense;
 use crate::autograd::Op;
 use crate::backend::{self, AttentionShape, GradientLayout, HeadLayout};
-use crate::tensor::{contiguous_strides, Layout};
+use crate::tensor::{contiguous_strides, Device, Layout};
 use crate::Tensor;
 
 impl Tensor {
@@ -105,8 +105,9 @@ fn chunked_view(grads: &Tensor, shape: &[usize], chunk: usize, offset: usize) ->
     grads.view_detached(Layout::from_parts(shape.to_vec(), strides, offset))
 }
 
-/// Gradients `(dq, dk, dv)` of `scaled_dot_product_attention`: computed into one buffer
-/// (`[dq | dk | dv]` per batch element) and handed out as three views of it.
+/// Gradients `(dq, dk, dv)` of `scaled_dot_product_attention`: on the CPU in three buffers of
+/// their own; on a CUDA device computed into one buffer (`[dq | dk | dv]` per batch element)
+/// and handed out as three views of it.
 pub(crate) fn attention_backward(
     q: &Tensor,
     k: &Tensor,
@@ -118,6 +119,19 @@ pub(crate) fn attention_backward(
 ) -> (Tensor, Tensor, Tensor) {
     let shape = separate_shape(q, k, causal);
     let (tq, tk, d) = (shape.t_q, shape.t_k, shape.d);
+    if q.device() == Device::Cpu {
+        let [dq, dk, dv] = backend::attention_backward_separate(
+            &dense(q, q.layout()),
+            &dense(k, k.layout()),
+            &dense(v, v.layout()),
+            &dense(o, o.layout()),
+            &lse.storage(),
+            &dense(g, g.layout()),
+            shape,
+        );
+        let own = |storage, like: &Tensor| Tensor::from_storage(storage, Layout::contiguous(like.shape()));
+        return (own(dq, q), own(dk, k), own(dv, v));
+    }
     let part = |offset| HeadLayout { offset, batch_stride: 0, head_stride: 0, row_stride: d };
     let layout = GradientLayout { chunk: (tq + 2 * tk) * d, dq: part(0), dk: part(tq * d), dv: part((tq + tk) * d) };
     let grads = backend::attention_backward(
