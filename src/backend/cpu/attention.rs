@@ -212,7 +212,7 @@ pub fn attention_backward<T: Float>(
 /// Gradients `[dq, dk, dv]` of attention with one head per batch element (separate `q`, `k`,
 /// `v`), each `[batch, t, d]` in a buffer of its own. Three views of one buffer would cost
 /// a copy each: a leaf keeps a gradient as it is only when no other tensor shares its
-/// storage (about 5% of an attention forward and backward at `16 x 4 x 128 x 32`).
+/// storage (5-10% of an attention forward and backward at `16 x 4 x 128 x 32`).
 pub fn attention_backward_separate<T: Float>(
     x: AttentionInputs<'_, T>,
     o: &[T],
