@@ -119,28 +119,21 @@ pub(crate) fn attention_backward(
 ) -> (Tensor, Tensor, Tensor) {
     let shape = separate_shape(q, k, causal);
     let (tq, tk, d) = (shape.t_q, shape.t_k, shape.d);
+    let [q_d, k_d, v_d, o_d, g_d] = [q, k, v, o, g].map(|t| dense(t, t.layout()));
     if q.device() == Device::Cpu {
-        let [dq, dk, dv] = backend::attention_backward_separate(
-            &dense(q, q.layout()),
-            &dense(k, k.layout()),
-            &dense(v, v.layout()),
-            &dense(o, o.layout()),
-            &lse.storage(),
-            &dense(g, g.layout()),
-            shape,
-        );
+        let [dq, dk, dv] = backend::attention_backward_separate(&q_d, &k_d, &v_d, &o_d, &lse.storage(), &g_d, shape);
         let own = |storage, like: &Tensor| Tensor::from_storage(storage, Layout::contiguous(like.shape()));
         return (own(dq, q), own(dk, k), own(dv, v));
     }
     let part = |offset| HeadLayout { offset, batch_stride: 0, head_stride: 0, row_stride: d };
     let layout = GradientLayout { chunk: (tq + 2 * tk) * d, dq: part(0), dk: part(tq * d), dv: part((tq + tk) * d) };
     let grads = backend::attention_backward(
-        (&dense(q, q.layout()), HeadLayout::contiguous(1, tq, d)),
-        (&dense(k, k.layout()), HeadLayout::contiguous(1, tk, d)),
-        (&dense(v, v.layout()), HeadLayout::contiguous(1, tk, d)),
-        &dense(o, o.layout()),
+        (&q_d, HeadLayout::contiguous(1, tq, d)),
+        (&k_d, HeadLayout::contiguous(1, tk, d)),
+        (&v_d, HeadLayout::contiguous(1, tk, d)),
+        &o_d,
         &lse.storage(),
-        &dense(g, g.layout()),
+        &g_d,
         shape,
         layout,
     );

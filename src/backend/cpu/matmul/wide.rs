@@ -54,8 +54,9 @@ const KC: usize = 512;
 /// Panels of B per block: each tile of A walks a block's panels (with 64-wide panels,
 /// `KC x 256` values, 512 KiB, in L2) before the next tile starts, so the tile comes from L1
 /// for all but the first. The earlier order (each panel meeting every tile before the next
-/// panel) kept a panel too big for L1 and fetched every tile of A from L2 once per panel. At depth 256, blocks of 8
-/// panels (the same 512 KiB) measured 3% faster at N = 1024 and 2048 than no blocks.
+/// panel) kept a panel too big for L1 and fetched every tile of A from L2 once per panel. At
+/// depth 256, blocks of 8 panels (the same 512 KiB) measured 3% faster at N = 1024 and 2048
+/// than no blocks.
 const PANELS_PER_BLOCK: usize = 4;
 /// Largest block of rows a task takes in a product that is short (see [`TALL_SHARE_FLOPS`]):
 /// with many tasks per thread, rayon's work stealing evens out a thread that starts late
