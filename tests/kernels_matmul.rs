@@ -98,6 +98,37 @@ fn large_product_takes_the_parallel_path_and_stays_correct() {
     }
 }
 
+/// A product with over 1 GFLOP per thread, on one thread and on two: v6 then runs tall tasks
+/// that each pack their own blocks of B. Uneven on purpose: three depth slices of 367, a
+/// partial last block and panel of B, a last tile of 5 rows. Checked against v4 (itself
+/// checked against the naive product above), since the naive product of this size is slow.
+#[test]
+fn long_products_pack_b_per_task_and_stay_correct() {
+    let (m, k, n) = (1301, 1100, 730);
+    let mut rng = Rng::new(13);
+    let a = random::<f32>(m * k, &mut rng);
+    let b = random::<f32>(k * n, &mut rng);
+    let bt: Vec<f32> = (0..n * k).map(|idx| b[(idx % k) * n + idx / k]).collect();
+    let mut reference = vec![0.0f32; m * n];
+    glassbox::backend::cpu::matmul::matmul_v4_packed(
+        MatRef::row_major(&a, m, k),
+        MatRef::row_major(&b, k, n),
+        &mut reference,
+    );
+    let reference: Vec<f64> = reference.iter().map(|&x| x as f64).collect();
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
+        let operands = [("row-major", MatRef::row_major(&b, k, n)), ("transposed", MatRef::row_major(&bt, n, k).t())];
+        for (layout, mb) in operands {
+            let mut c = vec![f32::NAN; m * n];
+            pool.install(|| glassbox::backend::cpu::matmul::matmul_v6_wide(MatRef::row_major(&a, m, k), mb, &mut c));
+            let got: Vec<f64> = c.iter().map(|&x| x as f64).collect();
+            let what = format!("v6 {m}x{k}x{n}, B {layout}, {threads} threads");
+            assert_close(&got, &reference, F32_ACCUMULATED * (k as f64).sqrt(), &what);
+        }
+    }
+}
+
 /// Both register tiles of the AVX-512 kernel (width 21 takes the 12 x 32 one, 100 the 6 x 64
 /// one), on one thread and on several (300 rows).
 #[test]

@@ -36,6 +36,9 @@
 //! - A last tile of fewer rows than the tile runs a kernel with only its rows of
 //!   accumulators ([`short_tile`]), and six rows of a row-major A are packed by a transpose
 //!   in registers ([`transpose_6x16`]) rather than gathered.
+//! - A long product's tasks each pack B themselves, one block at a time, into their own
+//!   buffer ([`PackedB::PerTask`]): the block then sits in the packing core's L2 instead of
+//!   going out to L3 and back.
 
 use std::cell::RefCell;
 
@@ -62,14 +65,17 @@ const PANELS_PER_BLOCK: usize = 4;
 /// with many tasks per thread, rayon's work stealing evens out a thread that starts late
 /// (waking a sleeping worker takes tens of microseconds) or is slowed by other work.
 const MC: usize = 192;
-/// Largest block of rows a task takes in a long product. A task's first tile of rows reads
-/// each block of B from L3 (B is packed once, shared by every task), its other tiles from
-/// L2, so tall tasks re-read B less: 1024-row tasks measured 4% faster than 192-row ones at
-/// 1024² and 2048² on 2 threads. The task's block of A need not stay in L2 (each tile of it
+/// Largest block of rows a task takes in a long product. Each block of B is brought into L2
+/// once per task (when B was packed whole and shared, its first tile of rows read it from
+/// L3; now the task packs it there), and all the task's tiles of rows use it, so tall tasks
+/// fetch B less often: 1024-row tasks measured 4% faster than 192-row ones at 1024² and
+/// 2048² on 2 threads. The task's block of A need not stay in L2 (each tile of it
 /// is used from L1, one B block at a time).
 const MC_TALL: usize = 1024;
-/// Work per thread (multiply-adds times two) from which a product takes tall tasks, about
-/// 4 ms on one core: there a late start is lost in the noise and the re-reads of B are not.
+/// Work per thread (multiply-adds times two) from which a product takes tall tasks, each
+/// packing its own blocks of B ([`PackedB::PerTask`]), about 4 ms on one core: there a late
+/// start is lost in the noise and the re-reads of B are not, and each task's copy of B is a
+/// small share of its work.
 /// The GPT's `2048 x 128 x 384` (0.2 GFLOP) ran 10% slower in two 1024-row tasks than in
 /// twelve 174-row ones.
 const TALL_SHARE_FLOPS: f64 = 1e9;
@@ -187,7 +193,11 @@ unsafe fn tiled<const MR: usize, const VECS: usize>(
     let in_place_panels = if b_in_place { n / nr } else { 0 };
     let skipped = in_place_panels * nr;
     let b_packed = MatRef { offset: b.offset + skipped * b.col_stride, cols: n - skipped, ..b };
-    let (b_len, a_len) = (k * b_packed.cols.next_multiple_of(nr), mc.next_multiple_of(MR) * depth);
+    // A long product's tasks each pack B one block at a time into a buffer of their own (see
+    // `PackedB::PerTask`); any other packs all of B once, shared by its tasks.
+    let per_task = in_place_panels == 0 && is_long((m, k, n), threads);
+    let b_len = if per_task { 0 } else { k * b_packed.cols.next_multiple_of(nr) };
+    let a_len = mc.next_multiple_of(MR) * depth;
     // Block `blk` holds rows blk * mc .. of C.
     let rows_of = |blk: usize| mc.min(m - blk * mc);
     if threads == 1 {
@@ -204,10 +214,14 @@ unsafe fn tiled<const MR: usize, const VECS: usize>(
             };
             let packed = at_least(b_buf, b_len);
             let panels_a = at_least(a_buf, a_len);
-            // SAFETY: AVX-512F vouched for by the caller; `b_packed` is a column range of `b`,
-            // checked in bounds above.
-            unsafe { pack_b::<VECS>(&b_packed, packed, false) };
-            let b_panels = PanelsB { b: &b, packed, in_place_panels };
+            let b_panels = if per_task {
+                PanelsB { b: &b, packed: PackedB::PerTask, in_place_panels }
+            } else {
+                // SAFETY: AVX-512F vouched for by the caller; `b_packed` is a column range of
+                // `b`, checked in bounds above.
+                unsafe { pack_b::<VECS>(&b_packed, packed, false) };
+                PanelsB { b: &b, packed: PackedB::Whole(packed), in_place_panels }
+            };
             for (blk, c_rows) in c.chunks_mut(mc * ldc).enumerate() {
                 // SAFETY: the caller vouched for AVX-512F; `a` and `b` were checked in bounds
                 // above; `c_rows` holds block `blk`'s rows of C.
@@ -220,9 +234,13 @@ unsafe fn tiled<const MR: usize, const VECS: usize>(
     // panel is whole 64-byte vector loads, and from an unaligned buffer every one of them
     // would straddle two lines.
     let mut buffer = pool::reuse::<f32>(b_len);
-    // SAFETY: as above.
-    unsafe { pack_b::<VECS>(&b_packed, &mut buffer, true) };
-    let b_panels = PanelsB { b: &b, packed: &buffer[..], in_place_panels };
+    let b_panels = if per_task {
+        PanelsB { b: &b, packed: PackedB::PerTask, in_place_panels }
+    } else {
+        // SAFETY: as above.
+        unsafe { pack_b::<VECS>(&b_packed, &mut buffer, true) };
+        PanelsB { b: &b, packed: PackedB::Whole(&buffer[..]), in_place_panels }
+    };
     c.par_chunks_mut(mc * ldc).enumerate().for_each(|(blk, c_rows)| {
         let mut panels_a = pool::reuse::<f32>(a_len);
         // SAFETY: as in the one-thread branch.
@@ -254,6 +272,12 @@ fn in_bounds(m: &MatRef<'_, f32>) -> bool {
     m.rows == 0 || m.cols == 0 || m.offset + (m.rows - 1) * m.row_stride + (m.cols - 1) * m.col_stride < m.data.len()
 }
 
+/// True when an `m x k x n` product gives each of `threads` threads at least
+/// [`TALL_SHARE_FLOPS`] of work: it then runs in tall tasks, each packing its own blocks of B.
+fn is_long((m, k, n): (usize, usize, usize), threads: usize) -> bool {
+    2.0 * (m * k) as f64 * n as f64 / threads as f64 >= TALL_SHARE_FLOPS
+}
+
 /// Depth of each slice for an inner dimension `k`: as near `KC` as an even split allows, so
 /// that no thin last slice pays a full load and store of C for a few steps (K = 1100 becomes
 /// three slices of 367 rather than two of 512 and one of 76).
@@ -265,8 +289,7 @@ fn slice_depth(k: usize) -> usize {
 /// [`MC_TALL`], in whole tiles of `mr` rows, and enough tasks that every thread gets a
 /// near-equal share (rayon's work stealing evens out the rest).
 fn rows_per_task((m, k, n): (usize, usize, usize), threads: usize, mr: usize) -> usize {
-    let share = 2.0 * (m * k) as f64 * n as f64 / threads as f64;
-    let cap = if share >= TALL_SHARE_FLOPS { MC_TALL } else { MC };
+    let cap = if is_long((m, k, n), threads) { MC_TALL } else { MC };
     let tasks = m.div_ceil(cap).next_multiple_of(threads).min(m.div_ceil(mr)).max(1);
     m.div_ceil(tasks).next_multiple_of(mr)
 }
@@ -302,6 +325,33 @@ unsafe fn pack_b<const VECS: usize>(b: &MatRef<'_, f32>, out: &mut [f32], parall
             let len = panel_len(slice);
             slice.chunks_exact_mut(len).enumerate().for_each(|(panel, dst)| pack(s, panel, dst));
         }
+    }
+}
+
+/// The panels `panels` of B at depth `p0..p0 + kc`, one after another (each `kc x NR`, as
+/// [`pack_b`] lays out a slice's panels) at the start of `out`: a task's own block, with
+/// [`PackedB::PerTask`].
+///
+/// # Safety
+/// AVX-512F, and `b` in bounds; `out` holds `kc x NR` values per panel.
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_block<const VECS: usize>(
+    b: &MatRef<'_, f32>,
+    p0: usize,
+    kc: usize,
+    panels: std::ops::Range<usize>,
+    out: &mut [f32],
+) {
+    let nr = 16 * VECS;
+    assert!(
+        out.len() >= panels.len() * kc * nr,
+        "matmul v6: a block of {} panels in {} values",
+        panels.len(),
+        out.len()
+    );
+    for (panel, dst) in panels.zip(out.chunks_exact_mut(kc * nr)) {
+        // SAFETY: the caller vouched for AVX-512F and `b`'s bounds; `dst` is this panel's run.
+        unsafe { pack_panel::<VECS>(b, p0, panel * nr, dst) };
     }
 }
 
@@ -347,27 +397,49 @@ unsafe fn pack_panel<const VECS: usize>(b: &MatRef<'_, f32>, p0: usize, j0: usiz
     }
 }
 
-/// Where B's panels are: the first `in_place_panels` read in place from `b`, the rest in
-/// `packed` (as [`pack_b`] lays out the columns after them).
+/// How the panels of B that are not read in place get packed.
+enum PackedB<'a> {
+    /// All of them, once, before the tasks start, into this buffer (laid out by [`pack_b`]),
+    /// which every task then reads.
+    Whole(&'a [f32]),
+    /// By each task, one block of panels at a time, into a buffer of its own
+    /// ([`pack_block`]). A long product's tasks each pay for packing all of B, but a block
+    /// goes straight into the packing core's L2, where its tiles of A find it. Packed whole,
+    /// B is several MiB written out to L3 and read back from there by every task. Per task,
+    /// the median ratio to the `gemm` crate rose about 2% at 2048² on 2 threads and 4% at
+    /// 1024² on one (1024² on 2 threads: unchanged within the noise).
+    PerTask,
+}
+
+/// Where B's panels are: the first `in_place_panels` read in place from `b`, the rest packed
+/// (by `packed`; with [`PackedB::PerTask`], `in_place_panels` is 0).
 struct PanelsB<'a, 'b> {
     b: &'a MatRef<'b, f32>,
-    packed: &'a [f32],
+    packed: PackedB<'a>,
     in_place_panels: usize,
 }
 
 impl PanelsB<'_, '_> {
     /// The start of panel `panel` (of `nr` columns) at depth `p0`, `kc` deep, and how the
-    /// kernel steps through it.
-    fn panel(&self, p0: usize, kc: usize, panel: usize, nr: usize) -> (*const f32, TileB) {
+    /// kernel steps through it. `own_block` is the task's block of panels from `block_start`
+    /// on, packed by [`pack_block`] (used only with [`PackedB::PerTask`]).
+    fn panel(&self, p0: usize, kc: usize, panel: usize, nr: usize, own_block: (usize, &[f32])) -> (*const f32, TileB) {
         let b = self.b;
         if panel < self.in_place_panels {
             // In bounds: rows p0 .. p0 + kc <= K and columns panel * nr + nr <= N of a B
             // checked in bounds by `gemm` (only whole panels are read in place).
-            (b.data[b.offset + p0 * b.row_stride + panel * nr..].as_ptr(), TileB::Rows(b.row_stride))
-        } else {
-            let packed_width = (b.cols - self.in_place_panels * nr).next_multiple_of(nr);
-            let at = p0 * packed_width + (panel - self.in_place_panels) * kc * nr;
-            (self.packed[at..].as_ptr(), TileB::Packed)
+            return (b.data[b.offset + p0 * b.row_stride + panel * nr..].as_ptr(), TileB::Rows(b.row_stride));
+        }
+        match self.packed {
+            PackedB::Whole(packed) => {
+                let packed_width = (b.cols - self.in_place_panels * nr).next_multiple_of(nr);
+                let at = p0 * packed_width + (panel - self.in_place_panels) * kc * nr;
+                (packed[at..].as_ptr(), TileB::Packed)
+            }
+            PackedB::PerTask => {
+                let (block_start, block) = own_block;
+                (block[(panel - block_start) * kc * nr..].as_ptr(), TileB::Packed)
+            }
         }
     }
 }
@@ -402,6 +474,8 @@ unsafe fn row_block<const MR: usize, const VECS: usize>(
     // apart (N = 1024, 2048) from crowding the same few L1 sets.
     let in_place = a.col_stride == 1 && n <= IN_PLACE_MAX_N;
     let depth = slice_depth(k);
+    let per_task = matches!(b_panels.packed, PackedB::PerTask);
+    let mut own_block = if per_task { pool::reuse::<f32>(depth * nr * PANELS_PER_BLOCK) } else { HostBuffer::new() };
     for p0 in (0..k).step_by(depth) {
         let kc = depth.min(k - p0);
         let first_tile = if in_place { full_tiles } else { 0 };
@@ -411,6 +485,10 @@ unsafe fn row_block<const MR: usize, const VECS: usize>(
         // A block of panels (`kc x 256` values, 512 KiB) stays in L2 while each tile of A,
         // read from L1 after its first use, passes over all of the block's panels.
         for block in (0..n_panels).step_by(PANELS_PER_BLOCK) {
+            let panels = block..n_panels.min(block + PANELS_PER_BLOCK);
+            if per_task {
+                pack_block::<VECS>(b_panels.b, p0, kc, panels.clone(), &mut own_block);
+            }
             for r0 in (0..rows).step_by(MR) {
                 let tile = r0 / MR;
                 let (a_tile, a_layout) = if in_place && tile < full_tiles {
@@ -419,10 +497,10 @@ unsafe fn row_block<const MR: usize, const VECS: usize>(
                     (panels_a.as_ptr().add(tile * MR * kc), TileA::Packed)
                 };
                 let tile_rows = MR.min(rows - r0);
-                for panel in block..n_panels.min(block + PANELS_PER_BLOCK) {
+                for panel in panels.clone() {
                     let j0 = panel * nr;
                     let cols = nr.min(n - j0);
-                    let (b_panel, b_layout) = b_panels.panel(p0, kc, panel, nr);
+                    let (b_panel, b_layout) = b_panels.panel(p0, kc, panel, nr, (block, &own_block));
                     let c_tile = c_rows.as_mut_ptr().add(r0 * ldc + j0);
                     // SAFETY: in-place tiles of A are rows i0 + r0 .. + MR <= M and depth
                     // p0 .. + kc <= K of a row-major A checked in bounds; packed tiles are
@@ -440,6 +518,9 @@ unsafe fn row_block<const MR: usize, const VECS: usize>(
                 }
             }
         }
+    }
+    if per_task {
+        pool::give_back(own_block);
     }
 }
 
