@@ -20,11 +20,44 @@ pub enum Isa {
     Portable,
 }
 
-/// The best instruction set this CPU supports (detected on first use, then cached).
+/// The environment variable that lowers the instruction set every kernel runs:
+/// `GLASSBOX_ISA=avx2` or `GLASSBOX_ISA=portable` (or `avx512`, the default where the CPU has
+/// it). With it, an AVX-512 machine runs and measures the code an AVX2-only laptop or another
+/// architecture would run: `GLASSBOX_ISA=avx2 cargo test` tests those paths.
+pub const ISA_VARIABLE: &str = "GLASSBOX_ISA";
+
+/// The best instruction set this CPU supports, or the one [`ISA_VARIABLE`] asks for if this
+/// CPU has it (detected on first use, then cached). A request the CPU cannot serve, or a
+/// value that names no instruction set, is reported once on stderr and ignored.
 pub fn detect() -> Isa {
     static DETECTED: OnceLock<Isa> = OnceLock::new();
-    *DETECTED
-        .get_or_init(|| [Isa::Avx512, Isa::Avx2Fma].into_iter().find(|&isa| supported(isa)).unwrap_or(Isa::Portable))
+    *DETECTED.get_or_init(|| {
+        let best = [Isa::Avx512, Isa::Avx2Fma].into_iter().find(|&isa| supported(isa)).unwrap_or(Isa::Portable);
+        let Ok(asked) = std::env::var(ISA_VARIABLE) else {
+            return best;
+        };
+        match parse(&asked) {
+            Some(isa) if supported(isa) => isa,
+            Some(isa) => {
+                eprintln!("glassbox: {ISA_VARIABLE}={asked} asks for {isa:?}, which this CPU lacks; using {best:?}");
+                best
+            }
+            None => {
+                eprintln!("glassbox: {ISA_VARIABLE}={asked} is not one of avx512, avx2, portable; using {best:?}");
+                best
+            }
+        }
+    })
+}
+
+/// The instruction set named by `name` (`avx512`, `avx2` or `portable`, any case).
+pub fn parse(name: &str) -> Option<Isa> {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "avx512" | "avx-512" => Some(Isa::Avx512),
+        "avx2" => Some(Isa::Avx2Fma),
+        "portable" | "scalar" | "baseline" => Some(Isa::Portable),
+        _ => None,
+    }
 }
 
 /// True when this CPU has every feature the kernels for `isa` are compiled with.
@@ -150,5 +183,30 @@ pub fn prefetch_slice<T>(xs: &[T]) {
     let line = (64 / std::mem::size_of::<T>().max(1)).max(1);
     for x in xs.iter().step_by(line) {
         prefetch(x);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instruction_sets_parse_by_name() {
+        assert_eq!(parse("avx512"), Some(Isa::Avx512));
+        assert_eq!(parse(" AVX2 "), Some(Isa::Avx2Fma));
+        assert_eq!(parse("portable"), Some(Isa::Portable));
+        assert_eq!(parse("sse4"), None);
+    }
+
+    /// Run under `GLASSBOX_ISA=avx2` or `=portable` (as `.ci/run` does), this checks that the
+    /// whole suite then really ran the lower instruction set's kernels.
+    #[test]
+    fn the_variable_picks_the_instruction_set_every_kernel_runs() {
+        let best = [Isa::Avx512, Isa::Avx2Fma].into_iter().find(|&isa| supported(isa)).unwrap_or(Isa::Portable);
+        let expected = match std::env::var(ISA_VARIABLE).ok().and_then(|name| parse(&name)) {
+            Some(isa) if supported(isa) => isa,
+            _ => best,
+        };
+        assert_eq!(detect(), expected);
     }
 }

@@ -4,13 +4,15 @@
 //! - **FMA peak**: every thread runs a loop of fused multiply-adds on independent registers
 //!   (`ACCUMULATORS` of them, so the FMA units never wait on a previous result: an FMA takes
 //!   about 4 cycles and a core starts up to 2 per cycle, so 8 must be in flight). The widest
-//!   vector unit present is used (AVX-512, else AVX2 + FMA, chosen at run time); elsewhere a
-//!   scalar loop gives a (much lower) scalar figure.
+//!   vector unit the kernels use is measured (AVX-512, else AVX2 + FMA, chosen at run time,
+//!   or lowered by `GLASSBOX_ISA`); elsewhere a scalar loop gives a (much lower) figure.
 //! - **Memory bandwidth**: the STREAM "triad" `a[i] = b[i] + s * c[i]` over arrays far larger
 //!   than the caches, on all threads; bytes counted as STREAM does (two reads and one write of
 //!   each element).
 
 use std::time::{Duration, Instant};
+
+use super::isa::{self, Isa};
 
 use rayon::prelude::*;
 
@@ -31,18 +33,15 @@ pub enum FmaIsa {
 }
 
 impl FmaIsa {
-    /// The best loop this CPU can run.
+    /// The loop of the instruction set the kernels run ([`isa::detect`]: the best this CPU
+    /// has, unless `GLASSBOX_ISA` lowers it), so a kernel is measured against the peak of the
+    /// instructions it can use.
     pub fn detect() -> FmaIsa {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
-                return FmaIsa::Avx512;
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return FmaIsa::Avx2Fma;
-            }
+        match isa::detect() {
+            Isa::Avx512 => FmaIsa::Avx512,
+            Isa::Avx2Fma => FmaIsa::Avx2Fma,
+            Isa::Portable => FmaIsa::Scalar,
         }
-        FmaIsa::Scalar
     }
 
     /// f32 lanes per register.
