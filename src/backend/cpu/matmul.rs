@@ -225,6 +225,28 @@ fn pack_a<'o, T: Float, const MR: usize>(
     let out = &mut out[..mc.div_ceil(MR) * MR * kc];
     for (panel, dst) in out.chunks_exact_mut(MR * kc).enumerate() {
         let rows = (mc - panel * MR).min(MR);
+        let first = a.offset + (i0 + panel * MR) * a.row_stride + p0 * a.col_stride;
+        // Whole panels of the two common layouts take loops with fixed-size steps (the
+        // general loop below, a multiply by a run-time stride and a bounds check per value,
+        // was 16% of a GPT step where v6 does not run).
+        if rows == MR && a.row_stride == 1 {
+            // A transposed (`X^T dY`): each depth step's MR values are adjacent.
+            for (p, dst_p) in dst.chunks_exact_mut(MR).enumerate() {
+                let src = first + p * a.col_stride;
+                dst_p.copy_from_slice(&a.data[src..src + MR]);
+            }
+            continue;
+        }
+        if rows == MR && a.col_stride == 1 {
+            // A row-major: the panel's MR rows, each `kc` values long.
+            let rows_of_a: [&[T]; MR] = std::array::from_fn(|i| &a.data[first + i * a.row_stride..][..kc]);
+            for (p, dst_p) in dst.chunks_exact_mut(MR).enumerate() {
+                for (d, row) in dst_p.iter_mut().zip(&rows_of_a) {
+                    *d = row[p];
+                }
+            }
+            continue;
+        }
         for i in 0..MR {
             if i >= rows {
                 (0..kc).for_each(|p| dst[p * MR + i] = T::ZERO);
@@ -258,7 +280,11 @@ fn pack_b<'o, T: Float, const NR: usize>(
         for p in 0..kc {
             let row = b.offset + (p0 + p) * b.row_stride + col0 * b.col_stride;
             let (dst_row, padding) = dst[p * NR..(p + 1) * NR].split_at_mut(cols);
-            if b.col_stride == 1 {
+            if b.col_stride == 1 && cols == NR {
+                // A whole row of the panel: a fixed-size copy (vector moves, not a memmove call).
+                let whole: &mut [T; NR] = dst_row.try_into().expect("a whole panel row is NR values");
+                *whole = b.data[row..row + NR].try_into().expect("NR values of B");
+            } else if b.col_stride == 1 {
                 dst_row.copy_from_slice(&b.data[row..row + cols]);
             } else {
                 for (j, d) in dst_row.iter_mut().enumerate() {
