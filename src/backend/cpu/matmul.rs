@@ -19,6 +19,7 @@
 //! applies and v4 / v5 elsewhere.
 
 use std::any::TypeId;
+use std::cell::RefCell;
 
 use rayon::prelude::*;
 
@@ -646,6 +647,22 @@ fn packed_for_isa<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], ldc
     }
 }
 
+thread_local! {
+    /// Per-thread scratch of v4's one-thread products: (packed B, packed A), held as 8-byte
+    /// words so one pair of buffers serves f32 and f64 products alike.
+    static SCRATCH: RefCell<(Vec<u64>, Vec<u64>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// The first `len` values of type `T` in `words`, grown first if it is too short (contents
+/// unspecified: the packing functions overwrite every value they hand on).
+fn words_as<T: Float>(words: &mut Vec<u64>, len: usize) -> &mut [T] {
+    let needed = (len * std::mem::size_of::<T>()).div_ceil(8);
+    if words.len() < needed {
+        words.resize(needed, 0);
+    }
+    &mut bytemuck::cast_slice_mut::<u64, T>(words)[..len]
+}
+
 /// The blocked loop nest around a macro kernel compiled for an `MR x NR` tile.
 ///
 /// On one thread (v4): for each `NC`-column block and `KC`-deep slice, pack B's block once,
@@ -670,22 +687,32 @@ fn packed<T: Float, const MR: usize, const NR: usize>(
     // is a page fault per 4 KiB (6% of a 2-thread `128 x 784 x 256` product's samples).
     let a_len = |mc: usize| mc.next_multiple_of(MR) * KC.min(k);
     if !parallel {
-        let mut b_buffer = pool::reuse::<T>(packed_b_len::<NR>(KC.min(k), NC.min(n)));
-        let mut a_buffer = pool::reuse::<T>(a_len(MC.min(m)));
-        for j0 in (0..n).step_by(NC) {
-            let nc = NC.min(n - j0);
-            for p0 in (0..k).step_by(KC) {
-                let kc = KC.min(k - p0);
-                let b_packed = pack_b::<T, NR>(&b, p0, kc, j0, nc, &mut b_buffer);
-                for (blk, c_rows) in c.chunks_mut(MC * ldc).enumerate() {
-                    let (i0, rows) = (blk * MC, MC.min(m - blk * MC));
-                    let a_packed = pack_a::<T, MR>(&a, i0, rows, p0, kc, &mut a_buffer);
-                    kernel(kc, rows, nc, a_packed, b_packed, c_rows, ldc, j0);
+        // One-thread products (attention runs hundreds per step, one head per task) take
+        // their scratch from this thread's own buffers: no lock, no allocation. Nothing below
+        // calls back into rayon or into another product, so the buffers are never asked for
+        // twice at once on one thread; if they were, fresh ones would be used.
+        SCRATCH.with(|cell| {
+            let mut fresh = (Vec::new(), Vec::new());
+            let mut guard = cell.try_borrow_mut();
+            let (b_words, a_words) = match guard.as_deref_mut() {
+                Ok((b_words, a_words)) => (b_words, a_words),
+                Err(_) => (&mut fresh.0, &mut fresh.1),
+            };
+            let b_buffer = words_as::<T>(b_words, packed_b_len::<NR>(KC.min(k), NC.min(n)));
+            let a_buffer = words_as::<T>(a_words, a_len(MC.min(m)));
+            for j0 in (0..n).step_by(NC) {
+                let nc = NC.min(n - j0);
+                for p0 in (0..k).step_by(KC) {
+                    let kc = KC.min(k - p0);
+                    let b_packed = pack_b::<T, NR>(&b, p0, kc, j0, nc, b_buffer);
+                    for (blk, c_rows) in c.chunks_mut(MC * ldc).enumerate() {
+                        let (i0, rows) = (blk * MC, MC.min(m - blk * MC));
+                        let a_packed = pack_a::<T, MR>(&a, i0, rows, p0, kc, a_buffer);
+                        kernel(kc, rows, nc, a_packed, b_packed, c_rows, ldc, j0);
+                    }
                 }
             }
-        }
-        pool::give_back(b_buffer);
-        pool::give_back(a_buffer);
+        });
         return;
     }
     // Every (column block, depth slice) of B, in the order each task walks them, and where
