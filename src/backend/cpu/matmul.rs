@@ -11,7 +11,7 @@
 //! | `matmul_v3_blocked` | tiles of `BLOCK` x `BLOCK_COLS` | a tile of B stays in cache while a slab of rows of A uses it, instead of all of B streaming through the cache for every row |
 //! | `matmul_v4_packed` | packed panels + an `MR x NR` register tile, compiled for AVX-512 / AVX2+FMA at run time | operands are copied once into the exact order the inner kernel reads them; the kernel keeps `MR x NR` sums in registers and does `MR + NR` loads per `MR * NR` fused multiply-adds |
 //! | `matmul_v5_packed_parallel` | v4 with row blocks spread over rayon threads | every core works (B packed first, then one fork); small products stay on one thread |
-//! | `matmul_v6_wide` | (f32, AVX-512) a 6 x 64 tile (12 x 32 for narrow B), A read in place, B packed once per product, or per task in long ones (`matmul/wide.rs`) | 10 loads per 24 FMAs instead of 13 per 12, so the FMA units set the pace; no pass over A; each tile of A walks a block of B's panels held in L2 |
+//! | `matmul_v6_wide` | (f32, AVX-512 or AVX2) a 6 x 64 tile (12 x 32 for narrow B; 6 x 16 with AVX2), A read in place, B packed once per product, or per task in long ones (`matmul/wide.rs`) | 10 loads per 24 FMAs instead of 13 per 12, so the FMA units set the pace; no pass over A; each tile of A walks a block of B's panels held in L2 |
 //!
 //! All versions accept strided operands ([`MatRef`]), so `A^T B` and `A B^T` (what backward
 //! needs) run without materializing a transpose: the packing step reads through the strides.
@@ -27,6 +27,7 @@ use super::isa::{self, Isa};
 use super::pool;
 use crate::tensor::{Float, HostBuffer, Layout};
 
+mod simd;
 mod wide;
 
 /// A read-only strided matrix: element `(i, j)` is `data[offset + i * row_stride + j * col_stride]`.
@@ -518,8 +519,9 @@ fn worth_parallel<T>(a: &MatRef<'_, T>, b: &MatRef<'_, T>) -> bool {
     2 * a.rows * a.cols * b.cols >= PARALLEL_MIN_FLOPS && rayon::current_num_threads() > 1
 }
 
-/// v6: for f32 on AVX-512, the 6 x 64 (or 12 x 32) kernel of `matmul/wide.rs` (A read in
-/// place, B packed once, one fork-join); elsewhere v5. Parallel when the product is big enough.
+/// v6: for f32 on AVX-512 or AVX2, the kernel of `matmul/wide.rs` (a 6 x 64 or 12 x 32 tile,
+/// or 6 x 16 with AVX2; A read in place; B in blocks held in L2); elsewhere v5. Parallel
+/// when the product is big enough.
 pub fn matmul_v6_wide<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T]) {
     gemm(a, b, c, true);
 }
@@ -566,7 +568,7 @@ pub fn matmul_bias<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, bias: &[T], c: 
     best(a, b, c, b.cols, worth_parallel(&a, &b), Output::Bias(bias));
 }
 
-/// v6 for f32 on AVX-512, else the packed v4 / v5 kernels for this CPU. With a bias, the v6
+/// v6 for f32 on AVX-512 or AVX2, else the packed v4 / v5 kernels for this CPU. With a bias, the v6
 /// kernel adds it as it first stores C; the others start from rows copied from it. `c` is
 /// already checked (and trimmed) for `ldc`; a bias has one value per column.
 fn best<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], ldc: usize, parallel: bool, output: Output<'_, T>) {
@@ -575,7 +577,7 @@ fn best<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], ldc: usize, p
         assert_eq!(bias.len(), n, "matmul_bias: bias of {} values for {n} columns", bias.len());
     }
     #[cfg(target_arch = "x86_64")]
-    if a.cols > 0 && isa::detect() == Isa::Avx512 {
+    if a.cols > 0 && matches!(isa::detect(), Isa::Avx512 | Isa::Avx2Fma) {
         if let (Some(a_data), Some(b_data)) = (as_f32(a.data), as_f32(b.data)) {
             let c = as_f32_mut(c).expect("c has the element type of a");
             let output = match output {
@@ -583,8 +585,16 @@ fn best<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], ldc: usize, p
                 Output::Accumulate => Output::Accumulate,
                 Output::Bias(bias) => Output::Bias(as_f32(bias).expect("bias has the element type of a")),
             };
-            // SAFETY: isa::detect() returned Avx512, so isa::supported saw avx512f on this CPU.
-            unsafe { wide::gemm(a.with_data(a_data), b.with_data(b_data), c, ldc, parallel, output) };
+            let (a, b) = (a.with_data(a_data), b.with_data(b_data));
+            // SAFETY: isa::detect() returned this instruction set, so isa::supported saw its
+            // features (avx512f, avx2 and fma; or avx2 and fma) on this CPU.
+            unsafe {
+                if isa::detect() == Isa::Avx512 {
+                    wide::gemm_avx512(a, b, c, ldc, parallel, output)
+                } else {
+                    wide::gemm_avx2(a, b, c, ldc, parallel, output)
+                }
+            };
             return;
         }
     }

@@ -1,4 +1,8 @@
-//! v6, the f32 GEMM the engine runs on AVX-512 CPUs (other element types and CPUs run v5).
+//! v6, the f32 GEMM the engine runs on AVX-512 and AVX2 CPUs (other element types and CPUs
+//! run v5). It is written once against the few vector operations of [`Simd`] and compiled
+//! for each instruction set (`simd.rs`): AVX-512's 16-lane vectors and mask registers, AVX2's
+//! 8 lanes and vector masks. The figures below are AVX-512's; AVX2 has 16 registers, so its
+//! tile is 6 x 16 (12 accumulators).
 //!
 //! Three changes from v5, each answering something a profile of the GPT training step showed:
 //!
@@ -45,6 +49,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::super::pool;
+use super::simd::{Avx2, Avx512, Simd};
 use super::{MatRef, Output};
 use crate::tensor::HostBuffer;
 
@@ -61,6 +66,12 @@ const KC: usize = 512;
 /// depth 256, blocks of 8 panels (the same 512 KiB) measured 3% faster at N = 1024 and 2048
 /// than no blocks.
 const PANELS_PER_BLOCK: usize = 4;
+
+/// Panels of `nr` columns per block: [`PANELS_PER_BLOCK`] of AVX-512's 64- and 32-wide
+/// panels, and as many of AVX2's 16-wide ones as make the same 256 columns.
+fn panels_per_block(nr: usize) -> usize {
+    PANELS_PER_BLOCK.max(256 / nr)
+}
 /// Largest block of rows a task takes in a product that is short (see [`TALL_SHARE_FLOPS`]):
 /// with many tasks per thread, rayon's work stealing evens out a thread that starts late
 /// (waking a sleeping worker takes tens of microseconds) or is slowed by other work.
@@ -121,9 +132,10 @@ enum TileA {
 /// How the kernel finds the 16 values of vector `v` at depth step `p` of B's panel.
 #[derive(Clone, Copy, Debug)]
 enum TileB {
-    /// B's rows are contiguous: the step is at `p * step + 16 v` (B row-major, read in place).
+    /// B's rows are contiguous: the step is at `p * step + LANES v` (B row-major, read in
+    /// place).
     Rows(usize),
-    /// A packed panel: the step is at `(p * VECS + v) * 16`.
+    /// A packed panel: the step is at `(p * VECS + v) * LANES`.
     Packed,
 }
 
@@ -131,15 +143,15 @@ enum TileB {
 /// apart, `K > 0`. `c` runs from C's first element to its last (as `strided_out` trims it),
 /// and a bias has one value per column (both checked by the caller, `best`).
 ///
-/// The register tile is 6 rows by 64 columns (four vectors), or 12 by 32 (two vectors) when
-/// B's width rounds up to 64 much worse than to 32: attention's products with a head
-/// dimension of 32, or a vocabulary of 65, would leave half or a quarter of the wide tile's
-/// multiply-adds on padding. Both tiles hold 24 accumulators; the wide one needs 10 loads per
-/// 24 FMAs, the narrow one 14, and is 5-10% slower where both fit.
+/// With AVX-512 the register tile is 6 rows by 64 columns (four vectors), or 12 by 32 (two
+/// vectors) when B's width rounds up to 64 much worse than to 32: attention's products with a
+/// head dimension of 32, or a vocabulary of 65, would leave half or a quarter of the wide
+/// tile's multiply-adds on padding. Both tiles hold 24 accumulators; the wide one needs 10
+/// loads per 24 FMAs, the narrow one 14, and is 5-10% slower where both fit.
 ///
 /// # Safety
-/// The CPU must support AVX-512F.
-pub(super) unsafe fn gemm(
+/// The CPU must support AVX-512F (with AVX2 and FMA).
+pub(super) unsafe fn gemm_avx512(
     a: MatRef<'_, f32>,
     b: MatRef<'_, f32>,
     c: &mut [f32],
@@ -151,18 +163,36 @@ pub(super) unsafe fn gemm(
     // SAFETY: the caller vouched for AVX-512F.
     unsafe {
         if n.next_multiple_of(64) * 7 > n.next_multiple_of(32) * 8 {
-            tiled::<12, 2>(a, b, c, ldc, parallel, output)
+            tiled::<Avx512, 12, 2>(a, b, c, ldc, parallel, output)
         } else {
-            tiled::<6, 4>(a, b, c, ldc, parallel, output)
+            tiled::<Avx512, 6, 4>(a, b, c, ldc, parallel, output)
         }
     }
 }
 
-/// [`gemm`] with an `MR x 16 VECS` register tile.
+/// [`gemm_avx512`] for CPUs with AVX2 and FMA but no AVX-512. The tile is 6 rows by 16
+/// columns (two 8-lane vectors): 12 accumulators, two vectors of B and a broadcast fill 15 of
+/// the 16 registers, 8 loads per 12 FMAs.
 ///
 /// # Safety
-/// The CPU must support AVX-512F.
-unsafe fn tiled<const MR: usize, const VECS: usize>(
+/// The CPU must support AVX2 and FMA.
+pub(super) unsafe fn gemm_avx2(
+    a: MatRef<'_, f32>,
+    b: MatRef<'_, f32>,
+    c: &mut [f32],
+    ldc: usize,
+    parallel: bool,
+    output: Output<'_, f32>,
+) {
+    // SAFETY: the caller vouched for AVX2 and FMA.
+    unsafe { tiled::<Avx2, 6, 2>(a, b, c, ldc, parallel, output) }
+}
+
+/// The product with an `MR x LANES VECS` register tile of instruction set `S`.
+///
+/// # Safety
+/// The CPU must support `S`.
+unsafe fn tiled<S: Simd, const MR: usize, const VECS: usize>(
     a: MatRef<'_, f32>,
     b: MatRef<'_, f32>,
     c: &mut [f32],
@@ -189,7 +219,7 @@ unsafe fn tiled<const MR: usize, const VECS: usize>(
     let few_tiles = m <= IN_PLACE_B_FEW_TILES * MR;
     let b_in_place =
         b.col_stride == 1 && (few_tiles || (n <= IN_PLACE_MAX_N && m <= IN_PLACE_B_MAX_M && k * n >= IN_PLACE_B_MIN));
-    let nr = 16 * VECS;
+    let nr = S::LANES * VECS;
     let in_place_panels = if b_in_place { n / nr } else { 0 };
     let skipped = in_place_panels * nr;
     let b_packed = MatRef { offset: b.offset + skipped * b.col_stride, cols: n - skipped, ..b };
@@ -217,15 +247,32 @@ unsafe fn tiled<const MR: usize, const VECS: usize>(
             let b_panels = if per_task {
                 PanelsB { b: &b, packed: PackedB::PerTask, in_place_panels }
             } else {
-                // SAFETY: AVX-512F vouched for by the caller; `b_packed` is a column range of
-                // `b`, checked in bounds above.
-                unsafe { pack_b::<VECS>(&b_packed, packed, false) };
+                // SAFETY: S vouched for by the caller; `b_packed` is a column range of `b`,
+                // checked in bounds above.
+                unsafe { pack_b::<S, VECS>(&b_packed, packed, false) };
                 PanelsB { b: &b, packed: PackedB::Whole(packed), in_place_panels }
             };
-            for (blk, c_rows) in c.chunks_mut(mc * ldc).enumerate() {
-                // SAFETY: the caller vouched for AVX-512F; `a` and `b` were checked in bounds
-                // above; `c_rows` holds block `blk`'s rows of C.
-                unsafe { row_block::<MR, VECS>(&a, blk * mc, rows_of(blk), c_rows, ldc, &b_panels, output, panels_a) }
+            // SAFETY: the caller vouched for S.
+            unsafe {
+                S::run(
+                    #[inline(always)]
+                    || {
+                        for (blk, c_rows) in c.chunks_mut(mc * ldc).enumerate() {
+                            // SAFETY: `a` and `b` were checked in bounds above; `c_rows` holds
+                            // block `blk`'s rows of C.
+                            row_block::<S, MR, VECS>(
+                                &a,
+                                blk * mc,
+                                rows_of(blk),
+                                c_rows,
+                                ldc,
+                                &b_panels,
+                                output,
+                                panels_a,
+                            )
+                        }
+                    },
+                )
             }
         });
         return;
@@ -238,13 +285,19 @@ unsafe fn tiled<const MR: usize, const VECS: usize>(
         PanelsB { b: &b, packed: PackedB::PerTask, in_place_panels }
     } else {
         // SAFETY: as above.
-        unsafe { pack_b::<VECS>(&b_packed, &mut buffer, true) };
+        unsafe { pack_b::<S, VECS>(&b_packed, &mut buffer, true) };
         PanelsB { b: &b, packed: PackedB::Whole(&buffer[..]), in_place_panels }
     };
     c.par_chunks_mut(mc * ldc).enumerate().for_each(|(blk, c_rows)| {
         let mut panels_a = pool::reuse::<f32>(a_len);
-        // SAFETY: as in the one-thread branch.
-        unsafe { row_block::<MR, VECS>(&a, blk * mc, rows_of(blk), c_rows, ldc, &b_panels, output, &mut panels_a) };
+        // SAFETY: as in the one-thread branch (this task runs as a function of its own, so it
+        // enables S itself).
+        unsafe {
+            S::run(
+                #[inline(always)]
+                || row_block::<S, MR, VECS>(&a, blk * mc, rows_of(blk), c_rows, ldc, &b_panels, output, &mut panels_a),
+            )
+        };
         pool::give_back(panels_a);
     });
     pool::give_back(buffer);
@@ -294,15 +347,16 @@ fn rows_per_task((m, k, n): (usize, usize, usize), threads: usize, mr: usize) ->
     m.div_ceil(tasks).next_multiple_of(mr)
 }
 
-/// Packs all of B: for each depth slice, panels of `NR = 16 VECS` columns, each stored
+/// Packs all of B: for each depth slice, panels of `NR = LANES VECS` columns, each stored
 /// depth-major (`NR` values per depth step) and zero-padded past column `N`. The panel of
 /// slice `p0` and columns `j0..` starts at `p0 * N_padded + j0 * kc`. A B with no columns
 /// packs nothing.
 ///
 /// # Safety
-/// AVX-512F, and `b` in bounds (checked by [`gemm`]); `out` holds `K x N_padded` values.
-unsafe fn pack_b<const VECS: usize>(b: &MatRef<'_, f32>, out: &mut [f32], parallel: bool) {
-    let nr = 16 * VECS;
+/// The CPU supports `S`, and `b` is in bounds (checked by [`tiled`]); `out` holds
+/// `K x N_padded` values.
+unsafe fn pack_b<S: Simd, const VECS: usize>(b: &MatRef<'_, f32>, out: &mut [f32], parallel: bool) {
+    let nr = S::LANES * VECS;
     let n_padded = b.cols.next_multiple_of(nr);
     if n_padded == 0 {
         return;
@@ -311,8 +365,13 @@ unsafe fn pack_b<const VECS: usize>(b: &MatRef<'_, f32>, out: &mut [f32], parall
     // Slice `s` (depth s * KC ..) is a contiguous `kc x N_padded` run of `out`, and each of its
     // panels a contiguous `kc x NR` run of that.
     let pack = |s: usize, panel: usize, dst: &mut [f32]| {
-        // SAFETY: the caller vouched for AVX-512F and `b`'s bounds; `dst` is this panel's run.
-        unsafe { pack_panel::<VECS>(b, s * depth, panel * nr, dst) }
+        // SAFETY: the caller vouched for S and `b`'s bounds; `dst` is this panel's run.
+        unsafe {
+            S::run(
+                #[inline(always)]
+                || pack_panel::<S, VECS>(b, s * depth, panel * nr, dst),
+            )
+        }
     };
     let panel_len = |slice: &[f32]| slice.len() / n_padded * nr;
     if parallel && b.rows * b.cols >= 1 << 14 {
@@ -333,16 +392,16 @@ unsafe fn pack_b<const VECS: usize>(b: &MatRef<'_, f32>, out: &mut [f32], parall
 /// [`PackedB::PerTask`].
 ///
 /// # Safety
-/// AVX-512F, and `b` in bounds; `out` holds `kc x NR` values per panel.
-#[target_feature(enable = "avx512f")]
-unsafe fn pack_block<const VECS: usize>(
+/// Runs inside `S::run`; `b` in bounds; `out` holds `kc x NR` values per panel.
+#[inline(always)]
+unsafe fn pack_block<S: Simd, const VECS: usize>(
     b: &MatRef<'_, f32>,
     p0: usize,
     kc: usize,
     panels: std::ops::Range<usize>,
     out: &mut [f32],
 ) {
-    let nr = 16 * VECS;
+    let nr = S::LANES * VECS;
     assert!(
         out.len() >= panels.len() * kc * nr,
         "matmul v6: a block of {} panels in {} values",
@@ -350,29 +409,29 @@ unsafe fn pack_block<const VECS: usize>(
         out.len()
     );
     for (panel, dst) in panels.zip(out.chunks_exact_mut(kc * nr)) {
-        // SAFETY: the caller vouched for AVX-512F and `b`'s bounds; `dst` is this panel's run.
-        unsafe { pack_panel::<VECS>(b, p0, panel * nr, dst) };
+        // SAFETY: the caller vouched for S and `b`'s bounds; `dst` is this panel's run.
+        unsafe { pack_panel::<S, VECS>(b, p0, panel * nr, dst) };
     }
 }
 
 /// One panel of B: depth `p0..p0 + kc` (kc = `dst.len() / NR`), columns `j0..j0 + NR`, with
-/// zeros past column N. A row-major B is two masked vector copies per depth step; any other
-/// B is gathered, 16 columns per instruction (a transposed B, as `Q K^T` has, would otherwise
-/// cost a scalar load and store per value).
+/// zeros past column N. A row-major B is a masked vector copy per vector and depth step; any
+/// other B is gathered, one vector of columns per instruction (a transposed B, as `Q K^T`
+/// has, would otherwise cost a scalar load and store per value).
 ///
 /// # Safety
-/// AVX-512F, and `b` in bounds.
-#[target_feature(enable = "avx512f")]
-unsafe fn pack_panel<const VECS: usize>(b: &MatRef<'_, f32>, p0: usize, j0: usize, dst: &mut [f32]) {
-    use std::arch::x86_64::*;
-    let nr = 16 * VECS;
+/// Runs inside `S::run`; `b` in bounds.
+#[inline(always)]
+unsafe fn pack_panel<S: Simd, const VECS: usize>(b: &MatRef<'_, f32>, p0: usize, j0: usize, dst: &mut [f32]) {
+    let nr = S::LANES * VECS;
     let cols = nr.min(b.cols - j0);
-    let masks = lane_masks::<VECS>(cols);
+    // SAFETY (every intrinsic below): the caller runs this inside `S::run`.
+    let masks = unsafe { lane_masks::<S, VECS>(cols) };
     let base = b.data.as_ptr();
     // Gather offsets must fit in i32; a stride that large would be a strange matrix, and
     // takes the scalar loop.
     let gather = b.col_stride != 1 && b.col_stride * nr < i32::MAX as usize;
-    let offsets = lane_offsets(b.col_stride);
+    let offsets = unsafe { S::offsets(if gather { b.col_stride } else { 0 }) };
     for (p, dst_row) in dst.chunks_exact_mut(nr).enumerate() {
         let src = b.offset + (p0 + p) * b.row_stride + j0 * b.col_stride;
         // SAFETY: lanes j < cols address element (p0 + p, j0 + j) of `b`, which is in bounds
@@ -380,14 +439,13 @@ unsafe fn pack_panel<const VECS: usize>(b: &MatRef<'_, f32>, p0: usize, j0: usiz
         // wrapping address of the second half is never dereferenced past the matrix.
         if b.col_stride == 1 {
             for (v, &mask) in masks.iter().enumerate() {
-                let vector = _mm512_maskz_loadu_ps(mask, base.add(src).wrapping_add(16 * v));
-                _mm512_storeu_ps(dst_row.as_mut_ptr().add(16 * v), vector);
+                let vector = S::load_masked(mask, base.add(src).wrapping_add(S::LANES * v));
+                S::store(dst_row.as_mut_ptr().add(S::LANES * v), vector);
             }
         } else if gather {
             for (v, &mask) in masks.iter().enumerate() {
-                let start = base.add(src).wrapping_add(16 * v * b.col_stride);
-                let vector = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, offsets, start);
-                _mm512_storeu_ps(dst_row.as_mut_ptr().add(16 * v), vector);
+                let start = base.add(src).wrapping_add(S::LANES * v * b.col_stride);
+                S::store(dst_row.as_mut_ptr().add(S::LANES * v), S::gather_masked(mask, start, offsets));
             }
         } else {
             for (j, d) in dst_row.iter_mut().enumerate() {
@@ -448,11 +506,12 @@ impl PanelsB<'_, '_> {
 /// panel.
 ///
 /// # Safety
-/// AVX-512F, `a` in bounds (checked by [`gemm`]), `c_rows` holding `rows` rows of `n` values
-/// `ldc` apart, `panels_a` of at least `rows` rounded up to `MR`, times `KC`, values.
-#[target_feature(enable = "avx512f")]
+/// Runs inside `S::run`; `a` in bounds (checked by [`tiled`]), `c_rows` holding `rows` rows of
+/// `n` values `ldc` apart, `panels_a` of at least `rows` rounded up to `MR`, times `KC`,
+/// values.
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn row_block<const MR: usize, const VECS: usize>(
+unsafe fn row_block<S: Simd, const MR: usize, const VECS: usize>(
     a: &MatRef<'_, f32>,
     i0: usize,
     rows: usize,
@@ -463,7 +522,7 @@ unsafe fn row_block<const MR: usize, const VECS: usize>(
     panels_a: &mut [f32],
 ) {
     let (k, n) = (a.cols, b_panels.b.cols);
-    let nr = 16 * VECS;
+    let nr = S::LANES * VECS;
     let full_tiles = rows / MR;
     let n_panels = n.div_ceil(nr);
     // A row-major A is read in place when B is narrow: packing A costs a pass over it for
@@ -475,19 +534,20 @@ unsafe fn row_block<const MR: usize, const VECS: usize>(
     let in_place = a.col_stride == 1 && n <= IN_PLACE_MAX_N;
     let depth = slice_depth(k);
     let per_task = matches!(b_panels.packed, PackedB::PerTask);
-    let mut own_block = if per_task { pool::reuse::<f32>(depth * nr * PANELS_PER_BLOCK) } else { HostBuffer::new() };
+    let panels_per_block = panels_per_block(nr);
+    let mut own_block = if per_task { pool::reuse::<f32>(depth * nr * panels_per_block) } else { HostBuffer::new() };
     for p0 in (0..k).step_by(depth) {
         let kc = depth.min(k - p0);
         let first_tile = if in_place { full_tiles } else { 0 };
-        pack_a::<MR>(a, i0 + first_tile * MR, rows - first_tile * MR, p0, kc, &mut panels_a[first_tile * MR * kc..]);
+        pack_a::<S, MR>(a, i0 + first_tile * MR, rows - first_tile * MR, p0, kc, &mut panels_a[first_tile * MR * kc..]);
         // Only the first depth slice overwrites C or adds the bias; later ones add onto it.
         let output = if p0 == 0 { output } else { Output::Accumulate };
         // A block of panels (`kc x 256` values, 512 KiB) stays in L2 while each tile of A,
         // read from L1 after its first use, passes over all of the block's panels.
-        for block in (0..n_panels).step_by(PANELS_PER_BLOCK) {
-            let panels = block..n_panels.min(block + PANELS_PER_BLOCK);
+        for block in (0..n_panels).step_by(panels_per_block) {
+            let panels = block..n_panels.min(block + panels_per_block);
             if per_task {
-                pack_block::<VECS>(b_panels.b, p0, kc, panels.clone(), &mut own_block);
+                pack_block::<S, VECS>(b_panels.b, p0, kc, panels.clone(), &mut own_block);
             }
             for r0 in (0..rows).step_by(MR) {
                 let tile = r0 / MR;
@@ -511,9 +571,9 @@ unsafe fn row_block<const MR: usize, const VECS: usize>(
                     // values (checked by `best`).
                     let (a_at, b_at) = ((a_tile, a_layout), (b_panel, b_layout));
                     if tile_rows == MR {
-                        kernel::<MR, MR, VECS>(kc, a_at, b_at, c_tile, ldc, tile_rows, cols, output, j0);
+                        kernel::<S, MR, MR, VECS>(kc, a_at, b_at, c_tile, ldc, tile_rows, cols, output, j0);
                     } else {
-                        short_tile::<MR, VECS>(kc, a_at, b_at, c_tile, ldc, tile_rows, cols, output, j0);
+                        short_tile::<S, MR, VECS>(kc, a_at, b_at, c_tile, ldc, tile_rows, cols, output, j0);
                     }
                 }
             }
@@ -526,32 +586,42 @@ unsafe fn row_block<const MR: usize, const VECS: usize>(
 
 /// Copies rows `i0..i0 + rows`, depth `p0..p0 + kc` of A into panels of `MR` rows stored as
 /// columns (`MR` values per depth step), zero-padding the last panel. Whole 6-row panels of a
-/// row-major A go through [`transpose_6x16`]; the rest is gathered one step at a time.
+/// row-major A go through [`transpose_6x16`] with AVX-512; the rest is gathered one step at a
+/// time.
 ///
 /// # Safety
-/// AVX-512F, and `a` in bounds.
+/// Runs inside `S::run`; `a` in bounds.
 #[inline(always)]
-unsafe fn pack_a<const MR: usize>(a: &MatRef<'_, f32>, i0: usize, rows: usize, p0: usize, kc: usize, out: &mut [f32]) {
-    use std::arch::x86_64::*;
+unsafe fn pack_a<S: Simd, const MR: usize>(
+    a: &MatRef<'_, f32>,
+    i0: usize,
+    rows: usize,
+    p0: usize,
+    kc: usize,
+    out: &mut [f32],
+) {
     // Row offsets for gathering one depth step of a panel from MR rows (when A's rows are
-    // not adjacent in memory); offsets must fit in i32, or the scalar loop runs.
+    // not adjacent in memory); offsets must fit in i32, or the scalar loop runs. (MR is at
+    // most one vector's lanes: 6 or 12 of AVX-512's 16, 6 of AVX2's 8.)
     let gather = a.row_stride != 1 && a.row_stride * MR < i32::MAX as usize;
-    let offsets = lane_offsets(a.row_stride);
-    let panel_lanes = first_lanes(MR);
+    let offsets = S::offsets(if gather { a.row_stride } else { 0 });
+    let panel_lanes = S::first_lanes(MR);
     for (panel, dst) in out.chunks_exact_mut(MR * kc).take(rows.div_ceil(MR)).enumerate() {
         let r0 = panel * MR;
         let panel_rows = MR.min(rows - r0);
-        let valid = first_lanes(panel_rows);
+        let valid = S::first_lanes(panel_rows);
         // Six whole row-major rows go 16 depth steps at a time through a transpose in
-        // registers; the steps after the last whole 16 (and any other A) take the loop below.
+        // AVX-512 registers; the steps after the last whole 16 (and any other A, or AVX2)
+        // take the loop below.
         let mut transposed = 0;
-        if MR == 6 && panel_rows == 6 && a.col_stride == 1 {
+        if S::LANES == 16 && MR == 6 && panel_rows == 6 && a.col_stride == 1 {
             let row = |i: usize| a.data.as_ptr().add(a.offset + (i0 + r0 + i) * a.row_stride + p0);
             let rows: [*const f32; 6] = std::array::from_fn(row);
             while transposed + 16 <= kc {
-                // SAFETY: rows i0 + r0 .. + 6 <= M and depth p0 + transposed .. + 16 <= K of
-                // an A checked in bounds; the 96 values written are steps transposed .. + 16 of
-                // this panel, inside `dst` (6 kc values).
+                // SAFETY: 16 lanes means S is AVX-512, which the caller vouched for; rows
+                // i0 + r0 .. + 6 <= M and depth p0 + transposed .. + 16 <= K of an A checked
+                // in bounds; the 96 values written are steps transposed .. + 16 of this panel,
+                // inside `dst` (6 kc values).
                 transpose_6x16(rows.map(|r| r.add(transposed)), dst.as_mut_ptr().add(6 * transposed));
                 transposed += 16;
             }
@@ -564,16 +634,16 @@ unsafe fn pack_a<const MR: usize>(a: &MatRef<'_, f32>, i0: usize, rows: usize, p
             let v = if a.row_stride == 1 {
                 // A transposed: the panel's column is already contiguous, one masked vector
                 // copy (a plain loop here becomes a memmove call per 48 bytes).
-                _mm512_maskz_loadu_ps(valid, a.data.as_ptr().add(src))
+                S::load_masked(valid, a.data.as_ptr().add(src))
             } else if gather {
-                _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), valid, offsets, a.data.as_ptr().add(src))
+                S::gather_masked(valid, a.data.as_ptr().add(src), offsets)
             } else {
                 for (i, d) in dst_p.iter_mut().enumerate() {
                     *d = if i < panel_rows { a.data[src + i * a.row_stride] } else { 0.0 };
                 }
                 continue;
             };
-            _mm512_mask_storeu_ps(dst_p.as_mut_ptr(), panel_lanes, v);
+            S::store_masked(dst_p.as_mut_ptr(), panel_lanes, v);
         }
     }
 }
@@ -642,14 +712,14 @@ unsafe fn transpose_6x16(rows: [*const f32; 6], dst: *mut f32) {
 /// kernels of their own, and a 12-row tile's last tile of 6 or fewer rows the 6-row one.
 ///
 /// Never inlined: in the same function as the full tile's loop, the 12-row loop spilled its
-/// accumulators to the stack (the GPT's `2048 x 128 x 65` ran at less than half speed).
+/// accumulators to the stack (the GPT's `2048 x 128 x 65` ran at less than half speed). It
+/// enables `S` itself, so its kernels are compiled in a function of their own.
 ///
 /// # Safety
-/// As [`kernel`].
-#[target_feature(enable = "avx512f")]
+/// The CPU supports `S`; otherwise as [`kernel`].
 #[allow(clippy::too_many_arguments)]
 #[inline(never)]
-unsafe fn short_tile<const MR: usize, const VECS: usize>(
+unsafe fn short_tile<S: Simd, const MR: usize, const VECS: usize>(
     kc: usize,
     a: (*const f32, TileA),
     b: (*const f32, TileB),
@@ -662,31 +732,33 @@ unsafe fn short_tile<const MR: usize, const VECS: usize>(
 ) {
     // SAFETY: the caller's promises, for a tile of `rows` rows.
     unsafe {
-        match rows {
-            1 => kernel::<1, MR, VECS>(kc, a, b, c, ldc, rows, cols, output, j0),
-            2 => kernel::<2, MR, VECS>(kc, a, b, c, ldc, rows, cols, output, j0),
-            3 => kernel::<3, MR, VECS>(kc, a, b, c, ldc, rows, cols, output, j0),
-            4 => kernel::<4, MR, VECS>(kc, a, b, c, ldc, rows, cols, output, j0),
-            5 => kernel::<5, MR, VECS>(kc, a, b, c, ldc, rows, cols, output, j0),
-            6.. if rows <= 6 && MR > 6 => kernel::<6, MR, VECS>(kc, a, b, c, ldc, rows, cols, output, j0),
-            _ => kernel::<MR, MR, VECS>(kc, a, b, c, ldc, rows, cols, output, j0),
-        }
+        S::run(
+            #[inline(always)]
+            || match rows {
+                1 => kernel::<S, 1, MR, VECS>(kc, a, b, c, ldc, rows, cols, output, j0),
+                2 => kernel::<S, 2, MR, VECS>(kc, a, b, c, ldc, rows, cols, output, j0),
+                3 => kernel::<S, 3, MR, VECS>(kc, a, b, c, ldc, rows, cols, output, j0),
+                4 => kernel::<S, 4, MR, VECS>(kc, a, b, c, ldc, rows, cols, output, j0),
+                5 => kernel::<S, 5, MR, VECS>(kc, a, b, c, ldc, rows, cols, output, j0),
+                6.. if rows <= 6 && MR > 6 => kernel::<S, 6, MR, VECS>(kc, a, b, c, ldc, rows, cols, output, j0),
+                _ => kernel::<S, MR, MR, VECS>(kc, a, b, c, ldc, rows, cols, output, j0),
+            },
+        )
     }
 }
 
 /// The register tile: `C[0..rows, 0..cols] (+)= A_tile B_panel`, `kc` deep, with `ROWS x VECS`
-/// zmm accumulators (24 for the full tiles, 6 x 4 or 12 x 2) filled by [`depth_loop`], then
-/// masked stores into C. A packed tile of A is `MR` values per depth step, of which the first
-/// `ROWS` are used.
+/// vector accumulators (AVX-512's 6 x 4 or 12 x 2 zmm, AVX2's 6 x 2 ymm for the full tiles)
+/// filled by [`depth_loop`], then masked stores into C. A packed tile of A is `MR` values per
+/// depth step, of which the first `ROWS` are used.
 ///
 /// # Safety
-/// AVX-512F; `rows <= ROWS <= MR`. A's `ROWS x kc` tile must be readable as `a.1` lays it out
-/// from `a.0`, B's `kc x NR` panel as `b.1` lays it out from `b.0`, and C's `rows x cols` tile
-/// (row step `ldc`) must be writable.
-#[target_feature(enable = "avx512f")]
+/// Runs inside `S::run`; `rows <= ROWS <= MR`. A's `ROWS x kc` tile must be readable as `a.1`
+/// lays it out from `a.0`, B's `kc x NR` panel as `b.1` lays it out from `b.0`, and C's
+/// `rows x cols` tile (row step `ldc`) must be writable.
 #[allow(clippy::too_many_arguments)]
-#[inline]
-unsafe fn kernel<const ROWS: usize, const MR: usize, const VECS: usize>(
+#[inline(always)]
+unsafe fn kernel<S: Simd, const ROWS: usize, const MR: usize, const VECS: usize>(
     kc: usize,
     (a, a_layout): (*const f32, TileA),
     (b, b_layout): (*const f32, TileB),
@@ -697,35 +769,39 @@ unsafe fn kernel<const ROWS: usize, const MR: usize, const VECS: usize>(
     output: Output<'_, f32>,
     j0: usize,
 ) {
-    use std::arch::x86_64::*;
-    // C's tile is read (or written) only after the depth loop; asking for its lines now lets
-    // them arrive from L3 while the multiply-adds run, instead of stalling the stores.
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    // C's tile is read (or written) only after the depth loop; asking for its lines (16 f32
+    // each) now lets them arrive from L3 while the multiply-adds run, instead of stalling
+    // the stores.
     for i in 0..rows {
-        for v in 0..cols.div_ceil(16) {
-            _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * ldc + 16 * v).cast::<i8>());
+        for line in (0..cols).step_by(16) {
+            _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * ldc + line).cast::<i8>());
         }
     }
-    let mut acc = [[_mm512_setzero_ps(); VECS]; ROWS];
+    let mut acc = [[S::zero(); VECS]; ROWS];
     // Each pair of layouts gets its own loop, so its addresses are a fixed pattern the
     // compiler can strength-reduce.
-    let packed_b = |p: usize, v: usize| b.add(16 * (VECS * p + v));
+    let lanes = S::LANES;
+    let packed_b = |p: usize, v: usize| b.add(lanes * (VECS * p + v));
     match (a_layout, b_layout) {
-        (TileA::Rows(lda), TileB::Packed) => depth_loop(kc, &mut acc, |i, p| a.add(i * lda + p), packed_b),
-        (TileA::Packed, TileB::Packed) => depth_loop(kc, &mut acc, |i, p| a.add(p * MR + i), packed_b),
+        (TileA::Rows(lda), TileB::Packed) => {
+            depth_loop::<S, ROWS, VECS>(kc, &mut acc, |i, p| a.add(i * lda + p), packed_b)
+        }
+        (TileA::Packed, TileB::Packed) => depth_loop::<S, ROWS, VECS>(kc, &mut acc, |i, p| a.add(p * MR + i), packed_b),
         (TileA::Rows(lda), TileB::Rows(ldb)) => {
-            depth_loop(kc, &mut acc, |i, p| a.add(i * lda + p), |p, v| b.add(p * ldb + 16 * v))
+            depth_loop::<S, ROWS, VECS>(kc, &mut acc, |i, p| a.add(i * lda + p), |p, v| b.add(p * ldb + lanes * v))
         }
         (TileA::Packed, TileB::Rows(ldb)) => {
-            depth_loop(kc, &mut acc, |i, p| a.add(p * MR + i), |p, v| b.add(p * ldb + 16 * v))
+            depth_loop::<S, ROWS, VECS>(kc, &mut acc, |i, p| a.add(p * MR + i), |p, v| b.add(p * ldb + lanes * v))
         }
     }
-    let masks = lane_masks::<VECS>(cols);
+    let masks = lane_masks::<S, VECS>(cols);
     if let Output::Bias(bias) = output {
         let at = bias.as_ptr().add(j0);
         for (v, &mask) in masks.iter().enumerate() {
-            let bias_v = _mm512_maskz_loadu_ps(mask, at.wrapping_add(16 * v));
+            let bias_v = S::load_masked(mask, at.wrapping_add(lanes * v));
             for acc_i in acc.iter_mut() {
-                acc_i[v] = _mm512_add_ps(acc_i[v], bias_v);
+                acc_i[v] = S::add(acc_i[v], bias_v);
             }
         }
     }
@@ -734,10 +810,9 @@ unsafe fn kernel<const ROWS: usize, const MR: usize, const VECS: usize>(
         // then empty, so nothing is read or written there (masked lanes never fault).
         let row = c.add(i * ldc);
         for (v, (&mask, &sum)) in masks.iter().zip(acc_i).enumerate() {
-            let at = row.wrapping_add(16 * v);
-            let sum =
-                if let Output::Accumulate = output { _mm512_add_ps(sum, _mm512_maskz_loadu_ps(mask, at)) } else { sum };
-            _mm512_mask_storeu_ps(at, mask, sum);
+            let at = row.wrapping_add(lanes * v);
+            let sum = if let Output::Accumulate = output { S::add(sum, S::load_masked(mask, at)) } else { sum };
+            S::store_masked(at, mask, sum);
         }
     }
 }
@@ -752,63 +827,67 @@ unsafe fn kernel<const ROWS: usize, const MR: usize, const VECS: usize>(
 /// accumulators to the stack, which halved its speed.
 ///
 /// # Safety
-/// AVX-512F; `a_at(i, p)` must be readable for `i < ROWS`, `p < kc`, and `b_at(p, v)` 16
-/// values for `p < kc`, `v < VECS`.
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn depth_loop<const ROWS: usize, const VECS: usize>(
+/// Runs inside `S::run`; `a_at(i, p)` must be readable for `i < ROWS`, `p < kc`, and
+/// `b_at(p, v)` `LANES` values for `p < kc`, `v < VECS`.
+#[inline(always)]
+unsafe fn depth_loop<S: Simd, const ROWS: usize, const VECS: usize>(
     kc: usize,
-    acc: &mut [[std::arch::x86_64::__m512; VECS]; ROWS],
+    acc: &mut [[S::V; VECS]; ROWS],
     a_at: impl Fn(usize, usize) -> *const f32,
     b_at: impl Fn(usize, usize) -> *const f32,
 ) {
-    use std::arch::x86_64::*;
-    let step = |acc: &mut [[__m512; VECS]; ROWS], p: usize| {
-        // SAFETY: p < kc, so B's values b_at(p, v) and A's values a_at(i, p) are readable.
-        let b_p: [__m512; VECS] = std::array::from_fn(|v| unsafe { _mm512_loadu_ps(b_at(p, v)) });
-        for (i, acc_i) in acc.iter_mut().enumerate() {
-            // SAFETY: as above.
-            let a_ip = unsafe { _mm512_set1_ps(*a_at(i, p)) };
-            for (acc_iv, &b_pv) in acc_i.iter_mut().zip(&b_p) {
-                *acc_iv = _mm512_fmadd_ps(a_ip, b_pv, *acc_iv);
-            }
-        }
-    };
     let mut p = 0;
     while ROWS <= 6 && p + 4 <= kc {
-        step(acc, p);
-        step(acc, p + 1);
-        step(acc, p + 2);
-        step(acc, p + 3);
+        depth_step::<S, ROWS, VECS>(acc, p, &a_at, &b_at);
+        depth_step::<S, ROWS, VECS>(acc, p + 1, &a_at, &b_at);
+        depth_step::<S, ROWS, VECS>(acc, p + 2, &a_at, &b_at);
+        depth_step::<S, ROWS, VECS>(acc, p + 3, &a_at, &b_at);
         p += 4;
     }
     while p < kc {
-        step(acc, p);
+        depth_step::<S, ROWS, VECS>(acc, p, &a_at, &b_at);
         p += 1;
     }
 }
 
-/// Masks of a tile's `cols` valid columns, one per vector: all 16 lanes of the vectors inside
+/// One depth step `p` of [`depth_loop`]: `VECS` loads of B, then a broadcast of each row's A
+/// value into `VECS` FMAs.
+///
+/// A function rather than a closure so that it can be inlined by force: the kernel's
+/// functions have no target features of their own (they are compiled inside `S::run`), and a
+/// closure the compiler chose to leave as a function would be compiled without them, each
+/// intrinsic in it a call.
+///
+/// # Safety
+/// As [`depth_loop`], for step `p < kc`.
+#[inline(always)]
+unsafe fn depth_step<S: Simd, const ROWS: usize, const VECS: usize>(
+    acc: &mut [[S::V; VECS]; ROWS],
+    p: usize,
+    a_at: &impl Fn(usize, usize) -> *const f32,
+    b_at: &impl Fn(usize, usize) -> *const f32,
+) {
+    let mut b_p = [S::zero(); VECS];
+    for (v, b_pv) in b_p.iter_mut().enumerate() {
+        *b_pv = S::load(b_at(p, v));
+    }
+    for (i, acc_i) in acc.iter_mut().enumerate() {
+        let a_ip = S::splat(*a_at(i, p));
+        for (acc_iv, &b_pv) in acc_i.iter_mut().zip(&b_p) {
+            *acc_iv = S::fmadd(a_ip, b_pv, *acc_iv);
+        }
+    }
+}
+
+/// Masks of a tile's `cols` valid columns, one per vector: all lanes of the vectors inside
 /// the matrix, fewer (or none) at its right edge.
-fn lane_masks<const VECS: usize>(cols: usize) -> [std::arch::x86_64::__mmask16; VECS] {
-    std::array::from_fn(|v| first_lanes(cols.saturating_sub(16 * v)))
-}
-
-/// A mask of the first `count` of 16 lanes (all of them for `count >= 16`): how partial
-/// panels and tiles load and store only the values that exist.
-fn first_lanes(count: usize) -> std::arch::x86_64::__mmask16 {
-    ((1u32 << count.min(16)) - 1) as std::arch::x86_64::__mmask16
-}
-
-/// `[0, stride, 2 stride, ..., 15 stride]`: the element offsets a gather of 16 values lying
-/// `stride` apart reads (the caller keeps `15 * stride` within i32).
-#[target_feature(enable = "avx512f")]
-fn lane_offsets(stride: usize) -> std::arch::x86_64::__m512i {
-    use std::arch::x86_64::{_mm512_mullo_epi32, _mm512_set1_epi32, _mm512_set_epi32};
-    _mm512_mullo_epi32(
-        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-        _mm512_set1_epi32(stride as i32),
-    )
+///
+/// # Safety
+/// Runs inside `S::run`.
+#[inline(always)]
+unsafe fn lane_masks<S: Simd, const VECS: usize>(cols: usize) -> [S::Mask; VECS] {
+    // SAFETY: the caller's promise.
+    std::array::from_fn(|v| unsafe { S::first_lanes(cols.saturating_sub(S::LANES * v)) })
 }
 
 #[cfg(test)]
