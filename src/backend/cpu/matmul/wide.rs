@@ -72,6 +72,7 @@ const PANELS_PER_BLOCK: usize = 4;
 fn panels_per_block(nr: usize) -> usize {
     PANELS_PER_BLOCK.max(256 / nr)
 }
+
 /// Largest block of rows a task takes in a product that is short (see [`TALL_SHARE_FLOPS`]):
 /// with many tasks per thread, rayon's work stealing evens out a thread that starts late
 /// (waking a sleeping worker takes tens of microseconds) or is slowed by other work.
@@ -129,7 +130,7 @@ enum TileA {
     Packed,
 }
 
-/// How the kernel finds the 16 values of vector `v` at depth step `p` of B's panel.
+/// How the kernel finds the `LANES` values of vector `v` at depth step `p` of B's panel.
 #[derive(Clone, Copy, Debug)]
 enum TileB {
     /// B's rows are contiguous: the step is at `p * step + LANES v` (B row-major, read in
@@ -485,7 +486,7 @@ impl PanelsB<'_, '_> {
         let b = self.b;
         if panel < self.in_place_panels {
             // In bounds: rows p0 .. p0 + kc <= K and columns panel * nr + nr <= N of a B
-            // checked in bounds by `gemm` (only whole panels are read in place).
+            // checked in bounds by `tiled` (only whole panels are read in place).
             return (b.data[b.offset + p0 * b.row_stride + panel * nr..].as_ptr(), TileB::Rows(b.row_stride));
         }
         match self.packed {
