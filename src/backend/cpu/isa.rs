@@ -32,7 +32,7 @@ pub const ISA_VARIABLE: &str = "GLASSBOX_ISA";
 pub fn detect() -> Isa {
     static DETECTED: OnceLock<Isa> = OnceLock::new();
     *DETECTED.get_or_init(|| {
-        let best = [Isa::Avx512, Isa::Avx2Fma].into_iter().find(|&isa| supported(isa)).unwrap_or(Isa::Portable);
+        let best = best_supported();
         let Ok(asked) = std::env::var(ISA_VARIABLE) else {
             return best;
         };
@@ -48,6 +48,11 @@ pub fn detect() -> Isa {
             }
         }
     })
+}
+
+/// The best instruction set this CPU has, whatever [`ISA_VARIABLE`] says.
+fn best_supported() -> Isa {
+    [Isa::Avx512, Isa::Avx2Fma].into_iter().find(|&isa| supported(isa)).unwrap_or(Isa::Portable)
 }
 
 /// The instruction set named by `name` (`avx512`, `avx2` or `portable`, any case).
@@ -202,7 +207,7 @@ mod tests {
     /// whole suite then really ran the lower instruction set's kernels.
     #[test]
     fn the_variable_picks_the_instruction_set_every_kernel_runs() {
-        let best = [Isa::Avx512, Isa::Avx2Fma].into_iter().find(|&isa| supported(isa)).unwrap_or(Isa::Portable);
+        let best = best_supported();
         let expected = match std::env::var(ISA_VARIABLE).ok().and_then(|name| parse(&name)) {
             Some(isa) if supported(isa) => isa,
             _ => best,

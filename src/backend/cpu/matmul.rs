@@ -581,11 +581,13 @@ fn best<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], ldc: usize, p
         // a worker first. Each of its forks (packing B, then the rows of C) would otherwise be
         // injected into the pool on its own, a wake-up of a worker and a sleep of the caller
         // each. From `main`, `cargo bench --bench matmul`'s `128 x 128 x 256` went from
-        // 0.57-0.75x to 0.79-0.82x the `gemm` crate, and its squares did not move.
+        // 0.50-0.75x to 0.69-0.82x the `gemm` crate, and its squares did not move.
         return crate::on_worker(move || best(a, b, c, ldc, parallel, output));
     }
     #[cfg(target_arch = "x86_64")]
-    if a.cols > 0 && matches!(isa::detect(), Isa::Avx512 | Isa::Avx2Fma) {
+    let isa = isa::detect();
+    #[cfg(target_arch = "x86_64")]
+    if a.cols > 0 && matches!(isa, Isa::Avx512 | Isa::Avx2Fma) {
         if let (Some(a_data), Some(b_data)) = (as_f32(a.data), as_f32(b.data)) {
             let c = as_f32_mut(c).expect("c has the element type of a");
             let output = match output {
@@ -597,7 +599,7 @@ fn best<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], ldc: usize, p
             // SAFETY: isa::detect() returned this instruction set, so isa::supported saw its
             // features (avx512f, avx2 and fma; or avx2 and fma) on this CPU.
             unsafe {
-                if isa::detect() == Isa::Avx512 {
+                if isa == Isa::Avx512 {
                     wide::gemm_avx512(a, b, c, ldc, parallel, output)
                 } else {
                     wide::gemm_avx2(a, b, c, ldc, parallel, output)
@@ -679,19 +681,37 @@ fn packed_for_isa<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], ldc
 }
 
 thread_local! {
-    /// Per-thread scratch of v4's one-thread products: (packed B, packed A), held as 8-byte
-    /// words so one pair of buffers serves f32 and f64 products alike.
-    static SCRATCH: RefCell<(Vec<u64>, Vec<u64>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// Per-thread scratch of one-thread products (v4's and v6's): two buffers for packed B and
+    /// packed A. They are 8-byte words, so one pair serves f32 and f64 products alike, in
+    /// `HostBuffer`s, so every packed panel starts on a cache line.
+    static SCRATCH: RefCell<(HostBuffer<u64>, HostBuffer<u64>)> =
+        const { RefCell::new((HostBuffer::new(), HostBuffer::new())) };
 }
 
-/// The first `len` values of type `T` in `words`, grown first if it is too short (contents
-/// unspecified: the packing functions overwrite every value they hand on).
-fn words_as<T: Float>(words: &mut Vec<u64>, len: usize) -> &mut [T] {
+/// Runs `f` with this thread's two scratch buffers: no lock, no allocation once they have
+/// grown. Products never nest on one thread (nothing inside one calls back into rayon or
+/// into another product), so the buffers are never asked for twice at once; if they were,
+/// fresh ones would be used.
+fn with_scratch<R>(f: impl FnOnce(&mut HostBuffer<u64>, &mut HostBuffer<u64>) -> R) -> R {
+    SCRATCH.with(|cell| {
+        let mut fresh = (HostBuffer::new(), HostBuffer::new());
+        let mut guard = cell.try_borrow_mut();
+        let (b_words, a_words) = match guard.as_deref_mut() {
+            Ok((b_words, a_words)) => (b_words, a_words),
+            Err(_) => (&mut fresh.0, &mut fresh.1),
+        };
+        f(b_words, a_words)
+    })
+}
+
+/// The first `len` values of type `T` in `words`, replaced by a bigger buffer first if it is
+/// too short (contents unspecified: the packing functions overwrite every value they hand on).
+fn words_as<T: bytemuck::Pod>(words: &mut HostBuffer<u64>, len: usize) -> &mut [T] {
     let needed = (len * std::mem::size_of::<T>()).div_ceil(8);
     if words.len() < needed {
-        words.resize(needed, 0);
+        *words = HostBuffer::zeroed(needed);
     }
-    &mut bytemuck::cast_slice_mut::<u64, T>(words)[..len]
+    &mut bytemuck::cast_slice_mut::<u64, T>(&mut words[..])[..len]
 }
 
 /// The blocked loop nest around a macro kernel compiled for an `MR x NR` tile.
@@ -714,21 +734,13 @@ fn packed<T: Float, const MR: usize, const NR: usize>(
     if m == 0 || n == 0 || k == 0 {
         return;
     }
-    // Scratch comes from the buffer pool: a fresh allocation of this size per product
-    // is a page fault per 4 KiB (6% of a 2-thread `128 x 784 x 256` product's samples).
+    // Scratch is never freshly allocated per product: at these sizes that is a page fault per
+    // 4 KiB (6% of a 2-thread `128 x 784 x 256` product's samples).
     let a_len = |mc: usize| mc.next_multiple_of(MR) * KC.min(k);
     if !parallel {
-        // One-thread products (attention runs hundreds per step, one head per task) take
-        // their scratch from this thread's own buffers: no lock, no allocation. Nothing below
-        // calls back into rayon or into another product, so the buffers are never asked for
-        // twice at once on one thread; if they were, fresh ones would be used.
-        SCRATCH.with(|cell| {
-            let mut fresh = (Vec::new(), Vec::new());
-            let mut guard = cell.try_borrow_mut();
-            let (b_words, a_words) = match guard.as_deref_mut() {
-                Ok((b_words, a_words)) => (b_words, a_words),
-                Err(_) => (&mut fresh.0, &mut fresh.1),
-            };
+        // One-thread products (attention runs hundreds per step, one head per task) use this
+        // thread's own scratch; parallel ones below take theirs from the buffer pool.
+        with_scratch(|b_words, a_words| {
             let b_buffer = words_as::<T>(b_words, packed_b_len::<NR>(KC.min(k), NC.min(n)));
             let a_buffer = words_as::<T>(a_words, a_len(MC.min(m)));
             for j0 in (0..n).step_by(NC) {

@@ -44,8 +44,6 @@
 //!   buffer ([`PackedB::PerTask`]): the block then sits in the packing core's L2 instead of
 //!   going out to L3 and back.
 
-use std::cell::RefCell;
-
 use rayon::prelude::*;
 
 use super::super::pool;
@@ -233,26 +231,14 @@ unsafe fn tiled<S: Simd, const MR: usize, const VECS: usize>(
     let rows_of = |blk: usize| mc.min(m - blk * mc);
     if threads == 1 {
         // Small products (attention runs hundreds per step) take their scratch from this
-        // thread's own buffers: no lock, no allocation. Nothing below calls back into rayon,
-        // so the buffers cannot be asked for twice on one thread; if they were, fresh ones
-        // would be used.
-        SCRATCH.with(|cell| {
-            let mut fresh = (HostBuffer::new(), HostBuffer::new());
-            let mut guard = cell.try_borrow_mut();
-            let (b_buf, a_buf) = match guard.as_deref_mut() {
-                Ok((b_buf, a_buf)) => (b_buf, a_buf),
-                Err(_) => (&mut fresh.0, &mut fresh.1),
-            };
-            let packed = at_least(b_buf, b_len);
-            let panels_a = at_least(a_buf, a_len);
-            let b_panels = if per_task {
-                PanelsB { b: &b, packed: PackedB::PerTask, in_place_panels }
-            } else {
-                // SAFETY: S vouched for by the caller; `b_packed` is a column range of `b`,
-                // checked in bounds above.
-                unsafe { pack_b::<S, VECS>(&b_packed, packed, false) };
-                PanelsB { b: &b, packed: PackedB::Whole(packed), in_place_panels }
-            };
+        // thread's own buffers (`super::with_scratch`): no lock, no allocation. Their 64-byte
+        // alignment matters as the pool's does below.
+        super::with_scratch(|b_words, a_words| {
+            let b_buffer = super::words_as::<f32>(b_words, b_len);
+            // SAFETY: the caller vouched for S; `b_packed` is a column range of `b`, checked
+            // in bounds above, and `b_buffer` holds `b_len` values.
+            let b_panels = unsafe { panels_b::<S, VECS>(&b, &b_packed, b_buffer, in_place_panels, per_task, false) };
+            let panels_a = super::words_as::<f32>(a_words, a_len);
             // SAFETY: the caller vouched for S.
             unsafe {
                 S::run(
@@ -282,13 +268,8 @@ unsafe fn tiled<S: Simd, const MR: usize, const VECS: usize>(
     // panel is whole 64-byte vector loads, and from an unaligned buffer every one of them
     // would straddle two lines.
     let mut buffer = pool::reuse::<f32>(b_len);
-    let b_panels = if per_task {
-        PanelsB { b: &b, packed: PackedB::PerTask, in_place_panels }
-    } else {
-        // SAFETY: as above.
-        unsafe { pack_b::<S, VECS>(&b_packed, &mut buffer, true) };
-        PanelsB { b: &b, packed: PackedB::Whole(&buffer[..]), in_place_panels }
-    };
+    // SAFETY: as in the one-thread branch.
+    let b_panels = unsafe { panels_b::<S, VECS>(&b, &b_packed, &mut buffer, in_place_panels, per_task, true) };
     c.par_chunks_mut(mc * ldc).enumerate().for_each(|(blk, c_rows)| {
         let mut panels_a = pool::reuse::<f32>(a_len);
         // SAFETY: as in the one-thread branch (this task runs as a function of its own, so it
@@ -304,20 +285,26 @@ unsafe fn tiled<S: Simd, const MR: usize, const VECS: usize>(
     pool::give_back(buffer);
 }
 
-thread_local! {
-    /// Per-thread scratch of one-thread products: (packed B, packed A panels), 64-byte
-    /// aligned like every `HostBuffer`.
-    static SCRATCH: RefCell<(HostBuffer<f32>, HostBuffer<f32>)> =
-        const { RefCell::new((HostBuffer::new(), HostBuffer::new())) };
-}
-
-/// The first `len` values of `buffer`, replaced by a bigger buffer first if it is shorter
-/// (contents unspecified: every use overwrites them).
-fn at_least(buffer: &mut HostBuffer<f32>, len: usize) -> &mut [f32] {
-    if buffer.len() < len {
-        *buffer = HostBuffer::zeroed(len);
+/// B's panels for [`tiled`]: packed by each task as it goes (`per_task`: nothing to do now),
+/// or all of `b_packed` (B's columns after the first `in_place_panels` panels) packed into
+/// `buffer` now, spread over the threads when `parallel`.
+///
+/// # Safety
+/// The CPU supports `S`; `b_packed` is in bounds and `buffer` holds its `K x N_padded` values.
+unsafe fn panels_b<'a, 'b, S: Simd, const VECS: usize>(
+    b: &'a MatRef<'b, f32>,
+    b_packed: &MatRef<'_, f32>,
+    buffer: &'a mut [f32],
+    in_place_panels: usize,
+    per_task: bool,
+    parallel: bool,
+) -> PanelsB<'a, 'b> {
+    if per_task {
+        return PanelsB { b, packed: PackedB::PerTask, in_place_panels };
     }
-    &mut buffer[..len]
+    // SAFETY: the caller's promises.
+    unsafe { pack_b::<S, VECS>(b_packed, buffer, parallel) };
+    PanelsB { b, packed: PackedB::Whole(buffer), in_place_panels }
 }
 
 /// True when every element of `m` lies inside its buffer (the kernel reads through raw
