@@ -342,7 +342,7 @@ fn backward_batch<T: Float>(
 fn exp_rows_then_mask<T: Float>(row: &mut [T], n: usize, scale: T, shift: T) {
     let wide = n.next_multiple_of(16).min(row.len());
     for x in row[..wide].iter_mut() {
-        *x = (*x * scale - shift).exp();
+        *x = (*x * scale - shift).exp_nonpositive();
     }
     row[n..].fill(T::ZERO);
 }

@@ -50,14 +50,20 @@ fn for_rows<T: Float>(isa: Isa, out: &mut [T], cols: usize, f: impl Fn(usize, &m
 fn exp_shifted<T: Float>(row: &[T], out: &mut [T], next: &[T]) -> (T, T) {
     let max = super::reduce::max_contiguous(row);
     // One prefetch per 64-byte line of the next row, issued alongside each line of this one.
+    // Whole lines go through `chunks_exact`, whose fixed length lets the compiler unroll the
+    // line into whole vectors with no bounds logic between them; the last partial line follows.
     let line = (64 / std::mem::size_of::<T>()).max(1);
-    for (i, (o, v)) in out.chunks_mut(line).zip(row.chunks(line)).enumerate() {
+    let whole = row.len() / line * line;
+    for (i, (o, v)) in out[..whole].chunks_exact_mut(line).zip(row[..whole].chunks_exact(line)).enumerate() {
         if let Some(x) = next.get(i * line) {
             isa::prefetch(x);
         }
         for (o, &v) in o.iter_mut().zip(v) {
-            *o = (v - max).exp();
+            *o = (v - max).exp_nonpositive();
         }
+    }
+    for (o, &v) in out[whole..row.len()].iter_mut().zip(&row[whole..]) {
+        *o = (v - max).exp_nonpositive();
     }
     (max, super::reduce::sum_contiguous(out))
 }
@@ -137,7 +143,7 @@ pub fn softmax_backward_rows<T: Float>(y: &[T], g: &[T], cols: usize, log: bool)
             if log {
                 let total = super::reduce::sum_contiguous(gr);
                 for ((d, &yv), &gv) in dx.iter_mut().zip(yr).zip(gr) {
-                    *d = gv - yv.exp() * total;
+                    *d = gv - yv.exp_nonpositive() * total;
                 }
             } else {
                 let dot = super::reduce::dot_contiguous(yr, gr);
