@@ -245,7 +245,11 @@ fn split_ln2(x: f32) -> (i32, f32) {
 /// flush to 0; above f32::MAX they are infinite; NaN stays NaN.
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
-    let (n, r) = split_ln2(x.clamp(-87.0, 88.722_83));
+    // The upper clamp sits past ln(f32::MAX) = 88.72: from there the product below overflows
+    // to infinity by itself, and a NaN passes through `clamp` and the arithmetic, so the only
+    // select left is the one that flushes tiny results to 0. (Each select is a compare and a
+    // blend per vector; the two this saves made softmax's exponential loop spill with AVX2.)
+    let (n, r) = split_ln2(x.clamp(-87.0, 89.0));
     // Estrin's scheme: pairs of terms first, then pairs of pairs. Horner's rule
     // (`((c7 r + c6) r + c5) r ...`) uses two fewer operations but chains all fourteen, each
     // waiting for the last; here the longest chain is six. Kernels that do little else per
@@ -261,12 +265,8 @@ pub fn exp_f32(x: f32) -> f32 {
     // 2^n as two halves, so n = 128 (x just below ln f32::MAX) stays representable.
     let pow2 = |e: i32| f32::from_bits(((e + 127) as u32) << 23);
     let y = p * pow2(n >> 1) * pow2(n - (n >> 1));
-    if x > 88.722_83 {
-        f32::INFINITY
-    } else if x < -87.0 {
+    if x < -87.0 {
         0.0
-    } else if x.is_nan() {
-        x
     } else {
         y
     }
@@ -356,11 +356,13 @@ pub fn over_one_plus_exp_f64(num: f64, z: f64) -> f64 {
     num / (1.0 + z.exp())
 }
 
-/// tanh for f32 as `1 - 2 / (e^(2x) + 1)`, built on [`exp_f32`]. Saturates cleanly to +-1;
-/// absolute error about 1e-7 (relative error grows for |x| < 1e-3, where tanh x ~ x).
+/// tanh for f32 as `1 - 2 / (1 + e^(2x))`, built on [`over_one_plus_exp_f32`], whose cheaper
+/// exponential (no overflow to handle: the quotient is exactly 0 past `2x = 87`) made it
+/// 20-30% faster than the same formula on [`exp_f32`]. Saturates cleanly to +-1; absolute
+/// error about 1e-7 (relative error grows for |x| < 1e-3, where tanh x ~ x).
 #[inline(always)]
 pub fn tanh_f32(x: f32) -> f32 {
-    1.0 - 2.0 / (exp_f32(2.0 * x) + 1.0)
+    1.0 - over_one_plus_exp_f32(2.0, 2.0 * x)
 }
 
 #[cfg(test)]
@@ -377,8 +379,13 @@ mod tests {
             x += 0.0137;
         }
         assert!(worst < 2.5e-7, "worst relative error {worst}");
-        assert_eq!(exp_f32(89.0), f32::INFINITY);
-        assert_eq!(exp_f32(-100.0), 0.0);
+        assert!(exp_f32(88.72).is_finite());
+        for x in [88.73f32, 89.0, 1e30, f32::INFINITY] {
+            assert_eq!(exp_f32(x), f32::INFINITY, "e^{x}");
+        }
+        for x in [-87.5f32, -100.0, -1e30, f32::NEG_INFINITY] {
+            assert_eq!(exp_f32(x), 0.0, "e^{x}");
+        }
         assert!(exp_f32(f32::NAN).is_nan());
         assert_eq!(exp_f32(0.0), 1.0);
     }
