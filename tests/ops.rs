@@ -293,15 +293,19 @@ fn fused_attention_matches_the_naive_composition() {
 
 #[test]
 fn layer_norm_matches_its_definition() {
-    let x = Tensor::randn(&[4, 6], 9);
-    let w = Tensor::randn(&[6], 10);
-    let b = Tensor::randn(&[6], 11);
-    let fused = x.layer_norm(&w, &b, 1e-5);
-    let mean = x.mean(&[1], true);
-    let centered = x.sub(&mean);
-    let var = centered.mul(&centered).mean(&[1], true);
-    let reference = centered.div(&var.add_scalar(1e-5).sqrt()).mul(&w).add(&b);
-    assert_close(&fused.to_vec_f64(), &reference.to_vec_f64(), F32_TIGHT, "layer_norm");
+    // 1030 columns: a row past 4 KiB takes the kernel's long-row loop (whole 16-value steps,
+    // then a tail of 6).
+    for cols in [6, 1030] {
+        let x = Tensor::randn(&[4, cols], 9);
+        let w = Tensor::randn(&[cols], 10);
+        let b = Tensor::randn(&[cols], 11);
+        let fused = x.layer_norm(&w, &b, 1e-5);
+        let mean = x.mean(&[1], true);
+        let centered = x.sub(&mean);
+        let var = centered.mul(&centered).mean(&[1], true);
+        let reference = centered.div(&var.add_scalar(1e-5).sqrt()).mul(&w).add(&b);
+        assert_close(&fused.to_vec_f64(), &reference.to_vec_f64(), F32_TIGHT, &format!("layer_norm, {cols} columns"));
+    }
 }
 
 #[test]

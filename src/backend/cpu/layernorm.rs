@@ -24,6 +24,9 @@ use super::isa::{self, Isa};
 use super::strided::PARALLEL_MIN_ELEMENTS;
 use crate::tensor::{Float, HostBuffer};
 
+/// Values per step of the forward pass's normalizing loop over a long row: a 64-byte line of
+/// f32.
+const CHUNK: usize = 16;
 /// Rows handled per parallel task.
 const ROWS_PER_TASK: usize = 16;
 /// Rows per band of the backward pass's dw / db partial sums.
@@ -56,7 +59,7 @@ pub fn layer_norm_on<T: Float>(
     let inv_cols = T::from_f64(1.0 / cols.max(1) as f64);
     let eps = T::from_f64(eps);
     let row_job = |(r, y_row): (usize, &mut [T]), mean_r: &mut T, rstd_r: &mut T| {
-        isa::run_on(
+        let (m, s) = isa::run_on(
             isa,
             #[inline(always)]
             || {
@@ -64,15 +67,39 @@ pub fn layer_norm_on<T: Float>(
                 let m = super::reduce::sum_contiguous(x_row) * inv_cols;
                 let var = sum_squared_deviations(x_row, m) * inv_cols;
                 let s = T::ONE / (var + eps).sqrt();
-                // The next row streams in while this one is normalized (see isa::prefetch).
-                isa::prefetch_slice(x.get((r + 1) * cols..(r + 2) * cols).unwrap_or(&[]));
-                for (((o, &v), &wv), &bv) in y_row.iter_mut().zip(x_row).zip(w).zip(b) {
-                    *o = (v - m) * s * wv + bv;
+                // The next row streams in while this one is normalized. A short row's lines are
+                // asked for at once (`isa::prefetch_slice`); a long row's one per line,
+                // alongside the same line of this row (as softmax's exp loop does): a burst of
+                // hundreds would fill the line-fill buffers and stall the core.
+                let next = x.get((r + 1) * cols..(r + 2) * cols).unwrap_or(&[]);
+                if std::mem::size_of_val(next) <= isa::PREFETCH_SLICE_MAX_BYTES {
+                    isa::prefetch_slice(next);
+                    normalize(y_row, x_row, w, b, (m, s));
+                    return (m, s);
                 }
-                *mean_r = m;
-                *rstd_r = s;
+                let whole = cols / CHUNK * CHUNK;
+                let line = (64 / std::mem::size_of::<T>()).max(1);
+                for j0 in (0..whole).step_by(CHUNK) {
+                    for k in (0..CHUNK).step_by(line) {
+                        if let Some(n) = next.get(j0 + k) {
+                            isa::prefetch(n);
+                        }
+                    }
+                    // Fixed-size arrays, so the compiler sees whole vectors (over plain
+                    // sub-slices it unrolled sixteen scalar operations instead).
+                    let chunk = |v: &[T]| -> [T; CHUNK] { v[j0..j0 + CHUNK].try_into().expect("a chunk") };
+                    let (xs, ws, bs) = (chunk(x_row), chunk(w), chunk(b));
+                    let ys: &mut [T; CHUNK] = (&mut y_row[j0..j0 + CHUNK]).try_into().expect("a chunk");
+                    for k in 0..CHUNK {
+                        ys[k] = (xs[k] - m) * s * ws[k] + bs[k];
+                    }
+                }
+                normalize(&mut y_row[whole..], &x_row[whole..], &w[whole..], &b[whole..], (m, s));
+                (m, s)
             },
-        )
+        );
+        *mean_r = m;
+        *rstd_r = s;
     };
     if x.len() >= PARALLEL_MIN_ELEMENTS {
         y.par_chunks_mut(cols)
@@ -87,6 +114,16 @@ pub fn layer_norm_on<T: Float>(
             .for_each(|(row, (m, s))| row_job(row, m, s));
     }
     (y, mean, rstd)
+}
+
+/// `y = (x - m) s w + b` over a row (or a stretch of one). A function rather than a closure so
+/// that it can be inlined by force: a closure left as a function of its own would be compiled
+/// without the instruction set `run_on` enables (see `isa::dispatch`).
+#[inline(always)]
+fn normalize<T: Float>(y: &mut [T], x: &[T], w: &[T], b: &[T], (m, s): (T, T)) {
+    for (((o, &v), &wv), &bv) in y.iter_mut().zip(x).zip(w).zip(b) {
+        *o = (v - m) * s * wv + bv;
+    }
 }
 
 /// `sum((x - m)^2)` with eight independent accumulators, so the loop vectorizes (a single
