@@ -101,61 +101,72 @@ fn large_product_takes_the_parallel_path_and_stays_correct() {
 /// A product with over 1 GFLOP per thread, on one thread and on two: v6 then runs tall tasks
 /// that each pack their own blocks of B. Uneven on purpose: three depth slices of 367, a
 /// partial last block and panel of B, a last tile of 5 rows. Checked against v4 (itself
-/// checked against the naive product above), since the naive product of this size is slow.
-#[test]
-fn long_products_pack_b_per_task_and_stay_correct() {
+/// checked against the naive product above), since the naive product of this size is slow;
+/// in f32 and in f64 (whose vectors hold half as many values, so its panels are half as wide).
+fn check_long_products<T: Float>(tol: f64) {
     let (m, k, n) = (1301, 1100, 730);
     let mut rng = Rng::new(13);
-    let a = random::<f32>(m * k, &mut rng);
-    let b = random::<f32>(k * n, &mut rng);
-    let bt: Vec<f32> = (0..n * k).map(|idx| b[(idx % k) * n + idx / k]).collect();
-    let mut reference = vec![0.0f32; m * n];
+    let a = random::<T>(m * k, &mut rng);
+    let b = random::<T>(k * n, &mut rng);
+    let bt: Vec<T> = (0..n * k).map(|idx| b[(idx % k) * n + idx / k]).collect();
+    let mut reference = vec![T::ZERO; m * n];
     glassbox::backend::cpu::matmul::matmul_v4_packed(
         MatRef::row_major(&a, m, k),
         MatRef::row_major(&b, k, n),
         &mut reference,
     );
-    let reference: Vec<f64> = reference.iter().map(|&x| x as f64).collect();
+    let reference: Vec<f64> = reference.iter().map(|x| x.to_f64()).collect();
     for threads in [1, 2] {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
         let operands = [("row-major", MatRef::row_major(&b, k, n)), ("transposed", MatRef::row_major(&bt, n, k).t())];
         for (layout, mb) in operands {
-            let mut c = vec![f32::NAN; m * n];
+            let mut c = vec![T::from_f64(f64::NAN); m * n];
             pool.install(|| glassbox::backend::cpu::matmul::matmul_v6_wide(MatRef::row_major(&a, m, k), mb, &mut c));
-            let got: Vec<f64> = c.iter().map(|&x| x as f64).collect();
+            let got: Vec<f64> = c.iter().map(|x| x.to_f64()).collect();
             let what = format!("v6 {m}x{k}x{n}, B {layout}, {threads} threads");
-            assert_close(&got, &reference, F32_ACCUMULATED * (k as f64).sqrt(), &what);
+            assert_close(&got, &reference, tol * (k as f64).sqrt(), &what);
         }
     }
 }
 
-/// Both register tiles of the AVX-512 kernel (width 21 takes the 12 x 32 one, 100 the 6 x 64
-/// one), on one thread and on several (300 rows).
 #[test]
-fn matmul_bias_adds_the_bias_to_every_row() {
+fn long_products_pack_b_per_task_and_stay_correct() {
+    check_long_products::<f32>(F32_ACCUMULATED);
+    check_long_products::<f64>(F64_TIGHT);
+}
+
+/// Both register tiles of the AVX-512 kernel (f32: width 21 takes the 12 x 32 one, 100 the
+/// 6 x 64 one; f64: 12 x 16 and 6 x 32), on one thread and on several (300 rows).
+fn check_bias<T: Float>(tol: f64) {
     let mut rng = Rng::new(9);
     for (m, k, n) in [(37, 70, 21), (37, 70, 100), (300, 70, 100)] {
-        let a = random::<f32>(m * k, &mut rng);
-        let b = random::<f32>(k * n, &mut rng);
-        let bias = random::<f32>(n, &mut rng);
-        let mut reference = vec![0.0f32; m * n];
+        let a = random::<T>(m * k, &mut rng);
+        let b = random::<T>(k * n, &mut rng);
+        let bias = random::<T>(n, &mut rng);
+        let mut reference = vec![T::ZERO; m * n];
         matmul_v1_naive(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut reference);
-        let expected: Vec<f64> = reference.iter().enumerate().map(|(i, &v)| (v + bias[i % n]) as f64).collect();
-        let mut c = vec![f32::NAN; m * n];
+        let expected: Vec<f64> = reference.iter().enumerate().map(|(i, v)| (*v + bias[i % n]).to_f64()).collect();
+        let mut c = vec![T::from_f64(f64::NAN); m * n];
         glassbox::backend::cpu::matmul::matmul_bias(
             MatRef::row_major(&a, m, k),
             MatRef::row_major(&b, k, n),
             &bias,
             &mut c,
         );
-        let got: Vec<f64> = c.iter().map(|&v| v as f64).collect();
-        assert_close(&got, &expected, F32_ACCUMULATED * (k as f64).sqrt(), &format!("matmul_bias {m}x{k}x{n}"));
+        let got: Vec<f64> = c.iter().map(|v| v.to_f64()).collect();
+        assert_close(&got, &expected, tol * (k as f64).sqrt(), &format!("matmul_bias {m}x{k}x{n}"));
     }
 }
 
+#[test]
+fn matmul_bias_adds_the_bias_to_every_row() {
+    check_bias::<f32>(F32_ACCUMULATED);
+    check_bias::<f64>(F64_TIGHT);
+}
+
 /// `gemm_strided` writes a block inside a wider matrix: the block's rows are overwritten (or
-/// added onto), everything between them is left alone. f32 runs the AVX-512 kernel where
-/// the CPU has it, f64 the packed kernels.
+/// added onto), everything between them is left alone. Both element types run v6 where the
+/// CPU has AVX-512 or AVX2, the packed kernels elsewhere.
 fn check_strided_output<T: Float>(tol: f64) {
     use glassbox::backend::cpu::matmul::gemm_strided;
     let mut rng = Rng::new(11);

@@ -448,20 +448,20 @@ unsafe fn macro_kernel_avx512_f32(
     }
 }
 
-/// `s` seen as `&[f32]` when `T` is f32.
-fn as_f32<T: Float>(s: &[T]) -> Option<&[f32]> {
-    (TypeId::of::<T>() == TypeId::of::<f32>()).then(|| {
-        // SAFETY: T and f32 have the same TypeId, so they are the same type: the memory is a
-        // valid [f32] of the same length and lifetime.
-        unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) }
+/// `s` seen as `&[U]` when `T` is `U`.
+fn same_type<T: Float, U: Float>(s: &[T]) -> Option<&[U]> {
+    (TypeId::of::<T>() == TypeId::of::<U>()).then(|| {
+        // SAFETY: T and U have the same TypeId, so they are the same type: the memory is a
+        // valid [U] of the same length and lifetime.
+        unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<U>(), s.len()) }
     })
 }
 
-/// `s` seen as `&mut [f32]` when `T` is f32.
-fn as_f32_mut<T: Float>(s: &mut [T]) -> Option<&mut [f32]> {
-    (TypeId::of::<T>() == TypeId::of::<f32>()).then(|| {
-        // SAFETY: as in `as_f32`; the exclusive borrow of `s` is moved into the result.
-        unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) }
+/// `s` seen as `&mut [U]` when `T` is `U`.
+fn same_type_mut<T: Float, U: Float>(s: &mut [T]) -> Option<&mut [U]> {
+    (TypeId::of::<T>() == TypeId::of::<U>()).then(|| {
+        // SAFETY: as in `same_type`; the exclusive borrow of `s` is moved into the result.
+        unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<U>(), s.len()) }
     })
 }
 
@@ -519,9 +519,9 @@ fn worth_parallel<T>(a: &MatRef<'_, T>, b: &MatRef<'_, T>) -> bool {
     2 * a.rows * a.cols * b.cols >= PARALLEL_MIN_FLOPS && rayon::current_num_threads() > 1
 }
 
-/// v6: for f32 on AVX-512 or AVX2, the kernel of `matmul/wide.rs` (a 6 x 64 or 12 x 32 tile,
-/// or 6 x 16 with AVX2; A read in place; B in blocks held in L2); elsewhere v5. Parallel
-/// when the product is big enough.
+/// v6: for f32 and f64 on AVX-512 or AVX2, the kernel of `matmul/wide.rs` (a tile of 6 x 4 or
+/// 12 x 2 vectors, 6 x 64 or 12 x 32 for f32, or 6 x 2 vectors with AVX2; A read in place; B
+/// in blocks held in L2); elsewhere v5. Parallel when the product is big enough.
 pub fn matmul_v6_wide<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T]) {
     gemm(a, b, c, true);
 }
@@ -568,9 +568,9 @@ pub fn matmul_bias<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, bias: &[T], c: 
     best(a, b, c, b.cols, worth_parallel(&a, &b), Output::Bias(bias));
 }
 
-/// v6 for f32 on AVX-512 or AVX2, else the packed v4 / v5 kernels for this CPU. With a bias, the v6
-/// kernel adds it as it first stores C; the others start from rows copied from it. `c` is
-/// already checked (and trimmed) for `ldc`; a bias has one value per column.
+/// v6 for f32 and f64 on AVX-512 or AVX2, else the packed v4 / v5 kernels for this CPU. With a
+/// bias, the v6 kernel adds it as it first stores C; the others start from rows copied from
+/// it. `c` is already checked (and trimmed) for `ldc`; a bias has one value per column.
 fn best<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], ldc: usize, parallel: bool, output: Output<'_, T>) {
     let n = b.cols;
     if let Output::Bias(bias) = output {
@@ -585,28 +585,10 @@ fn best<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], ldc: usize, p
         return crate::on_worker(move || best(a, b, c, ldc, parallel, output));
     }
     #[cfg(target_arch = "x86_64")]
-    let isa = isa::detect();
-    #[cfg(target_arch = "x86_64")]
-    if a.cols > 0 && matches!(isa, Isa::Avx512 | Isa::Avx2Fma) {
-        if let (Some(a_data), Some(b_data)) = (as_f32(a.data), as_f32(b.data)) {
-            let c = as_f32_mut(c).expect("c has the element type of a");
-            let output = match output {
-                Output::Overwrite => Output::Overwrite,
-                Output::Accumulate => Output::Accumulate,
-                Output::Bias(bias) => Output::Bias(as_f32(bias).expect("bias has the element type of a")),
-            };
-            let (a, b) = (a.with_data(a_data), b.with_data(b_data));
-            // SAFETY: isa::detect() returned this instruction set, so isa::supported saw its
-            // features (avx512f, avx2 and fma; or avx2 and fma) on this CPU.
-            unsafe {
-                if isa == Isa::Avx512 {
-                    wide::gemm_avx512(a, b, c, ldc, parallel, output)
-                } else {
-                    wide::gemm_avx2(a, b, c, ldc, parallel, output)
-                }
-            };
-            return;
-        }
+    if a.cols > 0
+        && (wide_as::<T, f32>(a, b, c, ldc, parallel, output) || wide_as::<T, f64>(a, b, c, ldc, parallel, output))
+    {
+        return;
     }
     // The packed kernels add onto C, so C starts as zeros or as copies of the bias (which is
     // also the whole answer when K = 0).
@@ -622,6 +604,44 @@ fn best<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], ldc: usize, p
     packed_for_isa(a, b, c, ldc, parallel);
 }
 
+/// Runs the product through v6 (`wide.rs`) when this CPU has AVX-512 or AVX2 and `T` is `E`
+/// (f32 or f64, each a type of its own to `wide.rs`); returns whether it did.
+#[cfg(target_arch = "x86_64")]
+fn wide_as<T: Float, E: simd::Element>(
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    c: &mut [T],
+    ldc: usize,
+    parallel: bool,
+    output: Output<'_, T>,
+) -> bool {
+    let isa = isa::detect();
+    if !matches!(isa, Isa::Avx512 | Isa::Avx2Fma) {
+        return false;
+    }
+    let (Some(a_data), Some(b_data), Some(c)) =
+        (same_type::<T, E>(a.data), same_type::<T, E>(b.data), same_type_mut::<T, E>(c))
+    else {
+        return false;
+    };
+    let output = match output {
+        Output::Overwrite => Output::Overwrite,
+        Output::Accumulate => Output::Accumulate,
+        Output::Bias(bias) => Output::Bias(same_type::<T, E>(bias).expect("bias has the element type of a")),
+    };
+    let (a, b) = (a.with_data(a_data), b.with_data(b_data));
+    // SAFETY: isa::detect() returned this instruction set, so isa::supported saw its features
+    // (avx512f, avx2 and fma; or avx2 and fma) on this CPU.
+    unsafe {
+        if isa == Isa::Avx512 {
+            wide::gemm_avx512(a, b, c, ldc, parallel, output)
+        } else {
+            wide::gemm_avx2(a, b, c, ldc, parallel, output)
+        }
+    };
+    true
+}
+
 /// Picks the tile size and compiled kernel for this CPU.
 /// Accumulates `A B` onto C (rows `ldc` apart); callers zero C first for a plain product.
 fn packed_for_isa<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], ldc: usize, parallel: bool) {
@@ -632,8 +652,8 @@ fn packed_for_isa<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], ldc
     debug_assert!(isa::supported(isa), "matmul: {isa:?} kernel chosen on a CPU without its features");
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 {
-        if let (Some(a_data), Some(b_data)) = (as_f32(a.data), as_f32(b.data)) {
-            let c = as_f32_mut(c).expect("c has the element type of a");
+        if let (Some(a_data), Some(b_data)) = (same_type::<T, f32>(a.data), same_type::<T, f32>(b.data)) {
+            let c = same_type_mut::<T, f32>(c).expect("c has the element type of a");
             let (a, b) = (a.with_data(a_data), b.with_data(b_data));
             const MR: usize = AVX512_F32_TILE.0;
             const NR: usize = AVX512_F32_TILE.1;

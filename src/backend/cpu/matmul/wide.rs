@@ -1,8 +1,9 @@
-//! v6, the f32 GEMM the engine runs on AVX-512 and AVX2 CPUs (other element types and CPUs
-//! run v5). It is written once against the few vector operations of [`Simd`] and compiled
-//! for each instruction set (`simd.rs`): AVX-512's 16-lane vectors and mask registers, AVX2's
-//! 8 lanes and vector masks. The figures below are AVX-512's; AVX2 has 16 registers, so its
-//! tile is 6 x 16 (12 accumulators).
+//! v6, the f32 and f64 GEMM the engine runs on AVX-512 and AVX2 CPUs (other CPUs run v5). It
+//! is written once against the few vector operations of [`Simd`] and compiled for each
+//! instruction set and element type (`simd.rs`): AVX-512's 16-lane (f32) or 8-lane (f64)
+//! vectors and mask registers, AVX2's 8 or 4 lanes and vector masks. The figures below are
+//! AVX-512's for f32 (f64 tiles are as many vectors, half as wide); AVX2 has 16 registers, so
+//! its tile is 6 x 16 (12 accumulators).
 //!
 //! Three changes from v5, each answering something a profile of the GPT training step showed:
 //!
@@ -44,12 +45,14 @@
 //!   buffer ([`PackedB::PerTask`]): the block then sits in the packing core's L2 instead of
 //!   going out to L3 and back.
 
+use std::any::TypeId;
+
 use rayon::prelude::*;
 
 use super::super::pool;
-use super::simd::{Avx2, Avx512, Simd};
+use super::simd::{Element, Simd};
 use super::{MatRef, Output};
-use crate::tensor::HostBuffer;
+use crate::tensor::{Float, HostBuffer};
 
 /// Depth of a slice (at most; [`slice_depth`] evens the slices out). A tile of A, `6 x KC`
 /// (12 KiB), stays in L1 while it walks a block of B's panels, and C's tiles are loaded and
@@ -65,10 +68,11 @@ const KC: usize = 512;
 /// than no blocks.
 const PANELS_PER_BLOCK: usize = 4;
 
-/// Panels of `nr` columns per block: [`PANELS_PER_BLOCK`] of AVX-512's 64- and 32-wide
-/// panels, and as many of AVX2's 16-wide ones as make the same 256 columns.
-fn panels_per_block(nr: usize) -> usize {
-    PANELS_PER_BLOCK.max(256 / nr)
+/// Panels of `nr` columns of `bytes`-byte elements per block: [`PANELS_PER_BLOCK`] of
+/// AVX-512's 64- and 32-wide f32 panels (and 32-wide f64 ones), and as many narrower ones as
+/// make the same 1 KiB per depth step (AVX2's 16-wide f32 panels, 16 to a block).
+fn panels_per_block(nr: usize, bytes: usize) -> usize {
+    PANELS_PER_BLOCK.max(1024 / (nr * bytes))
 }
 
 /// Largest block of rows a task takes in a product that is short (see [`TALL_SHARE_FLOPS`]):
@@ -138,53 +142,53 @@ enum TileB {
     Packed,
 }
 
-/// `C = A B`, `C += A B` or `C = A B + bias` (by `output`) for f32 matrices, C's rows `ldc`
-/// apart, `K > 0`. `c` runs from C's first element to its last (as `strided_out` trims it),
-/// and a bias has one value per column (both checked by the caller, `best`).
+/// `C = A B`, `C += A B` or `C = A B + bias` (by `output`) for f32 or f64 matrices, C's rows
+/// `ldc` apart, `K > 0`. `c` runs from C's first element to its last (as `strided_out` trims
+/// it), and a bias has one value per column (both checked by the caller, `best`).
 ///
-/// With AVX-512 the register tile is 6 rows by 64 columns (four vectors), or 12 by 32 (two
-/// vectors) when B's width rounds up to 64 much worse than to 32: attention's products with a
-/// head dimension of 32, or a vocabulary of 65, would leave half or a quarter of the wide
-/// tile's multiply-adds on padding. Both tiles hold 24 accumulators; the wide one needs 10
-/// loads per 24 FMAs, the narrow one 14, and is 5-10% slower where both fit.
+/// With AVX-512 the register tile is 6 rows by four vectors (64 f32 columns), or 12 by two
+/// vectors (32) when B's width rounds up to four vectors much worse than to two: attention's
+/// products with a head dimension of 32, or a vocabulary of 65, would leave half or a quarter
+/// of the wide tile's multiply-adds on padding. Both tiles hold 24 accumulators; the wide one
+/// needs 10 loads per 24 FMAs, the narrow one 14, and is 5-10% slower where both fit.
 ///
 /// # Safety
 /// The CPU must support AVX-512F (with AVX2 and FMA).
-pub(super) unsafe fn gemm_avx512(
-    a: MatRef<'_, f32>,
-    b: MatRef<'_, f32>,
-    c: &mut [f32],
+pub(super) unsafe fn gemm_avx512<E: Element>(
+    a: MatRef<'_, E>,
+    b: MatRef<'_, E>,
+    c: &mut [E],
     ldc: usize,
     parallel: bool,
-    output: Output<'_, f32>,
+    output: Output<'_, E>,
 ) {
-    let n = b.cols;
+    let (n, lanes) = (b.cols, E::Avx512::LANES);
     // SAFETY: the caller vouched for AVX-512F.
     unsafe {
-        if n.next_multiple_of(64) * 7 > n.next_multiple_of(32) * 8 {
-            tiled::<Avx512, 12, 2>(a, b, c, ldc, parallel, output)
+        if n.next_multiple_of(4 * lanes) * 7 > n.next_multiple_of(2 * lanes) * 8 {
+            tiled::<E::Avx512, 12, 2>(a, b, c, ldc, parallel, output)
         } else {
-            tiled::<Avx512, 6, 4>(a, b, c, ldc, parallel, output)
+            tiled::<E::Avx512, 6, 4>(a, b, c, ldc, parallel, output)
         }
     }
 }
 
-/// [`gemm_avx512`] for CPUs with AVX2 and FMA but no AVX-512. The tile is 6 rows by 16
-/// columns (two 8-lane vectors): 12 accumulators, two vectors of B and a broadcast fill 15 of
-/// the 16 registers, 8 loads per 12 FMAs.
+/// [`gemm_avx512`] for CPUs with AVX2 and FMA but no AVX-512. The tile is 6 rows by two
+/// vectors (16 f32 or 8 f64 columns): 12 accumulators, two vectors of B and a broadcast fill
+/// 15 of the 16 registers, 8 loads per 12 FMAs.
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
-pub(super) unsafe fn gemm_avx2(
-    a: MatRef<'_, f32>,
-    b: MatRef<'_, f32>,
-    c: &mut [f32],
+pub(super) unsafe fn gemm_avx2<E: Element>(
+    a: MatRef<'_, E>,
+    b: MatRef<'_, E>,
+    c: &mut [E],
     ldc: usize,
     parallel: bool,
-    output: Output<'_, f32>,
+    output: Output<'_, E>,
 ) {
     // SAFETY: the caller vouched for AVX2 and FMA.
-    unsafe { tiled::<Avx2, 6, 2>(a, b, c, ldc, parallel, output) }
+    unsafe { tiled::<E::Avx2, 6, 2>(a, b, c, ldc, parallel, output) }
 }
 
 /// The product with an `MR x LANES VECS` register tile of instruction set `S`.
@@ -192,12 +196,12 @@ pub(super) unsafe fn gemm_avx2(
 /// # Safety
 /// The CPU must support `S`.
 unsafe fn tiled<S: Simd, const MR: usize, const VECS: usize>(
-    a: MatRef<'_, f32>,
-    b: MatRef<'_, f32>,
-    c: &mut [f32],
+    a: MatRef<'_, S::E>,
+    b: MatRef<'_, S::E>,
+    c: &mut [S::E],
     ldc: usize,
     parallel: bool,
-    output: Output<'_, f32>,
+    output: Output<'_, S::E>,
 ) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(a.cols == b.rows && ldc >= n, "matmul v6: {}x{} times {}x{} into rows {ldc} apart", m, k, b.rows, n);
@@ -234,11 +238,11 @@ unsafe fn tiled<S: Simd, const MR: usize, const VECS: usize>(
         // thread's own buffers (`super::with_scratch`): no lock, no allocation. Their 64-byte
         // alignment matters as the pool's does below.
         super::with_scratch(|b_words, a_words| {
-            let b_buffer = super::words_as::<f32>(b_words, b_len);
+            let b_buffer = super::words_as::<S::E>(b_words, b_len);
             // SAFETY: the caller vouched for S; `b_packed` is a column range of `b`, checked
             // in bounds above, and `b_buffer` holds `b_len` values.
             let b_panels = unsafe { panels_b::<S, VECS>(&b, &b_packed, b_buffer, in_place_panels, per_task, false) };
-            let panels_a = super::words_as::<f32>(a_words, a_len);
+            let panels_a = super::words_as::<S::E>(a_words, a_len);
             // SAFETY: the caller vouched for S.
             unsafe {
                 S::run(
@@ -267,11 +271,11 @@ unsafe fn tiled<S: Simd, const MR: usize, const VECS: usize>(
     // A pool buffer starts on a cache line, as every `HostBuffer` does: each depth step of a B
     // panel is whole 64-byte vector loads, and from an unaligned buffer every one of them
     // would straddle two lines.
-    let mut buffer = pool::reuse::<f32>(b_len);
+    let mut buffer = pool::reuse::<S::E>(b_len);
     // SAFETY: as in the one-thread branch.
     let b_panels = unsafe { panels_b::<S, VECS>(&b, &b_packed, &mut buffer, in_place_panels, per_task, true) };
     c.par_chunks_mut(mc * ldc).enumerate().for_each(|(blk, c_rows)| {
-        let mut panels_a = pool::reuse::<f32>(a_len);
+        let mut panels_a = pool::reuse::<S::E>(a_len);
         // SAFETY: as in the one-thread branch (this task runs as a function of its own, so it
         // enables S itself).
         unsafe {
@@ -292,13 +296,13 @@ unsafe fn tiled<S: Simd, const MR: usize, const VECS: usize>(
 /// # Safety
 /// The CPU supports `S`; `b_packed` is in bounds and `buffer` holds its `K x N_padded` values.
 unsafe fn panels_b<'a, 'b, S: Simd, const VECS: usize>(
-    b: &'a MatRef<'b, f32>,
-    b_packed: &MatRef<'_, f32>,
-    buffer: &'a mut [f32],
+    b: &'a MatRef<'b, S::E>,
+    b_packed: &MatRef<'_, S::E>,
+    buffer: &'a mut [S::E],
     in_place_panels: usize,
     per_task: bool,
     parallel: bool,
-) -> PanelsB<'a, 'b> {
+) -> PanelsB<'a, 'b, S::E> {
     if per_task {
         return PanelsB { b, packed: PackedB::PerTask, in_place_panels };
     }
@@ -309,7 +313,7 @@ unsafe fn panels_b<'a, 'b, S: Simd, const VECS: usize>(
 
 /// True when every element of `m` lies inside its buffer (the kernel reads through raw
 /// pointers, so this is checked once per product instead of per load).
-fn in_bounds(m: &MatRef<'_, f32>) -> bool {
+fn in_bounds<E: Float>(m: &MatRef<'_, E>) -> bool {
     m.rows == 0 || m.cols == 0 || m.offset + (m.rows - 1) * m.row_stride + (m.cols - 1) * m.col_stride < m.data.len()
 }
 
@@ -343,7 +347,7 @@ fn rows_per_task((m, k, n): (usize, usize, usize), threads: usize, mr: usize) ->
 /// # Safety
 /// The CPU supports `S`, and `b` is in bounds (checked by [`tiled`]); `out` holds
 /// `K x N_padded` values.
-unsafe fn pack_b<S: Simd, const VECS: usize>(b: &MatRef<'_, f32>, out: &mut [f32], parallel: bool) {
+unsafe fn pack_b<S: Simd, const VECS: usize>(b: &MatRef<'_, S::E>, out: &mut [S::E], parallel: bool) {
     let nr = S::LANES * VECS;
     let n_padded = b.cols.next_multiple_of(nr);
     if n_padded == 0 {
@@ -352,7 +356,7 @@ unsafe fn pack_b<S: Simd, const VECS: usize>(b: &MatRef<'_, f32>, out: &mut [f32
     let depth = slice_depth(b.rows);
     // Slice `s` (depth s * KC ..) is a contiguous `kc x N_padded` run of `out`, and each of its
     // panels a contiguous `kc x NR` run of that.
-    let pack = |s: usize, panel: usize, dst: &mut [f32]| {
+    let pack = |s: usize, panel: usize, dst: &mut [S::E]| {
         // SAFETY: the caller vouched for S and `b`'s bounds; `dst` is this panel's run.
         unsafe {
             S::run(
@@ -361,7 +365,7 @@ unsafe fn pack_b<S: Simd, const VECS: usize>(b: &MatRef<'_, f32>, out: &mut [f32
             )
         }
     };
-    let panel_len = |slice: &[f32]| slice.len() / n_padded * nr;
+    let panel_len = |slice: &[S::E]| slice.len() / n_padded * nr;
     if parallel && b.rows * b.cols >= 1 << 14 {
         out.par_chunks_mut(depth * n_padded).enumerate().for_each(|(s, slice)| {
             let len = panel_len(slice);
@@ -383,11 +387,11 @@ unsafe fn pack_b<S: Simd, const VECS: usize>(b: &MatRef<'_, f32>, out: &mut [f32
 /// Runs inside `S::run`; `b` in bounds; `out` holds `kc x NR` values per panel.
 #[inline(always)]
 unsafe fn pack_block<S: Simd, const VECS: usize>(
-    b: &MatRef<'_, f32>,
+    b: &MatRef<'_, S::E>,
     p0: usize,
     kc: usize,
     panels: std::ops::Range<usize>,
-    out: &mut [f32],
+    out: &mut [S::E],
 ) {
     let nr = S::LANES * VECS;
     assert!(
@@ -410,7 +414,7 @@ unsafe fn pack_block<S: Simd, const VECS: usize>(
 /// # Safety
 /// Runs inside `S::run`; `b` in bounds.
 #[inline(always)]
-unsafe fn pack_panel<S: Simd, const VECS: usize>(b: &MatRef<'_, f32>, p0: usize, j0: usize, dst: &mut [f32]) {
+unsafe fn pack_panel<S: Simd, const VECS: usize>(b: &MatRef<'_, S::E>, p0: usize, j0: usize, dst: &mut [S::E]) {
     let nr = S::LANES * VECS;
     let cols = nr.min(b.cols - j0);
     // SAFETY (every intrinsic below): the caller runs this inside `S::run`.
@@ -437,17 +441,17 @@ unsafe fn pack_panel<S: Simd, const VECS: usize>(b: &MatRef<'_, f32>, p0: usize,
             }
         } else {
             for (j, d) in dst_row.iter_mut().enumerate() {
-                *d = if j < cols { b.data[src + j * b.col_stride] } else { 0.0 };
+                *d = if j < cols { b.data[src + j * b.col_stride] } else { S::E::ZERO };
             }
         }
     }
 }
 
 /// How the panels of B that are not read in place get packed.
-enum PackedB<'a> {
+enum PackedB<'a, E> {
     /// All of them, once, before the tasks start, into this buffer (laid out by [`pack_b`]),
     /// which every task then reads.
-    Whole(&'a [f32]),
+    Whole(&'a [E]),
     /// By each task, one block of panels at a time, into a buffer of its own
     /// ([`pack_block`]). A long product's tasks each pay for packing all of B, but a block
     /// goes straight into the packing core's L2, where its tiles of A find it. Packed whole,
@@ -459,17 +463,17 @@ enum PackedB<'a> {
 
 /// Where B's panels are: the first `in_place_panels` read in place from `b`, the rest packed
 /// (by `packed`; with [`PackedB::PerTask`], `in_place_panels` is 0).
-struct PanelsB<'a, 'b> {
-    b: &'a MatRef<'b, f32>,
-    packed: PackedB<'a>,
+struct PanelsB<'a, 'b, E> {
+    b: &'a MatRef<'b, E>,
+    packed: PackedB<'a, E>,
     in_place_panels: usize,
 }
 
-impl PanelsB<'_, '_> {
+impl<E: Float> PanelsB<'_, '_, E> {
     /// The start of panel `panel` (of `nr` columns) at depth `p0`, `kc` deep, and how the
     /// kernel steps through it. `own_block` is the task's block of panels from `block_start`
     /// on, packed by [`pack_block`] (used only with [`PackedB::PerTask`]).
-    fn panel(&self, p0: usize, kc: usize, panel: usize, nr: usize, own_block: (usize, &[f32])) -> (*const f32, TileB) {
+    fn panel(&self, p0: usize, kc: usize, panel: usize, nr: usize, own_block: (usize, &[E])) -> (*const E, TileB) {
         let b = self.b;
         if panel < self.in_place_panels {
             // In bounds: rows p0 .. p0 + kc <= K and columns panel * nr + nr <= N of a B
@@ -500,14 +504,14 @@ impl PanelsB<'_, '_> {
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn row_block<S: Simd, const MR: usize, const VECS: usize>(
-    a: &MatRef<'_, f32>,
+    a: &MatRef<'_, S::E>,
     i0: usize,
     rows: usize,
-    c_rows: &mut [f32],
+    c_rows: &mut [S::E],
     ldc: usize,
-    b_panels: &PanelsB<'_, '_>,
-    output: Output<'_, f32>,
-    panels_a: &mut [f32],
+    b_panels: &PanelsB<'_, '_, S::E>,
+    output: Output<'_, S::E>,
+    panels_a: &mut [S::E],
 ) {
     let (k, n) = (a.cols, b_panels.b.cols);
     let nr = S::LANES * VECS;
@@ -522,8 +526,8 @@ unsafe fn row_block<S: Simd, const MR: usize, const VECS: usize>(
     let in_place = a.col_stride == 1 && n <= IN_PLACE_MAX_N;
     let depth = slice_depth(k);
     let per_task = matches!(b_panels.packed, PackedB::PerTask);
-    let panels_per_block = panels_per_block(nr);
-    let mut own_block = if per_task { pool::reuse::<f32>(depth * nr * panels_per_block) } else { HostBuffer::new() };
+    let panels_per_block = panels_per_block(nr, std::mem::size_of::<S::E>());
+    let mut own_block = if per_task { pool::reuse::<S::E>(depth * nr * panels_per_block) } else { HostBuffer::new() };
     for p0 in (0..k).step_by(depth) {
         let kc = depth.min(k - p0);
         let first_tile = if in_place { full_tiles } else { 0 };
@@ -581,57 +585,69 @@ unsafe fn row_block<S: Simd, const MR: usize, const VECS: usize>(
 /// Runs inside `S::run`; `a` in bounds.
 #[inline(always)]
 unsafe fn pack_a<S: Simd, const MR: usize>(
-    a: &MatRef<'_, f32>,
+    a: &MatRef<'_, S::E>,
     i0: usize,
     rows: usize,
     p0: usize,
     kc: usize,
-    out: &mut [f32],
+    out: &mut [S::E],
 ) {
     // Row offsets for gathering one depth step of a panel from MR rows (when A's rows are
-    // not adjacent in memory); offsets must fit in i32, or the scalar loop runs. (MR is at
-    // most one vector's lanes: 6 or 12 of AVX-512's 16, 6 of AVX2's 8.)
+    // not adjacent in memory); offsets must fit in i32, or the scalar loop runs. A step of
+    // the panel is one vector (6 or 12 of AVX-512's 16 f32 lanes, 6 of AVX2's 8) or, where MR
+    // is more than a vector holds (f64: 12 of AVX-512's 8 lanes, 6 of AVX2's 4), two.
     let gather = a.row_stride != 1 && a.row_stride * MR < i32::MAX as usize;
     let offsets = S::offsets(if gather { a.row_stride } else { 0 });
-    let panel_lanes = S::first_lanes(MR);
+    let vectors = MR.div_ceil(S::LANES);
     for (panel, dst) in out.chunks_exact_mut(MR * kc).take(rows.div_ceil(MR)).enumerate() {
         let r0 = panel * MR;
         let panel_rows = MR.min(rows - r0);
-        let valid = S::first_lanes(panel_rows);
-        // Six whole row-major rows go 16 depth steps at a time through a transpose in
-        // AVX-512 registers; the steps after the last whole 16 (and any other A, or AVX2)
+        // Six whole row-major f32 rows go 16 depth steps at a time through a transpose in
+        // AVX-512 registers; the steps after the last whole 16 (and any other A, f64, or AVX2)
         // take the loop below.
         let mut transposed = 0;
-        if S::LANES == 16 && MR == 6 && panel_rows == 6 && a.col_stride == 1 {
-            let row = |i: usize| a.data.as_ptr().add(a.offset + (i0 + r0 + i) * a.row_stride + p0);
+        let f32_avx512 = TypeId::of::<S::E>() == TypeId::of::<f32>() && S::LANES == 16;
+        if f32_avx512 && MR == 6 && panel_rows == 6 && a.col_stride == 1 {
+            let row = |i: usize| a.data.as_ptr().add(a.offset + (i0 + r0 + i) * a.row_stride + p0).cast::<f32>();
             let rows: [*const f32; 6] = std::array::from_fn(row);
+            let dst_f32 = dst.as_mut_ptr().cast::<f32>();
             while transposed + 16 <= kc {
-                // SAFETY: 16 lanes means S is AVX-512, which the caller vouched for; rows
-                // i0 + r0 .. + 6 <= M and depth p0 + transposed .. + 16 <= K of an A checked
-                // in bounds; the 96 values written are steps transposed .. + 16 of this panel,
-                // inside `dst` (6 kc values).
-                transpose_6x16(rows.map(|r| r.add(transposed)), dst.as_mut_ptr().add(6 * transposed));
+                // SAFETY: the element type is f32 (so the casts change nothing) and 16 lanes
+                // of it means S is AVX-512, which the caller vouched for; rows i0 + r0 .. + 6
+                // <= M and depth p0 + transposed .. + 16 <= K of an A checked in bounds; the
+                // 96 values written are steps transposed .. + 16 of this panel, inside `dst`
+                // (6 kc values).
+                transpose_6x16(rows.map(|r| r.add(transposed)), dst_f32.add(6 * transposed));
                 transposed += 16;
             }
         }
         for (p, dst_p) in dst.chunks_exact_mut(MR).enumerate().skip(transposed) {
             let src = a.offset + (i0 + r0) * a.row_stride + (p0 + p) * a.col_stride;
-            // SAFETY: lanes i < panel_rows read elements (i0 + r0 + i, p0 + p) of `a`, in
-            // bounds; masked-off lanes are not read. The store writes the MR lanes of
-            // `dst_p`.
-            let v = if a.row_stride == 1 {
-                // A transposed: the panel's column is already contiguous, one masked vector
-                // copy (a plain loop here becomes a memmove call per 48 bytes).
-                S::load_masked(valid, a.data.as_ptr().add(src))
-            } else if gather {
-                S::gather_masked(valid, a.data.as_ptr().add(src), offsets)
-            } else {
+            if a.row_stride != 1 && !gather {
                 for (i, d) in dst_p.iter_mut().enumerate() {
-                    *d = if i < panel_rows { a.data[src + i * a.row_stride] } else { 0.0 };
+                    *d = if i < panel_rows { a.data[src + i * a.row_stride] } else { S::E::ZERO };
                 }
                 continue;
-            };
-            S::store_masked(dst_p.as_mut_ptr(), panel_lanes, v);
+            }
+            for v in 0..vectors {
+                // Rows v LANES .. of the panel: those of them inside A are read, the rest of
+                // the vector's MR - v LANES lanes written as zeros.
+                let first = v * S::LANES;
+                let valid = S::first_lanes(panel_rows.saturating_sub(first));
+                let at = a.data.as_ptr().add(src).wrapping_add(first * a.row_stride);
+                // SAFETY: lanes i < panel_rows - first read elements (i0 + r0 + first + i,
+                // p0 + p) of `a`, in bounds; masked-off lanes are not read (so `at` may lie
+                // past A for a vector of padding). The store writes lanes first .. MR of
+                // `dst_p`.
+                let values = if a.row_stride == 1 {
+                    // A transposed: the panel's column is already contiguous, one masked
+                    // vector copy (a plain loop here becomes a memmove call per 48 bytes).
+                    S::load_masked(valid, at)
+                } else {
+                    S::gather_masked(valid, at, offsets)
+                };
+                S::store_masked(dst_p.as_mut_ptr().add(first), S::first_lanes(MR - first), values);
+            }
         }
     }
 }
@@ -709,13 +725,13 @@ unsafe fn transpose_6x16(rows: [*const f32; 6], dst: *mut f32) {
 #[inline(never)]
 unsafe fn short_tile<S: Simd, const MR: usize, const VECS: usize>(
     kc: usize,
-    a: (*const f32, TileA),
-    b: (*const f32, TileB),
-    c: *mut f32,
+    a: (*const S::E, TileA),
+    b: (*const S::E, TileB),
+    c: *mut S::E,
     ldc: usize,
     rows: usize,
     cols: usize,
-    output: Output<'_, f32>,
+    output: Output<'_, S::E>,
     j0: usize,
 ) {
     // SAFETY: the caller's promises, for a tile of `rows` rows.
@@ -748,21 +764,21 @@ unsafe fn short_tile<S: Simd, const MR: usize, const VECS: usize>(
 #[inline(always)]
 unsafe fn kernel<S: Simd, const ROWS: usize, const MR: usize, const VECS: usize>(
     kc: usize,
-    (a, a_layout): (*const f32, TileA),
-    (b, b_layout): (*const f32, TileB),
-    c: *mut f32,
+    (a, a_layout): (*const S::E, TileA),
+    (b, b_layout): (*const S::E, TileB),
+    c: *mut S::E,
     ldc: usize,
     rows: usize,
     cols: usize,
-    output: Output<'_, f32>,
+    output: Output<'_, S::E>,
     j0: usize,
 ) {
     use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-    // C's tile is read (or written) only after the depth loop; asking for its lines (16 f32
+    // C's tile is read (or written) only after the depth loop; asking for its lines (64 bytes
     // each) now lets them arrive from L3 while the multiply-adds run, instead of stalling
     // the stores.
     for i in 0..rows {
-        for line in (0..cols).step_by(16) {
+        for line in (0..cols).step_by(64 / std::mem::size_of::<S::E>()) {
             _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * ldc + line).cast::<i8>());
         }
     }
@@ -821,8 +837,8 @@ unsafe fn kernel<S: Simd, const ROWS: usize, const MR: usize, const VECS: usize>
 unsafe fn depth_loop<S: Simd, const ROWS: usize, const VECS: usize>(
     kc: usize,
     acc: &mut [[S::V; VECS]; ROWS],
-    a_at: impl Fn(usize, usize) -> *const f32,
-    b_at: impl Fn(usize, usize) -> *const f32,
+    a_at: impl Fn(usize, usize) -> *const S::E,
+    b_at: impl Fn(usize, usize) -> *const S::E,
 ) {
     let mut p = 0;
     while ROWS <= 6 && p + 4 <= kc {
@@ -852,8 +868,8 @@ unsafe fn depth_loop<S: Simd, const ROWS: usize, const VECS: usize>(
 unsafe fn depth_step<S: Simd, const ROWS: usize, const VECS: usize>(
     acc: &mut [[S::V; VECS]; ROWS],
     p: usize,
-    a_at: &impl Fn(usize, usize) -> *const f32,
-    b_at: &impl Fn(usize, usize) -> *const f32,
+    a_at: &impl Fn(usize, usize) -> *const S::E,
+    b_at: &impl Fn(usize, usize) -> *const S::E,
 ) {
     let mut b_p = [S::zero(); VECS];
     for (v, b_pv) in b_p.iter_mut().enumerate() {
