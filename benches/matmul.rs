@@ -15,21 +15,25 @@
 //! threads). Issue 3's targets: >= 1.05x `gemm` and >= 90% of the FMA peak at 512..2048, and
 //! no worse than `gemm` at the MLP's shapes.
 //!
-//! `cargo bench --bench matmul` (`-- square` for the squares only).
+//! The last groups (`f64_*`) time the engine's f64 GEMM against the crate's at three shapes;
+//! their summary lines measure against the f64 FMA peak, half the f32 one.
+//!
+//! `cargo bench --bench matmul` (`-- square` for the squares only, `-- f64` for f64).
 
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use glassbox::backend::cpu::matmul::{versions, MatRef};
 use glassbox::rng::Rng;
+use glassbox::tensor::Float;
 use rayon::prelude::*;
 
-fn random(n: usize, rng: &mut Rng) -> Vec<f32> {
-    (0..n).map(|_| rng.normal() as f32).collect()
+fn random<T: Float>(n: usize, rng: &mut Rng) -> Vec<T> {
+    (0..n).map(|_| T::from_f64(rng.normal())).collect()
 }
 
 /// `C = A B` by the `gemm` crate, row-major operands, on all rayon threads.
-fn yardstick_gemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+fn yardstick_gemm<T: Float>(m: usize, k: usize, n: usize, a: &[T], b: &[T], c: &mut [T]) {
     let threads = rayon::current_num_threads();
     let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     // SAFETY: the pointers come from live slices of exactly m*k, k*n and m*n floats, and the
@@ -50,8 +54,8 @@ fn yardstick_gemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f
             b.as_ptr(),
             1,
             n as isize,
-            0.0f32,
-            1.0f32,
+            T::ZERO,
+            T::ONE,
             false,
             false,
             false,
@@ -218,5 +222,49 @@ fn bench_matmul(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_matmul);
+/// The f64 products: the engine against the `gemm` crate, with a summary line per shape.
+fn bench_matmul_f64(c: &mut Criterion) {
+    let peak = glassbox::backend::cpu::peak::fma_peak(rayon::current_num_threads(), 10, Duration::from_millis(100));
+    // Half as many f64 lanes per vector as f32 ones, at the same instruction rate.
+    let f64_peak = peak.gflops / 2.0;
+    println!("f64 FMA peak: {f64_peak:.0} GFLOP/s on {} threads ({})", peak.threads, peak.isa.name());
+    let shapes = [
+        ("f64_gpt_qkv_2048x128x384", 2048, 128, 384),
+        ("f64_square_512", 512, 512, 512),
+        ("f64_square_1024", 1024, 1024, 1024),
+    ];
+    let engine = versions::<f64>().into_iter().last().expect("the ladder has versions");
+    let mut rng = Rng::new(1);
+    for (label, m, k, n) in shapes {
+        let a = random::<f64>(m * k, &mut rng);
+        let b = random::<f64>(k * n, &mut rng);
+        let mut out = vec![0.0f64; m * n];
+        let mut group = c.benchmark_group(format!("matmul/{label}"));
+        group.throughput(Throughput::Elements((m * n * k) as u64));
+        group.sample_size(10);
+        group.bench_function(BenchmarkId::from_parameter(engine.0), |bench| {
+            bench.iter(|| (engine.1)(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut out))
+        });
+        group.bench_function(BenchmarkId::from_parameter("yardstick_gemm_crate"), |bench| {
+            bench.iter(|| yardstick_gemm(m, k, n, &a, &b, &mut out))
+        });
+        group.finish();
+        let (mut ours, mut theirs) = (f64::INFINITY, f64::INFINITY);
+        for _ in 0..7 {
+            ours =
+                ours.min(best_of(1, || (engine.1)(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut out)));
+            theirs = theirs.min(best_of(1, || yardstick_gemm(m, k, n, &a, &b, &mut out)));
+        }
+        let gflops = 2.0 * (m * n * k) as f64 / ours / 1e9;
+        println!(
+            "summary {label}: {} {gflops:.0} GFLOP/s on {} threads ({:.0}% of the f64 FMA peak) = {:.2}x the gemm crate",
+            engine.0,
+            rayon::current_num_threads(),
+            100.0 * gflops / f64_peak,
+            theirs / ours,
+        );
+    }
+}
+
+criterion_group!(benches, bench_matmul, bench_matmul_f64);
 criterion_main!(benches);
