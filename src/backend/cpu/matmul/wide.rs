@@ -93,6 +93,16 @@ const MC_TALL: usize = 1024;
 /// The GPT's `2048 x 128 x 384` (0.2 GFLOP) ran 10% slower in two 1024-row tasks than in
 /// twelve 174-row ones.
 const TALL_SHARE_FLOPS: f64 = 1e9;
+/// A lower threshold for deep products. Against the `gemm` crate on 2 threads (three
+/// alternated rounds), tall tasks took 768³ from 1.00-1.02x to 1.06-1.09x, 640³ from
+/// 1.05-1.07x to 1.07-1.11x, `512 x 1024 x 512` from 0.98-1.02x to 1.02-1.09x and the GPT's
+/// `512 x 2048 x 128` (A transposed) from 0.91-1.02x to 0.99-1.05x; 512³ stayed within noise
+/// in six. The GPT's `2048 x 128 x 512`, 128 deep, lost (0.97-1.04x to 0.93-0.96x), and its
+/// `2048 x 512 x 128`, 128 wide, lost in one set of rounds (1.02-1.04x to 0.97-0.98x) and not
+/// in another, hence [`TALL_MIN_DEPTH`] for both. The GPT step did not move.
+const TALL_SHARE_FLOPS_DEEP: f64 = 1.2e8;
+/// Least depth and width for [`TALL_SHARE_FLOPS_DEEP`].
+const TALL_MIN_DEPTH: usize = 256;
 
 /// Widest B for which a row-major A, and a row-major B, are read in place rather than packed.
 /// (A wider B's rows lie so far apart that a block of its panels would crowd a few cache sets
@@ -318,9 +328,11 @@ fn in_bounds<E: Float>(m: &MatRef<'_, E>) -> bool {
 }
 
 /// True when an `m x k x n` product gives each of `threads` threads at least
-/// [`TALL_SHARE_FLOPS`] of work: it then runs in tall tasks, each packing its own blocks of B.
+/// [`TALL_SHARE_FLOPS`] of work, or [`TALL_SHARE_FLOPS_DEEP`] with a depth and a width of at
+/// least [`TALL_MIN_DEPTH`]: it then runs in tall tasks, each packing its own blocks of B.
 fn is_long((m, k, n): (usize, usize, usize), threads: usize) -> bool {
-    2.0 * (m * k) as f64 * n as f64 / threads as f64 >= TALL_SHARE_FLOPS
+    let per_thread = 2.0 * (m * k) as f64 * n as f64 / threads as f64;
+    per_thread >= TALL_SHARE_FLOPS || (per_thread >= TALL_SHARE_FLOPS_DEEP && k.min(n) >= TALL_MIN_DEPTH)
 }
 
 /// Depth of each slice for an inner dimension `k`: as near `KC` as an even split allows, so
@@ -922,5 +934,11 @@ mod tests {
         // Never fewer tasks than threads, never a task under one tile.
         assert_eq!(rows_per_task((128, 784, 256), 2, 6), 66);
         assert_eq!(rows_per_task((5, 3000, 3000), 4, 6), 6);
+        // 768³ on 2 threads, 0.23 GFLOP per thread and 768 deep and wide: tall.
+        assert!(is_long((768, 768, 768), 2));
+        assert_eq!(rows_per_task((768, 768, 768), 2, 6), 384);
+        // The GPT's 2048 x 128 x 512 has as much work, but is 128 deep: short tasks.
+        assert!(!is_long((2048, 128, 512), 2));
+        assert!(!is_long((512, 512, 512), 4));
     }
 }
