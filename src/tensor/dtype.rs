@@ -272,6 +272,23 @@ pub fn exp_f32(x: f32) -> f32 {
     }
 }
 
+/// `2^n e^r` for `|r| <= ln(2) / 2` and `-126 <= n <= 127` (so `2^n` is one normal number,
+/// built in the exponent bits): the end of [`exp_nonpositive_f32`] and
+/// [`over_one_plus_exp_f32`]. `e^r` is a degree-6 polynomial fitted for that interval (a
+/// weighted least-squares fit in f64, `scripts/fit_exp_poly.py`), evaluated with Estrin's
+/// scheme as in [`exp_f32`]; in f32 its relative error stays under 1.7e-7. A NaN `r` gives
+/// NaN.
+#[inline(always)]
+fn pow2_exp_fitted(n: i32, r: f32) -> f32 {
+    let r2 = r * r;
+    let r4 = r2 * r2;
+    let p01 = 1.0 + r;
+    let p23 = 0.499_999_9 + r * 0.166_664_2;
+    let p45 = 0.041_668_225 + r * 0.008_374_816;
+    let p = (p01 + r2 * p23) + r4 * (p45 + r2 * 0.001_383_684_6);
+    p * f32::from_bits((n.wrapping_add(127) as u32) << 23)
+}
+
 /// e^x for the `x <= 0` of a softmax (`x - max` over a row, with `max` the row's largest), a
 /// third cheaper than [`exp_f32`]: softmax, cross-entropy and attention are bound by it once
 /// their vectors have 8 lanes (AVX2) rather than 16.
@@ -283,7 +300,7 @@ pub fn exp_f32(x: f32) -> f32 {
 ///   past it (attention computes masked-off scores along with the visible ones, then
 ///   overwrites them with zeros);
 /// - accuracy it does not need: `e^r` on `|r| <= ln(2) / 2` is the fitted degree-6 polynomial
-///   of [`over_one_plus_exp_f32`] rather than degree-7 Taylor (relative error under 2e-7).
+///   of [`pow2_exp_fitted`] rather than degree-7 Taylor (relative error under 2e-7).
 ///
 /// Below -87 the result is exactly 0 (so `-inf`, a masked logit, gives 0); NaN stays NaN.
 #[inline(always)]
@@ -292,13 +309,7 @@ pub fn exp_nonpositive_f32(x: f32) -> f32 {
     const HIGH: f32 = 88.0;
     // `clamp` (unlike `max` / `min`) passes a NaN through.
     let (n, r) = split_ln2(x.clamp(LOW, HIGH));
-    let r2 = r * r;
-    let r4 = r2 * r2;
-    let p01 = 1.0 + r;
-    let p23 = 0.499_999_9 + r * 0.166_664_2;
-    let p45 = 0.041_668_225 + r * 0.008_374_816;
-    let p = (p01 + r2 * p23) + r4 * (p45 + r2 * 0.001_383_684_6);
-    let y = p * f32::from_bits((n.wrapping_add(127) as u32) << 23);
+    let y = pow2_exp_fitted(n, r);
     if x < LOW {
         0.0
     } else {
@@ -321,9 +332,8 @@ pub fn exp_nonpositive_f32(x: f32) -> f32 {
 ///   which would cost a microcode assist in every later op. The 0 holds for any `num`, so
 ///   the function is meant for a `num` of modest size: 1, or GELU's x, whose true result is
 ///   below 1e-36 wherever `-2u` passes 87.
-/// - `e^r` on `|r| <= ln(2) / 2` is a degree-6 polynomial fitted for that interval (a
-///   weighted least-squares fit in f64, `scripts/fit_exp_poly.py`) rather than degree-7 Taylor;
-///   evaluated in f32 its relative error stays under 1.7e-7.
+/// - `e^r` on `|r| <= ln(2) / 2` is a degree-6 polynomial fitted for that interval
+///   ([`pow2_exp_fitted`]) rather than degree-7 Taylor.
 ///
 /// The logistic comes out within 1.8e-7 relative of the exact one; NaN stays NaN. No FMA,
 /// so every instruction set computes the same bits.
@@ -334,13 +344,7 @@ pub fn over_one_plus_exp_f32(num: f32, z: f32) -> f32 {
     // replace it with the limit). For z past the limit, `n` is meaningless and the select
     // below discards the result.
     let (n, r) = split_ln2(if z < -LIMIT { -LIMIT } else { z });
-    let r2 = r * r;
-    let r4 = r2 * r2;
-    let p01 = 1.0 + r;
-    let p23 = 0.499_999_9 + r * 0.166_664_2;
-    let p45 = 0.041_668_225 + r * 0.008_374_816;
-    let p = (p01 + r2 * p23) + r4 * (p45 + r2 * 0.001_383_684_6);
-    let e = p * f32::from_bits((n.wrapping_add(127) as u32) << 23);
+    let e = pow2_exp_fitted(n, r);
     let q = num / (1.0 + e);
     if z > LIMIT {
         0.0
