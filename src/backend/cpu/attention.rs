@@ -336,8 +336,10 @@ fn backward_batch<T: Float>(
 /// `row[j] = exp(row[j] * scale - shift)` for the `n` keys the row sees, zero for the rest.
 /// The exponentials run over whole 16-lane vectors, past `n` up to the row's end where
 /// needed: causal rows have every length, and a scalar tail of up to 15 exponentials per row
-/// cost as much as the vector part. The extra lanes hold real (masked) scores, so they are
-/// finite or overflow to infinity, never NaN, and are overwritten with zeros.
+/// cost as much as the vector part. The extra lanes hold real (masked) scores, so their
+/// exponentials are finite (`exp_nonpositive` saturates past 88), never NaN, and are
+/// overwritten with zeros. The visible ones are `<= 0` (up to rounding): the shift is the
+/// row's max or its log-sum-exp.
 #[inline(always)]
 fn exp_rows_then_mask<T: Float>(row: &mut [T], n: usize, scale: T, shift: T) {
     let wide = n.next_multiple_of(16).min(row.len());

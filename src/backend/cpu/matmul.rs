@@ -18,16 +18,23 @@
 //! `benches/matmul.rs` measures the ladder; the engine calls [`gemm`], which runs v6 where it
 //! applies and v4 / v5 elsewhere.
 
+#[cfg(target_arch = "x86_64")]
 use std::any::TypeId;
 use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::isa::{self, Isa};
+use super::isa;
+#[cfg(target_arch = "x86_64")]
+use super::isa::Isa;
 use super::pool;
 use crate::tensor::{Float, HostBuffer, Layout};
 
+// v6 is written in x86-64 vector instructions; other architectures run v5 (and the ladder's
+// v6 entry falls back to it there).
+#[cfg(target_arch = "x86_64")]
 mod simd;
+#[cfg(target_arch = "x86_64")]
 mod wide;
 
 /// A read-only strided matrix: element `(i, j)` is `data[offset + i * row_stride + j * col_stride]`.
@@ -60,6 +67,7 @@ impl<'a, T: Float> MatRef<'a, T> {
     }
 
     /// The same view over `data`, a buffer of another element type with the same layout.
+    #[cfg(target_arch = "x86_64")]
     fn with_data<U>(self, data: &[U]) -> MatRef<'_, U> {
         MatRef {
             data,
@@ -375,11 +383,14 @@ fn macro_kernel<T: Float, const MR: usize, const NR: usize, const FMA: bool>(
 // f32 as 12 accumulators plus two for B. For f32 on AVX-512 the hand-written 12 x 16 kernel
 // (`micro_kernel_avx512_f32`) keeps 12 independent zmm accumulators, enough to hide the FMA
 // latency; f64 and the other paths use the auto-vectorized tiles.
+#[cfg(target_arch = "x86_64")]
 const AVX512_TILE: (usize, usize) = (6, 16);
+#[cfg(target_arch = "x86_64")]
 const AVX2_TILE: (usize, usize) = (6, 16);
 const PORTABLE_TILE: (usize, usize) = (4, 8);
 
 /// Tile of the hand-written AVX-512 f32 kernel.
+#[cfg(target_arch = "x86_64")]
 const AVX512_F32_TILE: (usize, usize) = (12, 16);
 
 /// The f32 register tile in AVX-512 intrinsics: 12 rows of C as 12 zmm accumulators (16
@@ -449,6 +460,7 @@ unsafe fn macro_kernel_avx512_f32(
 }
 
 /// `s` seen as `&[U]` when `T` is `U`.
+#[cfg(target_arch = "x86_64")]
 fn same_type<T: Float, U: Float>(s: &[T]) -> Option<&[U]> {
     (TypeId::of::<T>() == TypeId::of::<U>()).then(|| {
         // SAFETY: T and U have the same TypeId, so they are the same type: the memory is a
@@ -458,6 +470,7 @@ fn same_type<T: Float, U: Float>(s: &[T]) -> Option<&[U]> {
 }
 
 /// `s` seen as `&mut [U]` when `T` is `U`.
+#[cfg(target_arch = "x86_64")]
 fn same_type_mut<T: Float, U: Float>(s: &mut [T]) -> Option<&mut [U]> {
     (TypeId::of::<T>() == TypeId::of::<U>()).then(|| {
         // SAFETY: as in `same_type`; the exclusive borrow of `s` is moved into the result.
