@@ -20,10 +20,12 @@
 //!
 //! `cargo bench --bench matmul` (`-- square` for the squares only, `-- f64` for f64).
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use glassbox::backend::cpu::matmul::{versions, MatRef};
+use glassbox::backend::cpu::peak::FmaPeak;
 use glassbox::rng::Rng;
 use glassbox::tensor::Float;
 use rayon::prelude::*;
@@ -117,21 +119,35 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
-/// Best time in seconds of `f` over `runs` runs.
-fn best_of(runs: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    (0..runs)
-        .map(|_| {
+/// Best time in seconds of each of `variants` products over `rounds` rounds, the variants
+/// taking turns (`run(i)` runs variant `i`, once untimed, then once timed) so all of them
+/// see the same load on a shared machine.
+fn interleaved_best(rounds: usize, variants: usize, mut run: impl FnMut(usize)) -> Vec<f64> {
+    let mut best = vec![f64::INFINITY; variants];
+    for _ in 0..rounds {
+        for (i, best_i) in best.iter_mut().enumerate() {
+            run(i);
             let start = Instant::now();
-            f();
-            start.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
+            run(i);
+            *best_i = best_i.min(start.elapsed().as_secs_f64());
+        }
+    }
+    best
+}
+
+/// The machine's FMA peak on all threads, measured once per run (both benchmark functions
+/// report against it).
+fn fma_peak() -> FmaPeak {
+    static PEAK: OnceLock<FmaPeak> = OnceLock::new();
+    *PEAK.get_or_init(|| {
+        let peak = glassbox::backend::cpu::peak::fma_peak(rayon::current_num_threads(), 10, Duration::from_millis(100));
+        println!("FMA peak: {:.0} GFLOP/s on {} threads ({})", peak.gflops, peak.threads, peak.isa.name());
+        peak
+    })
 }
 
 fn bench_matmul(c: &mut Criterion) {
-    let peak = glassbox::backend::cpu::peak::fma_peak(rayon::current_num_threads(), 10, Duration::from_millis(100));
-    println!("FMA peak: {:.0} GFLOP/s on {} threads ({})", peak.gflops, peak.threads, peak.isa.name());
+    let peak = fma_peak();
     // (name, M, K, N).
     let shapes = [
         ("mlp_fwd_128x784x256", 128, 784, 256),
@@ -173,13 +189,12 @@ fn bench_matmul(c: &mut Criterion) {
         group.finish();
 
         // Interleaved best-of timings for the summary line, so all three see the same load.
-        let (mut ours, mut theirs, mut mm) = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
-        for _ in 0..7 {
-            ours =
-                ours.min(best_of(1, || (engine.1)(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut out)));
-            theirs = theirs.min(best_of(1, || yardstick_gemm(m, k, n, &a, &b, &mut out)));
-            mm = mm.min(best_of(1, || yardstick_matrixmultiply(m, k, n, &a, &b, &mut out)));
-        }
+        let best = interleaved_best(7, 3, |i| match i {
+            0 => (engine.1)(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut out),
+            1 => yardstick_gemm(m, k, n, &a, &b, &mut out),
+            _ => yardstick_matrixmultiply(m, k, n, &a, &b, &mut out),
+        });
+        let (ours, theirs, mm) = (best[0], best[1], best[2]);
         let gflops = 2.0 * (m * n * k) as f64 / ours / 1e9;
         println!(
             "summary {label}: {} {gflops:.0} GFLOP/s on {} threads ({:.0}% of the FMA peak) = {:.2}x the gemm \
@@ -224,10 +239,9 @@ fn bench_matmul(c: &mut Criterion) {
 
 /// The f64 products: the engine against the `gemm` crate, with a summary line per shape.
 fn bench_matmul_f64(c: &mut Criterion) {
-    let peak = glassbox::backend::cpu::peak::fma_peak(rayon::current_num_threads(), 10, Duration::from_millis(100));
     // Half as many f64 lanes per vector as f32 ones, at the same instruction rate.
-    let f64_peak = peak.gflops / 2.0;
-    println!("f64 FMA peak: {f64_peak:.0} GFLOP/s on {} threads ({})", peak.threads, peak.isa.name());
+    let f64_peak = fma_peak().gflops / 2.0;
+    println!("f64 FMA peak: {f64_peak:.0} GFLOP/s");
     let shapes = [
         ("f64_gpt_qkv_2048x128x384", 2048, 128, 384),
         ("f64_square_512", 512, 512, 512),
@@ -249,12 +263,11 @@ fn bench_matmul_f64(c: &mut Criterion) {
             bench.iter(|| yardstick_gemm(m, k, n, &a, &b, &mut out))
         });
         group.finish();
-        let (mut ours, mut theirs) = (f64::INFINITY, f64::INFINITY);
-        for _ in 0..7 {
-            ours =
-                ours.min(best_of(1, || (engine.1)(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut out)));
-            theirs = theirs.min(best_of(1, || yardstick_gemm(m, k, n, &a, &b, &mut out)));
-        }
+        let best = interleaved_best(7, 2, |i| match i {
+            0 => (engine.1)(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut out),
+            _ => yardstick_gemm(m, k, n, &a, &b, &mut out),
+        });
+        let (ours, theirs) = (best[0], best[1]);
         let gflops = 2.0 * (m * n * k) as f64 / ours / 1e9;
         println!(
             "summary {label}: {} {gflops:.0} GFLOP/s on {} threads ({:.0}% of the f64 FMA peak) = {:.2}x the gemm crate",

@@ -11,7 +11,7 @@
 //! | `matmul_v3_blocked` | tiles of `BLOCK` x `BLOCK_COLS` | a tile of B stays in cache while a slab of rows of A uses it, instead of all of B streaming through the cache for every row |
 //! | `matmul_v4_packed` | packed panels + an `MR x NR` register tile, compiled for AVX-512 / AVX2+FMA at run time | operands are copied once into the exact order the inner kernel reads them; the kernel keeps `MR x NR` sums in registers and does `MR + NR` loads per `MR * NR` fused multiply-adds |
 //! | `matmul_v5_packed_parallel` | v4 with row blocks spread over rayon threads | every core works (B packed first, then one fork); small products stay on one thread |
-//! | `matmul_v6_wide` | (f32, AVX-512 or AVX2) a 6 x 64 tile (12 x 32 for narrow B; 6 x 16 with AVX2), A read in place, B packed once per product, or per task in long ones (`matmul/wide.rs`) | 10 loads per 24 FMAs instead of 13 per 12, so the FMA units set the pace; no pass over A; each tile of A walks a block of B's panels held in L2 |
+//! | `matmul_v6_wide` | (f32 and f64, AVX-512 or AVX2) a 6 x 64 f32 tile (12 x 32 for narrow B; 6 x 16 with AVX2), A read in place, B packed once per product, or per task in long ones (`matmul/wide.rs`) | 10 loads per 24 FMAs instead of 13 per 12, so the FMA units set the pace; no pass over A; each tile of A walks a block of B's panels held in L2 |
 //!
 //! All versions accept strided operands ([`MatRef`]), so `A^T B` and `A B^T` (what backward
 //! needs) run without materializing a transpose: the packing step reads through the strides.
@@ -236,19 +236,29 @@ fn pack_a<'o, T: Float, const MR: usize>(
     for (panel, dst) in out.chunks_exact_mut(MR * kc).enumerate() {
         let rows = (mc - panel * MR).min(MR);
         let first = a.offset + (i0 + panel * MR) * a.row_stride + p0 * a.col_stride;
-        // Whole panels of the two common layouts take loops with fixed-size steps (the
-        // general loop below, a multiply by a run-time stride and a bounds check per value,
-        // was 16% of a GPT step where v6 does not run).
-        if rows == MR && a.row_stride == 1 {
-            // A transposed (`X^T dY`): each depth step's MR values are adjacent.
+        // The two common layouts take loops with fixed-size steps (the general loop below, a
+        // multiply by a run-time stride and a bounds check per value, was 16% of a GPT step
+        // where v6 does not run, and 9% of an AVX2 MNIST step as `pack_b`'s).
+        if a.row_stride == 1 {
+            // A transposed (`X^T dY`; for `pack_b`, a row-major B): each depth step's values
+            // are adjacent. A whole panel's step is a fixed-size copy (vector moves, not a
+            // memmove call); a last, partial one copies its rows and zero-pads the rest.
             for (p, dst_p) in dst.chunks_exact_mut(MR).enumerate() {
                 let src = first + p * a.col_stride;
-                dst_p.copy_from_slice(&a.data[src..src + MR]);
+                if rows == MR {
+                    let whole: &mut [T; MR] = dst_p.try_into().expect("a panel step is MR values");
+                    *whole = a.data[src..src + MR].try_into().expect("MR values of A");
+                } else {
+                    let (values, padding) = dst_p.split_at_mut(rows);
+                    values.copy_from_slice(&a.data[src..src + rows]);
+                    padding.fill(T::ZERO);
+                }
             }
             continue;
         }
         if rows == MR && a.col_stride == 1 {
-            // A row-major: the panel's MR rows, each `kc` values long.
+            // A row-major (for `pack_b`, a transposed B: `X W^T`, every linear layer's
+            // forward): the panel's MR rows, each `kc` values long, pre-sliced.
             let rows_of_a: [&[T]; MR] = std::array::from_fn(|i| &a.data[first + i * a.row_stride..][..kc]);
             for (p, dst_p) in dst.chunks_exact_mut(MR).enumerate() {
                 for (d, row) in dst_p.iter_mut().zip(&rows_of_a) {
@@ -275,6 +285,9 @@ fn pack_a<'o, T: Float, const MR: usize>(
 /// Copies depth `p0..p0 + kc`, columns `j0..j0 + nc` of B into panels of `NR` columns, each
 /// stored depth-major (`NR` values per depth step), zero-padding the last panel. Returns the
 /// packed values: the first `kc` times `nc` rounded up to `NR` values of `out`.
+///
+/// A panel of B's columns is a panel of B^T's rows laid out the same way, so this is
+/// [`pack_a`] on the transposed view (no copy).
 fn pack_b<'o, T: Float, const NR: usize>(
     b: &MatRef<'_, T>,
     p0: usize,
@@ -283,41 +296,7 @@ fn pack_b<'o, T: Float, const NR: usize>(
     nc: usize,
     out: &'o mut [T],
 ) -> &'o [T] {
-    let out = &mut out[..packed_b_len::<NR>(kc, nc)];
-    for (panel, dst) in out.chunks_exact_mut(NR * kc).enumerate() {
-        let cols = (nc - panel * NR).min(NR);
-        let col0 = j0 + panel * NR;
-        if cols == NR && b.row_stride == 1 {
-            // B transposed (`X W^T`, every linear layer's forward): each of the panel's NR
-            // columns is `kc` adjacent values. Reading them as pre-sliced columns replaces a
-            // multiply by the stride and a bounds check per value (9% of an AVX2 MNIST step).
-            let first = b.offset + p0 + col0 * b.col_stride;
-            let cols_of_b: [&[T]; NR] = std::array::from_fn(|j| &b.data[first + j * b.col_stride..][..kc]);
-            for (p, dst_row) in dst.chunks_exact_mut(NR).enumerate() {
-                for (d, col) in dst_row.iter_mut().zip(&cols_of_b) {
-                    *d = col[p];
-                }
-            }
-            continue;
-        }
-        for p in 0..kc {
-            let row = b.offset + (p0 + p) * b.row_stride + col0 * b.col_stride;
-            let (dst_row, padding) = dst[p * NR..(p + 1) * NR].split_at_mut(cols);
-            if b.col_stride == 1 && cols == NR {
-                // A whole row of the panel: a fixed-size copy (vector moves, not a memmove call).
-                let whole: &mut [T; NR] = dst_row.try_into().expect("a whole panel row is NR values");
-                *whole = b.data[row..row + NR].try_into().expect("NR values of B");
-            } else if b.col_stride == 1 {
-                dst_row.copy_from_slice(&b.data[row..row + cols]);
-            } else {
-                for (j, d) in dst_row.iter_mut().enumerate() {
-                    *d = b.data[row + j * b.col_stride];
-                }
-            }
-            padding.fill(T::ZERO);
-        }
-    }
-    out
+    pack_a::<T, NR>(&b.t(), j0, nc, p0, kc, out)
 }
 
 /// Values [`pack_b`] writes for a `kc x nc` block.
@@ -645,13 +624,7 @@ fn wide_as<T: Float, E: simd::Element>(
     let (a, b) = (a.with_data(a_data), b.with_data(b_data));
     // SAFETY: isa::detect() returned this instruction set, so isa::supported saw its features
     // (avx512f, avx2 and fma; or avx2 and fma) on this CPU.
-    unsafe {
-        if isa == Isa::Avx512 {
-            wide::gemm_avx512(a, b, c, ldc, parallel, output)
-        } else {
-            wide::gemm_avx2(a, b, c, ldc, parallel, output)
-        }
-    };
+    unsafe { wide::gemm(isa == Isa::Avx512, a, b, c, ldc, parallel, output) };
     true
 }
 

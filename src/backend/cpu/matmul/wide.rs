@@ -162,9 +162,14 @@ enum TileB {
 /// of the wide tile's multiply-adds on padding. Both tiles hold 24 accumulators; the wide one
 /// needs 10 loads per 24 FMAs, the narrow one 14, and is 5-10% slower where both fit.
 ///
+/// With AVX2 (`avx512` false) the tile is 6 rows by two vectors (16 f32 or 8 f64 columns): 12
+/// accumulators, two vectors of B and a broadcast fill 15 of its 16 registers, 8 loads per 12
+/// FMAs.
+///
 /// # Safety
-/// The CPU must support AVX-512F (with AVX2 and FMA).
-pub(super) unsafe fn gemm_avx512<E: Element>(
+/// The CPU must support AVX-512F (with AVX2 and FMA) when `avx512`, else AVX2 and FMA.
+pub(super) unsafe fn gemm<E: Element>(
+    avx512: bool,
     a: MatRef<'_, E>,
     b: MatRef<'_, E>,
     c: &mut [E],
@@ -173,32 +178,16 @@ pub(super) unsafe fn gemm_avx512<E: Element>(
     output: Output<'_, E>,
 ) {
     let (n, lanes) = (b.cols, E::Avx512::LANES);
-    // SAFETY: the caller vouched for AVX-512F.
+    // SAFETY: the caller vouched for the instruction set.
     unsafe {
-        if n.next_multiple_of(4 * lanes) * 7 > n.next_multiple_of(2 * lanes) * 8 {
+        if !avx512 {
+            tiled::<E::Avx2, 6, 2>(a, b, c, ldc, parallel, output)
+        } else if n.next_multiple_of(4 * lanes) * 7 > n.next_multiple_of(2 * lanes) * 8 {
             tiled::<E::Avx512, 12, 2>(a, b, c, ldc, parallel, output)
         } else {
             tiled::<E::Avx512, 6, 4>(a, b, c, ldc, parallel, output)
         }
     }
-}
-
-/// [`gemm_avx512`] for CPUs with AVX2 and FMA but no AVX-512. The tile is 6 rows by two
-/// vectors (16 f32 or 8 f64 columns): 12 accumulators, two vectors of B and a broadcast fill
-/// 15 of the 16 registers, 8 loads per 12 FMAs.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA.
-pub(super) unsafe fn gemm_avx2<E: Element>(
-    a: MatRef<'_, E>,
-    b: MatRef<'_, E>,
-    c: &mut [E],
-    ldc: usize,
-    parallel: bool,
-    output: Output<'_, E>,
-) {
-    // SAFETY: the caller vouched for AVX2 and FMA.
-    unsafe { tiled::<E::Avx2, 6, 2>(a, b, c, ldc, parallel, output) }
 }
 
 /// The product with an `MR x LANES VECS` register tile of instruction set `S`.
