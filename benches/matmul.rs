@@ -18,6 +18,9 @@
 //! The last groups (`f64_*`) time the engine's f64 GEMM against the crate's at three shapes;
 //! their summary lines measure against the f64 FMA peak, half the f32 one.
 //!
+//! With `--features openblas-bench` (and the system's OpenBLAS, Debian's `libopenblas-dev`)
+//! OpenBLAS joins the yardsticks, in the criterion groups and the summary lines.
+//!
 //! `cargo bench --bench matmul` (`-- square` for the squares only, `-- f64` for f64).
 
 use std::sync::OnceLock;
@@ -89,6 +92,125 @@ fn yardstick_matrixmultiply(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], 
     }
 }
 
+/// OpenBLAS, through its C interface (`cblas_sgemm`, `cblas_dgemm`) on its own thread pool,
+/// sized to rayon's.
+#[cfg(feature = "openblas-bench")]
+mod openblas {
+    use std::os::raw::c_int;
+
+    const ROW_MAJOR: c_int = 101;
+    const NO_TRANSPOSE: c_int = 111;
+
+    #[link(name = "openblas")]
+    extern "C" {
+        fn cblas_sgemm(
+            layout: c_int,
+            trans_a: c_int,
+            trans_b: c_int,
+            m: c_int,
+            n: c_int,
+            k: c_int,
+            alpha: f32,
+            a: *const f32,
+            lda: c_int,
+            b: *const f32,
+            ldb: c_int,
+            beta: f32,
+            c: *mut f32,
+            ldc: c_int,
+        );
+        fn cblas_dgemm(
+            layout: c_int,
+            trans_a: c_int,
+            trans_b: c_int,
+            m: c_int,
+            n: c_int,
+            k: c_int,
+            alpha: f64,
+            a: *const f64,
+            lda: c_int,
+            b: *const f64,
+            ldb: c_int,
+            beta: f64,
+            c: *mut f64,
+            ldc: c_int,
+        );
+        fn openblas_set_num_threads(threads: c_int);
+        fn blas_thread_shutdown_() -> c_int;
+    }
+
+    /// Stops OpenBLAS's worker threads; its next call starts them again. After a call they
+    /// keep spinning for work (for 2^28 cycles, about 0.1 s, by default), which would slow
+    /// whatever is timed next on the same cores. Waiting that out instead leaves the cores
+    /// idle long enough that the next product runs slowly as well.
+    pub fn stop_threads() {
+        // SAFETY: no OpenBLAS call is running (the benches call it from one thread); the
+        // library restarts its threads on the next call.
+        unsafe { blas_thread_shutdown_() };
+    }
+
+    /// Sizes OpenBLAS's pool to `threads`.
+    pub fn set_threads(threads: usize) {
+        // SAFETY: a plain setter of the library's thread count.
+        unsafe { openblas_set_num_threads(threads as c_int) }
+    }
+
+    fn dims(m: usize, k: usize, n: usize) -> [c_int; 3] {
+        [m, k, n].map(|d| c_int::try_from(d).expect("OpenBLAS takes dimensions that fit a C int"))
+    }
+
+    /// `C = A B`, f32, row-major operands.
+    pub fn sgemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+        assert!(a.len() == m * k && b.len() == k * n && c.len() == m * n, "openblas sgemm: buffer sizes");
+        let [m, k, n] = dims(m, k, n);
+        // SAFETY: the slices hold exactly m*k, k*n and m*n values (checked above), row-major
+        // with leading dimensions k, n and n; beta = 0, so C's old contents are not read.
+        unsafe {
+            cblas_sgemm(
+                ROW_MAJOR,
+                NO_TRANSPOSE,
+                NO_TRANSPOSE,
+                m,
+                n,
+                k,
+                1.0,
+                a.as_ptr(),
+                k,
+                b.as_ptr(),
+                n,
+                0.0,
+                c.as_mut_ptr(),
+                n,
+            )
+        }
+    }
+
+    /// `C = A B`, f64, row-major operands.
+    pub fn dgemm(m: usize, k: usize, n: usize, a: &[f64], b: &[f64], c: &mut [f64]) {
+        assert!(a.len() == m * k && b.len() == k * n && c.len() == m * n, "openblas dgemm: buffer sizes");
+        let [m, k, n] = dims(m, k, n);
+        // SAFETY: as in `sgemm`.
+        unsafe {
+            cblas_dgemm(
+                ROW_MAJOR,
+                NO_TRANSPOSE,
+                NO_TRANSPOSE,
+                m,
+                n,
+                k,
+                1.0,
+                a.as_ptr(),
+                k,
+                b.as_ptr(),
+                n,
+                0.0,
+                c.as_mut_ptr(),
+                n,
+            )
+        }
+    }
+}
+
 /// Rewrites every value of `b`, each core its half, as a training step leaves an operand: the
 /// previous op or the optimizer update has just written it, split by rows between threads.
 fn rewrite_from_both_cores(b: &mut [f32], round: usize) {
@@ -120,9 +242,15 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 /// Best time in seconds of each of `variants` products over `rounds` rounds, the variants
-/// taking turns (`run(i)` runs variant `i`, once untimed, then once timed) so all of them
-/// see the same load on a shared machine.
-fn interleaved_best(rounds: usize, variants: usize, mut run: impl FnMut(usize)) -> Vec<f64> {
+/// taking turns (`run(i)` runs variant `i`, once untimed, then once timed) so all of them see
+/// the same load on a shared machine. `quiet(i)` follows variant `i`'s timed run, to stop
+/// what it leaves running ([`quiet_openblas`]).
+fn interleaved_best(
+    rounds: usize,
+    variants: usize,
+    mut run: impl FnMut(usize),
+    mut quiet: impl FnMut(usize),
+) -> Vec<f64> {
     let mut best = vec![f64::INFINITY; variants];
     for _ in 0..rounds {
         for (i, best_i) in best.iter_mut().enumerate() {
@@ -130,9 +258,37 @@ fn interleaved_best(rounds: usize, variants: usize, mut run: impl FnMut(usize)) 
             let start = Instant::now();
             run(i);
             *best_i = best_i.min(start.elapsed().as_secs_f64());
+            quiet(i);
         }
     }
     best
+}
+
+/// 1 when the bench has OpenBLAS (a last variant in the summaries), else 0.
+const OPENBLAS_VARIANTS: usize = cfg!(feature = "openblas-bench") as usize;
+
+/// For [`interleaved_best`]: stops OpenBLAS's threads after its variant, `openblas_variant`.
+fn quiet_openblas(openblas_variant: usize) -> impl FnMut(usize) {
+    move |i| {
+        if i == openblas_variant {
+            stop_openblas()
+        }
+    }
+}
+
+/// Stops OpenBLAS's threads (`openblas::stop_threads`) when the bench has OpenBLAS.
+fn stop_openblas() {
+    #[cfg(feature = "openblas-bench")]
+    openblas::stop_threads();
+}
+
+/// ", 1.23x OpenBLAS" for a summary line when the bench has OpenBLAS (its time `best[at]`,
+/// against the engine's `ours`), else nothing.
+fn against_openblas(best: &[f64], at: usize, ours: f64) -> String {
+    match best.get(at) {
+        Some(theirs) => format!(", {:.2}x OpenBLAS", theirs / ours),
+        None => String::new(),
+    }
 }
 
 /// The machine's FMA peak on all threads, measured once per run (both benchmark functions
@@ -148,6 +304,8 @@ fn fma_peak() -> FmaPeak {
 
 fn bench_matmul(c: &mut Criterion) {
     let peak = fma_peak();
+    #[cfg(feature = "openblas-bench")]
+    openblas::set_threads(rayon::current_num_threads());
     // (name, M, K, N).
     let shapes = [
         ("mlp_fwd_128x784x256", 128, 784, 256),
@@ -186,24 +344,40 @@ fn bench_matmul(c: &mut Criterion) {
         group.bench_function(BenchmarkId::from_parameter("yardstick_matrixmultiply"), |bench| {
             bench.iter(|| yardstick_matrixmultiply(m, k, n, &a, &b, &mut out))
         });
-        group.finish();
-
-        // Interleaved best-of timings for the summary line, so all three see the same load.
-        let best = interleaved_best(7, 3, |i| match i {
-            0 => (engine.1)(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut out),
-            1 => yardstick_gemm(m, k, n, &a, &b, &mut out),
-            _ => yardstick_matrixmultiply(m, k, n, &a, &b, &mut out),
+        #[cfg(feature = "openblas-bench")]
+        group.bench_function(BenchmarkId::from_parameter("yardstick_openblas"), |bench| {
+            bench.iter(|| openblas::sgemm(m, k, n, &a, &b, &mut out))
         });
+        group.finish();
+        stop_openblas();
+
+        // Interleaved best-of timings for the summary line, so all the variants see the same
+        // load.
+        let variants = 3 + OPENBLAS_VARIANTS;
+        let best = interleaved_best(
+            7,
+            variants,
+            |i| match i {
+                0 => (engine.1)(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut out),
+                1 => yardstick_gemm(m, k, n, &a, &b, &mut out),
+                2 => yardstick_matrixmultiply(m, k, n, &a, &b, &mut out),
+                #[cfg(feature = "openblas-bench")]
+                3 => openblas::sgemm(m, k, n, &a, &b, &mut out),
+                _ => unreachable!("no summary variant {i}"),
+            },
+            quiet_openblas(3),
+        );
         let (ours, theirs, mm) = (best[0], best[1], best[2]);
         let gflops = 2.0 * (m * n * k) as f64 / ours / 1e9;
         println!(
             "summary {label}: {} {gflops:.0} GFLOP/s on {} threads ({:.0}% of the FMA peak) = {:.2}x the gemm \
-             crate, {:.2}x matrixmultiply",
+             crate, {:.2}x matrixmultiply{}",
             engine.0,
             rayon::current_num_threads(),
             100.0 * gflops / peak.gflops,
             theirs / ours,
-            mm / ours
+            mm / ours,
+            against_openblas(&best, 3, ours)
         );
 
         // The MLP's products again, with B just rewritten by both cores before each product,
@@ -242,6 +416,8 @@ fn bench_matmul_f64(c: &mut Criterion) {
     // Half as many f64 lanes per vector as f32 ones, at the same instruction rate.
     let f64_peak = fma_peak().gflops / 2.0;
     println!("f64 FMA peak: {f64_peak:.0} GFLOP/s");
+    #[cfg(feature = "openblas-bench")]
+    openblas::set_threads(rayon::current_num_threads());
     let shapes = [
         ("f64_gpt_qkv_2048x128x384", 2048, 128, 384),
         ("f64_square_512", 512, 512, 512),
@@ -262,19 +438,35 @@ fn bench_matmul_f64(c: &mut Criterion) {
         group.bench_function(BenchmarkId::from_parameter("yardstick_gemm_crate"), |bench| {
             bench.iter(|| yardstick_gemm(m, k, n, &a, &b, &mut out))
         });
-        group.finish();
-        let best = interleaved_best(7, 2, |i| match i {
-            0 => (engine.1)(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut out),
-            _ => yardstick_gemm(m, k, n, &a, &b, &mut out),
+        #[cfg(feature = "openblas-bench")]
+        group.bench_function(BenchmarkId::from_parameter("yardstick_openblas"), |bench| {
+            bench.iter(|| openblas::dgemm(m, k, n, &a, &b, &mut out))
         });
+        group.finish();
+        stop_openblas();
+        let variants = 2 + OPENBLAS_VARIANTS;
+        let best = interleaved_best(
+            7,
+            variants,
+            |i| match i {
+                0 => (engine.1)(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut out),
+                1 => yardstick_gemm(m, k, n, &a, &b, &mut out),
+                #[cfg(feature = "openblas-bench")]
+                2 => openblas::dgemm(m, k, n, &a, &b, &mut out),
+                _ => unreachable!("no summary variant {i}"),
+            },
+            quiet_openblas(2),
+        );
         let (ours, theirs) = (best[0], best[1]);
         let gflops = 2.0 * (m * n * k) as f64 / ours / 1e9;
         println!(
-            "summary {label}: {} {gflops:.0} GFLOP/s on {} threads ({:.0}% of the f64 FMA peak) = {:.2}x the gemm crate",
+            "summary {label}: {} {gflops:.0} GFLOP/s on {} threads ({:.0}% of the f64 FMA peak) = {:.2}x the gemm \
+             crate{}",
             engine.0,
             rayon::current_num_threads(),
             100.0 * gflops / f64_peak,
             theirs / ours,
+            against_openblas(&best, 2, ours)
         );
     }
 }
