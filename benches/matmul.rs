@@ -155,59 +155,35 @@ mod openblas {
         unsafe { openblas_set_num_threads(threads as c_int) }
     }
 
-    fn dims(m: usize, k: usize, n: usize) -> [c_int; 3] {
-        [m, k, n].map(|d| c_int::try_from(d).expect("OpenBLAS takes dimensions that fit a C int"))
+    /// The element types OpenBLAS multiplies, each with its `cblas_?gemm`.
+    pub trait Element: Copy {
+        /// `C = A B` for row-major `m x k` A and `k x n` B (leading dimensions k, n, n).
+        ///
+        /// # Safety
+        /// `a`, `b` and `c` point to at least `m k`, `k n` and `m n` values.
+        unsafe fn cblas_gemm(m: c_int, k: c_int, n: c_int, a: *const Self, b: *const Self, c: *mut Self);
     }
 
-    /// `C = A B`, f32, row-major operands.
-    pub fn sgemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-        assert!(a.len() == m * k && b.len() == k * n && c.len() == m * n, "openblas sgemm: buffer sizes");
-        let [m, k, n] = dims(m, k, n);
-        // SAFETY: the slices hold exactly m*k, k*n and m*n values (checked above), row-major
-        // with leading dimensions k, n and n; beta = 0, so C's old contents are not read.
-        unsafe {
-            cblas_sgemm(
-                ROW_MAJOR,
-                NO_TRANSPOSE,
-                NO_TRANSPOSE,
-                m,
-                n,
-                k,
-                1.0,
-                a.as_ptr(),
-                k,
-                b.as_ptr(),
-                n,
-                0.0,
-                c.as_mut_ptr(),
-                n,
-            )
+    impl Element for f32 {
+        unsafe fn cblas_gemm(m: c_int, k: c_int, n: c_int, a: *const f32, b: *const f32, c: *mut f32) {
+            // SAFETY: the caller's promise; beta = 0, so C's old contents are not read.
+            unsafe { cblas_sgemm(ROW_MAJOR, NO_TRANSPOSE, NO_TRANSPOSE, m, n, k, 1.0, a, k, b, n, 0.0, c, n) }
         }
     }
 
-    /// `C = A B`, f64, row-major operands.
-    pub fn dgemm(m: usize, k: usize, n: usize, a: &[f64], b: &[f64], c: &mut [f64]) {
-        assert!(a.len() == m * k && b.len() == k * n && c.len() == m * n, "openblas dgemm: buffer sizes");
-        let [m, k, n] = dims(m, k, n);
-        // SAFETY: as in `sgemm`.
-        unsafe {
-            cblas_dgemm(
-                ROW_MAJOR,
-                NO_TRANSPOSE,
-                NO_TRANSPOSE,
-                m,
-                n,
-                k,
-                1.0,
-                a.as_ptr(),
-                k,
-                b.as_ptr(),
-                n,
-                0.0,
-                c.as_mut_ptr(),
-                n,
-            )
+    impl Element for f64 {
+        unsafe fn cblas_gemm(m: c_int, k: c_int, n: c_int, a: *const f64, b: *const f64, c: *mut f64) {
+            // SAFETY: as for f32.
+            unsafe { cblas_dgemm(ROW_MAJOR, NO_TRANSPOSE, NO_TRANSPOSE, m, n, k, 1.0, a, k, b, n, 0.0, c, n) }
         }
+    }
+
+    /// `C = A B`, row-major operands.
+    pub fn gemm<T: Element>(m: usize, k: usize, n: usize, a: &[T], b: &[T], c: &mut [T]) {
+        assert!(a.len() == m * k && b.len() == k * n && c.len() == m * n, "openblas gemm: buffer sizes");
+        let [m, k, n] = [m, k, n].map(|d| c_int::try_from(d).expect("OpenBLAS takes dimensions that fit a C int"));
+        // SAFETY: the slices hold exactly m*k, k*n and m*n values (checked above).
+        unsafe { T::cblas_gemm(m, k, n, a.as_ptr(), b.as_ptr(), c.as_mut_ptr()) }
     }
 }
 
@@ -346,7 +322,7 @@ fn bench_matmul(c: &mut Criterion) {
         });
         #[cfg(feature = "openblas-bench")]
         group.bench_function(BenchmarkId::from_parameter("yardstick_openblas"), |bench| {
-            bench.iter(|| openblas::sgemm(m, k, n, &a, &b, &mut out))
+            bench.iter(|| openblas::gemm(m, k, n, &a, &b, &mut out))
         });
         group.finish();
         stop_openblas();
@@ -362,7 +338,7 @@ fn bench_matmul(c: &mut Criterion) {
                 1 => yardstick_gemm(m, k, n, &a, &b, &mut out),
                 2 => yardstick_matrixmultiply(m, k, n, &a, &b, &mut out),
                 #[cfg(feature = "openblas-bench")]
-                3 => openblas::sgemm(m, k, n, &a, &b, &mut out),
+                3 => openblas::gemm(m, k, n, &a, &b, &mut out),
                 _ => unreachable!("no summary variant {i}"),
             },
             quiet_openblas(3),
@@ -440,7 +416,7 @@ fn bench_matmul_f64(c: &mut Criterion) {
         });
         #[cfg(feature = "openblas-bench")]
         group.bench_function(BenchmarkId::from_parameter("yardstick_openblas"), |bench| {
-            bench.iter(|| openblas::dgemm(m, k, n, &a, &b, &mut out))
+            bench.iter(|| openblas::gemm(m, k, n, &a, &b, &mut out))
         });
         group.finish();
         stop_openblas();
@@ -452,7 +428,7 @@ fn bench_matmul_f64(c: &mut Criterion) {
                 0 => (engine.1)(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut out),
                 1 => yardstick_gemm(m, k, n, &a, &b, &mut out),
                 #[cfg(feature = "openblas-bench")]
-                2 => openblas::dgemm(m, k, n, &a, &b, &mut out),
+                2 => openblas::gemm(m, k, n, &a, &b, &mut out),
                 _ => unreachable!("no summary variant {i}"),
             },
             quiet_openblas(2),
