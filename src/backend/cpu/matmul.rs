@@ -574,7 +574,7 @@ fn best<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], ldc: usize, p
         // injected into the pool on its own, a wake-up of a worker and a sleep of the caller
         // each. From `main`, `cargo bench --bench matmul`'s `128 x 128 x 256` went from
         // 0.50-0.75x to 0.69-0.82x the `gemm` crate, and its squares did not move.
-        return crate::on_worker(move || best(a, b, c, ldc, parallel, output));
+        return crate::threads::in_pool(move || best(a, b, c, ldc, parallel, output));
     }
     #[cfg(target_arch = "x86_64")]
     if a.cols > 0
