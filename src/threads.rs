@@ -16,10 +16,11 @@
 //! µs late. A training step has serial stretches that long between its parallel ops, so its
 //! parallel ops kept paying for that wake-up. [`on_worker`] therefore keeps the pool's other
 //! workers polling for jobs while the loop runs, as OpenMP runtimes (and so PyTorch) do by
-//! default. On 2 threads that took the MNIST step from 0.83-0.86 ms to 0.70-0.76, the MNIST
-//! epoch from 414-469 ms to 355-381, the GPT step from 58-61 ms to 56-57 and attention forward
-//! and backward from 2.23-2.39 ms to 2.14-2.22 (three alternated rounds). The price is that
-//! those cores stay busy while the loop runs serial code; [`SPIN_VARIABLE`] turns it off.
+//! default. On 2 threads that took the MNIST step from 0.81-0.85 ms to 0.67-0.70, the MNIST
+//! epoch from 416-426 ms to 356-387, the GPT step from 58-61 ms to 54-56 and attention forward
+//! and backward from 2.29-2.45 ms to 2.14-2.29 (`step_bench`, three alternated rounds). The
+//! price is that those cores stay busy while the loop runs serial code; [`SPIN_VARIABLE`]
+//! turns it off.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
