@@ -29,7 +29,7 @@ mod threads;
 
 pub use autograd::no_grad;
 pub use tensor::{DType, Device, Tensor};
-pub use threads::on_worker;
+pub use threads::{on_worker, SPIN_VARIABLE};
 
 /// The README's examples, compiled and run as doctests so they stay true.
 #[doc = include_str!("../README.md")]
