@@ -220,7 +220,7 @@ fn median(values: &mut [f64]) -> f64 {
 /// Best time in seconds of each of `variants` products over `rounds` rounds, the variants
 /// taking turns (`run(i)` runs variant `i`, once untimed, then once timed) so all of them see
 /// the same load on a shared machine. `quiet(i)` follows variant `i`'s timed run, to stop
-/// what it leaves running ([`quiet_openblas`]).
+/// what it leaves running ([`stop_openblas`]).
 fn interleaved_best(
     rounds: usize,
     variants: usize,
@@ -242,15 +242,6 @@ fn interleaved_best(
 
 /// 1 when the bench has OpenBLAS (a last variant in the summaries), else 0.
 const OPENBLAS_VARIANTS: usize = cfg!(feature = "openblas-bench") as usize;
-
-/// For [`interleaved_best`]: stops OpenBLAS's threads after its variant, `openblas_variant`.
-fn quiet_openblas(openblas_variant: usize) -> impl FnMut(usize) {
-    move |i| {
-        if i == openblas_variant {
-            stop_openblas()
-        }
-    }
-}
 
 /// Stops OpenBLAS's threads (`openblas::stop_threads`) when the bench has OpenBLAS.
 fn stop_openblas() {
@@ -341,7 +332,11 @@ fn bench_matmul(c: &mut Criterion) {
                 3 => openblas::gemm(m, k, n, &a, &b, &mut out),
                 _ => unreachable!("no summary variant {i}"),
             },
-            quiet_openblas(3),
+            |i| {
+                if i == 3 {
+                    stop_openblas()
+                }
+            },
         );
         let (ours, theirs, mm) = (best[0], best[1], best[2]);
         let gflops = 2.0 * (m * n * k) as f64 / ours / 1e9;
@@ -431,7 +426,11 @@ fn bench_matmul_f64(c: &mut Criterion) {
                 2 => openblas::gemm(m, k, n, &a, &b, &mut out),
                 _ => unreachable!("no summary variant {i}"),
             },
-            quiet_openblas(2),
+            |i| {
+                if i == 2 {
+                    stop_openblas()
+                }
+            },
         );
         let (ours, theirs) = (best[0], best[1]);
         let gflops = 2.0 * (m * n * k) as f64 / ours / 1e9;
