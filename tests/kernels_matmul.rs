@@ -211,3 +211,62 @@ fn strided_output_leaves_the_rest_of_the_matrix_alone() {
     check_strided_output::<f32>(F32_ACCUMULATED);
     check_strided_output::<f64>(F64_TIGHT);
 }
+
+/// Short products (a block of rows or less per thread) run as one task per thread: by depth
+/// when deeper than one 512-deep slice, each task's sum then added onto C, else by B's panels
+/// when they divide evenly among the threads. Both, on 2 and 3 threads, against v4 (checked
+/// against the naive product above): overwriting, adding onto rows inside a wider matrix, and
+/// with a bias; B row-major and transposed. `130 x 1031 x 200` splits its depth unevenly
+/// (515 + 516, or 343 + 344 + 344); `100 x 300 x 384` has 6 panels of 64 f32 columns (12 of 32
+/// f64 ones, 24 of AVX2's 16).
+fn check_short_products_split_over_threads<T: Float>(tol: f64) {
+    use glassbox::backend::cpu::matmul::{gemm_strided, matmul_bias, matmul_v4_packed};
+    let mut rng = Rng::new(17);
+    for (m, k, n) in [(130, 1031, 200), (100, 300, 384)] {
+        let a = random::<T>(m * k, &mut rng);
+        let b = random::<T>(k * n, &mut rng);
+        let bt: Vec<T> = (0..n * k).map(|idx| b[(idx % k) * n + idx / k]).collect();
+        let bias = random::<T>(n, &mut rng);
+        let ldc = n + 5;
+        let before = random::<T>(m * ldc, &mut rng);
+        let mut product = vec![T::ZERO; m * n];
+        matmul_v4_packed(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut product);
+        let product: Vec<f64> = product.iter().map(|x| x.to_f64()).collect();
+        let to64 = |v: &[T]| v.iter().map(|x| x.to_f64()).collect::<Vec<_>>();
+        for threads in [2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
+            let operands =
+                [("row-major", MatRef::row_major(&b, k, n)), ("transposed", MatRef::row_major(&bt, n, k).t())];
+            for (layout, mb) in operands {
+                let what = |output: &str| format!("{m}x{k}x{n}, B {layout}, {threads} threads, {output}");
+                let ma = MatRef::row_major(&a, m, k);
+                let mut c = vec![T::from_f64(f64::NAN); m * n];
+                pool.install(|| matmul_bias(ma, mb, &bias, &mut c));
+                let expected: Vec<f64> = (0..m * n).map(|idx| product[idx] + bias[idx % n].to_f64()).collect();
+                assert_close(&to64(&c), &expected, tol * (k as f64).sqrt(), &what("bias"));
+                for accumulate in [false, true] {
+                    let mut c = before.clone();
+                    pool.install(|| gemm_strided(ma, mb, &mut c, ldc, true, accumulate));
+                    let expected: Vec<f64> = (0..m * ldc)
+                        .map(|idx| {
+                            let (i, j, old) = (idx / ldc, idx % ldc, before[idx].to_f64());
+                            match (j < n, accumulate) {
+                                (false, _) => old,
+                                (true, false) => product[i * n + j],
+                                (true, true) => old + product[i * n + j],
+                            }
+                        })
+                        .collect();
+                    let output = if accumulate { "accumulate" } else { "overwrite" };
+                    assert_close(&to64(&c), &expected, tol * (k as f64).sqrt(), &what(output));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn short_products_split_by_depth_or_columns_stay_correct() {
+    check_short_products_split_over_threads::<f32>(F32_ACCUMULATED);
+    check_short_products_split_over_threads::<f64>(F64_TIGHT);
+}

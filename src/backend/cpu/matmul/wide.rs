@@ -44,8 +44,12 @@
 //! - A long product's tasks each pack B themselves, one block at a time, into their own
 //!   buffer ([`PackedB::PerTask`]): the block then sits in the packing core's L2 instead of
 //!   going out to L3 and back.
+//! - A short product with a block of rows or less per thread (the MLP's) forks once, into one
+//!   task per thread that packs only the part of B it uses: a share of the depth when the
+//!   product is deep ([`split_depth`]), else a share of B's panels ([`split_columns`]).
 
 use std::any::TypeId;
+use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -222,6 +226,7 @@ unsafe fn tiled<S: Simd, const MR: usize, const VECS: usize>(
     let b_in_place =
         b.col_stride == 1 && (few_tiles || (n <= IN_PLACE_MAX_N && m <= IN_PLACE_B_MAX_M && k * n >= IN_PLACE_B_MIN));
     let nr = S::LANES * VECS;
+    let n_panels = n.div_ceil(nr);
     let in_place_panels = if b_in_place { n / nr } else { 0 };
     let skipped = in_place_panels * nr;
     let b_packed = MatRef { offset: b.offset + skipped * b.col_stride, cols: n - skipped, ..b };
@@ -249,14 +254,15 @@ unsafe fn tiled<S: Simd, const MR: usize, const VECS: usize>(
                     || {
                         for (blk, c_rows) in c.chunks_mut(mc * ldc).enumerate() {
                             // SAFETY: `a` and `b` were checked in bounds above; `c_rows` holds
-                            // block `blk`'s rows of C.
+                            // block `blk`'s rows of C, all its columns.
                             row_block::<S, MR, VECS>(
                                 &a,
                                 blk * mc,
                                 rows_of(blk),
-                                c_rows,
+                                c_rows.as_mut_ptr(),
                                 ldc,
                                 &b_panels,
+                                0..n_panels,
                                 output,
                                 panels_a,
                             )
@@ -264,6 +270,33 @@ unsafe fn tiled<S: Simd, const MR: usize, const VECS: usize>(
                     },
                 )
             }
+        });
+        return;
+    }
+    // A short product with only a block or so of rows per thread runs in one task per thread,
+    // each packing the panels of B it needs, as it goes: one fork, not a fork to pack B and a
+    // second to multiply by it. A deep one splits the depth (`depth_parts`), any other B's
+    // panels (`split_columns`).
+    if in_place_panels == 0 && !per_task && split_depth(m, k, threads) {
+        // SAFETY: the caller vouched for S; the operands were checked above.
+        unsafe { depth_parts::<S, MR, VECS>(a, b, c, ldc, threads, output) };
+        return;
+    }
+    if in_place_panels == 0 && !per_task && split_columns(m, n_panels, threads) {
+        let out = SharedOutput(c.as_mut_ptr());
+        let b_panels = PanelsB { b: &b, packed: PackedB::PerTask, in_place_panels: 0 };
+        (0..threads).into_par_iter().for_each(|task| {
+            let panels = task * n_panels / threads..(task + 1) * n_panels / threads;
+            let mut panels_a = pool::reuse::<S::E>(m.next_multiple_of(MR) * depth);
+            // SAFETY: as in the one-thread branch; the tasks' panel ranges do not overlap, so
+            // each writes its own columns of C, all of whose rows `c` holds.
+            unsafe {
+                S::run(
+                    #[inline(always)]
+                    || row_block::<S, MR, VECS>(&a, 0, m, out.get(), ldc, &b_panels, panels, output, &mut panels_a),
+                )
+            };
+            pool::give_back(panels_a);
         });
         return;
     }
@@ -280,12 +313,128 @@ unsafe fn tiled<S: Simd, const MR: usize, const VECS: usize>(
         unsafe {
             S::run(
                 #[inline(always)]
-                || row_block::<S, MR, VECS>(&a, blk * mc, rows_of(blk), c_rows, ldc, &b_panels, output, &mut panels_a),
+                || {
+                    let (i0, rows) = (blk * mc, rows_of(blk));
+                    let c_rows = c_rows.as_mut_ptr();
+                    row_block::<S, MR, VECS>(&a, i0, rows, c_rows, ldc, &b_panels, 0..n_panels, output, &mut panels_a)
+                },
             )
         };
         pool::give_back(panels_a);
     });
     pool::give_back(buffer);
+}
+
+/// C's first element, shared by tasks that each write their own columns of it
+/// ([`split_columns`]).
+struct SharedOutput<E>(*mut E);
+
+// SAFETY: tasks write through the pointer only to parts that no other task touches (their
+// own columns of C, or their own partial sum: see `tiled` and `depth_parts`), and the buffer
+// outlives them (the parallel loop returns before its owner does).
+unsafe impl<E: Send> Sync for SharedOutput<E> {}
+
+impl<E> SharedOutput<E> {
+    /// The pointer (a method, so that a closure captures the whole `Sync` wrapper rather than
+    /// its raw field).
+    fn get(&self) -> *mut E {
+        self.0
+    }
+}
+
+/// True when a short product of `m` rows and `n_panels` panels of B runs as one task of
+/// columns per thread rather than as tasks of rows. Each task then packs only its own panels,
+/// as it goes, and multiplies all rows of A by them: one fork per product. Tasks of rows need
+/// all of B packed before any starts, a fork of its own, and each reads the half of the
+/// packed B that the other core wrote. A product that gives each thread a block of at most
+/// [`MC`] rows gains nothing from the row split's stealing.
+///
+/// With B hot in both cores' caches (the GEMM bench's case), on 2 threads, against the `gemm`
+/// crate (four alternated rounds, from a polling worker): `128 x 128 x 256` 0.60-0.62x ->
+/// 0.86-0.91x, `128 x 784 x 256` 0.82-0.83x -> 0.99-1.00x (that one now splits its depth).
+/// The panels must divide evenly among the threads: `256 x 128 x 832` (13 panels, A
+/// transposed) ran at 0.76-0.78x the crate split 6 + 7, against 0.91x by rows, while 768 and
+/// 896 columns gained.
+fn split_columns(m: usize, n_panels: usize, threads: usize) -> bool {
+    m <= MC * threads && n_panels >= threads && n_panels.is_multiple_of(threads)
+}
+
+/// True when a short product of `m` rows runs as [`depth_parts`]: A has at most a block of
+/// [`MC`] rows per thread, and the product is deeper than one slice ([`KC`]), with at least
+/// half a slice per thread.
+///
+/// Each task then packs the rows of B in its share of the depth. When B was just written by
+/// a parallel op that split it by rows, as the optimizer's update leaves a weight matrix,
+/// those are mostly rows the same core wrote; a task of columns (`split_columns`) would read
+/// half of its rows from the other core's cache. The MNIST MLP's first layer,
+/// `128 x 784 x 256` on 2 threads, with B rewritten by both cores before each product (the
+/// GEMM bench's second summary line, three runs): 0.89-0.90x the `gemm` crate by columns,
+/// 1.07-1.10x by rows, 1.21-1.31x by depth. With B hot the depth split kept the columns'
+/// 0.97-1.00x; at `128 x 512 x 256` it fell to 0.77-0.86x, hence more than one slice.
+fn split_depth(m: usize, k: usize, threads: usize) -> bool {
+    m <= MC * threads && k > KC && 2 * k >= KC * threads
+}
+
+/// `C = A B` (or `C += A B`, or plus a bias, by `output`) as `parts` tasks, task `t` taking
+/// the `t`-th share of the depth: A's columns and B's rows in it, multiplied on one thread
+/// ([`tiled`] with its own scratch). The first task writes into C itself, with `output`; the
+/// others overwrite buffers of their own, which are then added onto C. Splitting the depth
+/// costs that addition (`(parts - 1) M N` loads and adds), small against the `2 M N K / parts`
+/// flops of a task when K is deep.
+///
+/// # Safety
+/// The CPU supports `S`; the operands and C were checked by [`tiled`] (in bounds, `c` holding
+/// M rows of N values `ldc` apart); `parts > 0`.
+unsafe fn depth_parts<S: Simd, const MR: usize, const VECS: usize>(
+    a: MatRef<'_, S::E>,
+    b: MatRef<'_, S::E>,
+    c: &mut [S::E],
+    ldc: usize,
+    parts: usize,
+    output: Output<'_, S::E>,
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let mut partial = pool::reuse::<S::E>((parts - 1) * m * n);
+    let (c_len, c_out, partial_out) = (c.len(), SharedOutput(c.as_mut_ptr()), SharedOutput(partial.as_mut_ptr()));
+    (0..parts).into_par_iter().for_each(|part| {
+        let depth = part * k / parts..(part + 1) * k / parts;
+        let a_part = MatRef { offset: a.offset + depth.start * a.col_stride, cols: depth.len(), ..a };
+        let b_part = MatRef { offset: b.offset + depth.start * b.row_stride, rows: depth.len(), ..b };
+        // SAFETY: part 0 alone writes C (`c_len` values from its start); part p > 0 alone
+        // writes values (p - 1) M N .. p M N of `partial`, which holds (parts - 1) M N. Both
+        // outlive the parallel loop. The operands' depth ranges lie inside the checked ones.
+        unsafe {
+            let (target, ld, out) = if part == 0 {
+                (std::slice::from_raw_parts_mut(c_out.get(), c_len), ldc, output)
+            } else {
+                let at = partial_out.get().add((part - 1) * m * n);
+                (std::slice::from_raw_parts_mut(at, m * n), n, Output::Overwrite)
+            };
+            tiled::<S, MR, VECS>(a_part, b_part, target, ld, false, out)
+        }
+    });
+    // SAFETY: the caller vouched for S; row i of C is `n` values from i * ldc, inside `c`, and
+    // row i of each partial sum `n` values from i * n of its M N; masked-off lanes are not
+    // touched.
+    unsafe {
+        S::run(
+            #[inline(always)]
+            || {
+                for i in 0..m {
+                    let row = c.as_mut_ptr().add(i * ldc);
+                    for j in (0..n).step_by(S::LANES) {
+                        let mask = S::first_lanes(n - j);
+                        let mut sum = S::load_masked(mask, row.add(j));
+                        for part in partial.chunks_exact(m * n) {
+                            sum = S::add(sum, S::load_masked(mask, part.as_ptr().add(i * n + j)));
+                        }
+                        S::store_masked(row.add(j), mask, sum);
+                    }
+                }
+            },
+        )
+    };
+    pool::give_back(partial);
 }
 
 /// B's panels for [`tiled`]: packed by each task as it goes (`per_task`: nothing to do now),
@@ -495,29 +644,31 @@ impl<E: Float> PanelsB<'_, '_, E> {
     }
 }
 
-/// One task: rows `i0..i0 + rows` of C (in `c_rows`, `ldc` apart), every depth slice, every
-/// panel.
+/// One task: rows `i0..i0 + rows` of C (from `c_rows`, `ldc` apart), every depth slice, the
+/// columns of B's panels `panel_range` (all of them for a task of rows; a share of them for a
+/// task of columns, see [`split_columns`]).
 ///
 /// # Safety
-/// Runs inside `S::run`; `a` in bounds (checked by [`tiled`]), `c_rows` holding `rows` rows of
-/// `n` values `ldc` apart, `panels_a` of at least `rows` rounded up to `MR`, times `KC`,
-/// values.
+/// Runs inside `S::run`; `a` in bounds (checked by [`tiled`]); `c_rows` valid for writes of
+/// `rows` rows of `n` values `ldc` apart, of which no other running task touches the columns
+/// of `panel_range`; `panel_range` within B's panels; `panels_a` of at least `rows` rounded up
+/// to `MR`, times `KC`, values.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn row_block<S: Simd, const MR: usize, const VECS: usize>(
     a: &MatRef<'_, S::E>,
     i0: usize,
     rows: usize,
-    c_rows: &mut [S::E],
+    c_rows: *mut S::E,
     ldc: usize,
     b_panels: &PanelsB<'_, '_, S::E>,
+    panel_range: Range<usize>,
     output: Output<'_, S::E>,
     panels_a: &mut [S::E],
 ) {
     let (k, n) = (a.cols, b_panels.b.cols);
     let nr = S::LANES * VECS;
     let full_tiles = rows / MR;
-    let n_panels = n.div_ceil(nr);
     // A row-major A is read in place when B is narrow: packing A costs a pass over it for
     // every N / 64 tiles of work, a large share when N is 128 or 384 (the transformer's
     // widths). Any other A is copied once per depth slice into panels: a transposed A (one
@@ -537,8 +688,8 @@ unsafe fn row_block<S: Simd, const MR: usize, const VECS: usize>(
         let output = if p0 == 0 { output } else { Output::Accumulate };
         // A block of panels (`kc x 256` values, 512 KiB) stays in L2 while each tile of A,
         // read from L1 after its first use, passes over all of the block's panels.
-        for block in (0..n_panels).step_by(panels_per_block) {
-            let panels = block..n_panels.min(block + panels_per_block);
+        for block in panel_range.clone().step_by(panels_per_block) {
+            let panels = block..panel_range.end.min(block + panels_per_block);
             if per_task {
                 pack_block::<S, VECS>(b_panels.b, p0, kc, panels.clone(), &mut own_block);
             }
@@ -554,7 +705,7 @@ unsafe fn row_block<S: Simd, const MR: usize, const VECS: usize>(
                     let j0 = panel * nr;
                     let cols = nr.min(n - j0);
                     let (b_panel, b_layout) = b_panels.panel(p0, kc, panel, nr, (block, &own_block));
-                    let c_tile = c_rows.as_mut_ptr().add(r0 * ldc + j0);
+                    let c_tile = c_rows.add(r0 * ldc + j0);
                     // SAFETY: in-place tiles of A are rows i0 + r0 .. + MR <= M and depth
                     // p0 .. + kc <= K of a row-major A checked in bounds; packed tiles are
                     // MR x kc panels inside `panels_a` (tile < rows / MR rounded up). B's
