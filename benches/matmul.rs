@@ -30,7 +30,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use glassbox::backend::cpu::matmul::{versions, MatRef};
 use glassbox::backend::cpu::peak::FmaPeak;
 use glassbox::rng::Rng;
-use glassbox::tensor::Float;
+use glassbox::tensor::{Float, HostBuffer};
 use rayon::prelude::*;
 
 fn random<T: Float>(n: usize, rng: &mut Rng) -> Vec<T> {
@@ -299,7 +299,10 @@ fn bench_matmul(c: &mut Criterion) {
     for (label, m, k, n) in shapes {
         let a = random(m * k, &mut rng);
         let b = random(k * n, &mut rng);
-        let mut out = vec![0.0f32; m * n];
+        // C starts on a cache line, as every tensor's buffer does (`HostBuffer`). A `Vec`'s
+        // 16-byte alignment makes every 64-byte store straddle two lines, and where two
+        // threads write neighbouring columns of one row, they share that line.
+        let mut out = HostBuffer::<f32>::zeroed(m * n);
         let mut group = c.benchmark_group(format!("matmul/{label}"));
         group.throughput(Throughput::Elements((m * n * k) as u64));
         group.sample_size(10);
@@ -412,7 +415,7 @@ fn bench_matmul_f64(c: &mut Criterion) {
     for (label, m, k, n) in shapes {
         let a = random::<f64>(m * k, &mut rng);
         let b = random::<f64>(k * n, &mut rng);
-        let mut out = vec![0.0f64; m * n];
+        let mut out = HostBuffer::<f64>::zeroed(m * n);
         let mut group = c.benchmark_group(format!("matmul/{label}"));
         group.throughput(Throughput::Elements((m * n * k) as u64));
         group.sample_size(10);
