@@ -40,7 +40,8 @@
 //!   any product whose A has at most four tiles of rows (`IN_PLACE_B_FEW_TILES`).
 //! - A last tile of fewer rows than the tile runs a kernel with only its rows of
 //!   accumulators ([`short_tile`]), and six rows of a row-major A are packed by a transpose
-//!   in registers ([`transpose_6x16`]) rather than gathered.
+//!   in registers ([`transpose_6x16`]) rather than gathered. Such a last tile of up to six
+//!   rows of a row-major A is read in place, like the whole tiles.
 //! - A long product's tasks each pack B themselves, one block at a time, into their own
 //!   buffer ([`PackedB::PerTask`]): the block then sits in the packing core's L2 instead of
 //!   going out to L3 and back.
@@ -689,10 +690,19 @@ unsafe fn row_block<S: Simd, const MR: usize, const VECS: usize>(
     let per_task = matches!(b_panels.packed, PackedB::PerTask);
     let panels_per_block = panels_per_block(nr, std::mem::size_of::<S::E>());
     let mut own_block = if per_task { pool::reuse::<S::E>(depth * nr * panels_per_block) } else { HostBuffer::new() };
+    // A last, partial tile of at most 6 rows runs a kernel of exactly its rows (`short_tile`),
+    // which reads no row past A's end: it too is read in place. (A 12-row tile's last 7 to 11
+    // rows run the full kernel, so they are packed, zero-padded.) Packing it cost a gather per
+    // depth step, a fifth of the MNIST output layer's `10 x 128 x 128`.
+    let in_place_tiles = match (in_place, rows % MR) {
+        (false, _) => 0,
+        (true, 1..=6) => full_tiles + 1,
+        (true, _) => full_tiles,
+    };
     for p0 in (0..k).step_by(depth) {
         let kc = depth.min(k - p0);
-        let first_tile = if in_place { full_tiles } else { 0 };
-        pack_a::<S, MR>(a, i0 + first_tile * MR, rows - first_tile * MR, p0, kc, &mut panels_a[first_tile * MR * kc..]);
+        let packed_rows = rows.saturating_sub(in_place_tiles * MR);
+        pack_a::<S, MR>(a, i0 + in_place_tiles * MR, packed_rows, p0, kc, &mut panels_a[in_place_tiles * MR * kc..]);
         // Only the first depth slice overwrites C or adds the bias; later ones add onto it.
         let output = if p0 == 0 { output } else { Output::Accumulate };
         // A block of panels (`kc x 256` values, 512 KiB) stays in L2 while each tile of A,
@@ -704,7 +714,7 @@ unsafe fn row_block<S: Simd, const MR: usize, const VECS: usize>(
             }
             for r0 in (0..rows).step_by(MR) {
                 let tile = r0 / MR;
-                let (a_tile, a_layout) = if in_place && tile < full_tiles {
+                let (a_tile, a_layout) = if tile < in_place_tiles {
                     (a.data.as_ptr().add(a.offset + (i0 + r0) * a.row_stride + p0), TileA::Rows(a.row_stride))
                 } else {
                     (panels_a.as_ptr().add(tile * MR * kc), TileA::Packed)
@@ -715,9 +725,11 @@ unsafe fn row_block<S: Simd, const MR: usize, const VECS: usize>(
                     let cols = nr.min(n - j0);
                     let (b_panel, b_layout) = b_panels.panel(p0, kc, panel, nr, (block, &own_block));
                     let c_tile = c_rows.add(r0 * ldc + j0);
-                    // SAFETY: in-place tiles of A are rows i0 + r0 .. + MR <= M and depth
-                    // p0 .. + kc <= K of a row-major A checked in bounds; packed tiles are
-                    // MR x kc panels inside `panels_a` (tile < rows / MR rounded up). B's
+                    // SAFETY: in-place tiles of A are rows i0 + r0 .. + tile_rows <= M (a
+                    // whole tile, or a last one of at most 6 rows, whose kernel has exactly
+                    // its rows) and depth p0 .. + kc <= K of a row-major A checked in
+                    // bounds; packed tiles are MR x kc panels inside `panels_a` (tile <
+                    // rows / MR rounded up). B's
                     // panel is kc x NR values, packed or (a whole panel) in place. C's
                     // tile_rows rows of `cols` values from `c_tile` lie inside `c_rows` (rows
                     // r0 + tile_rows <= rows, ldc apart; j0 + cols <= n), and a bias holds n
