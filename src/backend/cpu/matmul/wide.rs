@@ -216,7 +216,14 @@ unsafe fn tiled<S: Simd, const MR: usize, const VECS: usize>(
     assert_eq!(c.len(), (m - 1) * ldc + n, "matmul v6: output of {} values for {m} rows {ldc} apart", c.len());
     assert!(in_bounds(&a) && in_bounds(&b), "matmul v6: a strided operand reaches past its buffer");
     let threads = if parallel { rayon::current_num_threads() } else { 1 };
-    let mc = rows_per_task((m, k, n), threads, MR);
+    // Tall tasks, each packing its own blocks of B (`PackedB::PerTask`), for a long product,
+    // and for any with more than a block of rows per thread while the pool's other workers
+    // poll (`on_worker`, as in the training loops). Many short tasks let rayon's stealing
+    // absorb a thread that starts late, waking from sleep; with the workers polling, none
+    // does, and one task per thread that packs its own B (as the `gemm` crate splits its
+    // work) avoids reading the half of a shared packed B that the other core wrote.
+    let tall = is_long((m, k, n), threads) || (threads > 1 && m > MC * threads && crate::threads::workers_polling());
+    let mc = rows_per_task(m, threads, MR, tall);
     let depth = slice_depth(k);
     // A row-major B is read in place when A is short, all but a last partial panel (which is
     // packed, zero-padded): packing copies all of B to serve only `M / MR` tiles per panel, a
@@ -233,7 +240,7 @@ unsafe fn tiled<S: Simd, const MR: usize, const VECS: usize>(
     let b_packed = MatRef { offset: b.offset + skipped * b.col_stride, cols: n - skipped, ..b };
     // A long product's tasks each pack B one block at a time into a buffer of their own (see
     // `PackedB::PerTask`); any other packs all of B once, shared by its tasks.
-    let per_task = in_place_panels == 0 && is_long((m, k, n), threads);
+    let per_task = in_place_panels == 0 && tall;
     let b_len = if per_task { 0 } else { k * b_packed.cols.next_multiple_of(nr) };
     let a_len = mc.next_multiple_of(MR) * depth;
     // Block `blk` holds rows blk * mc .. of C.
@@ -490,11 +497,11 @@ fn slice_depth(k: usize) -> usize {
     k.div_ceil(k.div_ceil(KC))
 }
 
-/// Rows per task for an `m x k x n` product: at most [`MC`] or, for a long product,
-/// [`MC_TALL`], in whole tiles of `mr` rows, and enough tasks that every thread gets a
-/// near-equal share (rayon's work stealing evens out the rest).
-fn rows_per_task((m, k, n): (usize, usize, usize), threads: usize, mr: usize) -> usize {
-    let cap = if is_long((m, k, n), threads) { MC_TALL } else { MC };
+/// Rows per task for a product of `m` rows: at most [`MC`] or, for `tall` tasks (a long
+/// product, see [`is_long`]), [`MC_TALL`], in whole tiles of `mr` rows, and enough tasks that
+/// every thread gets a near-equal share (rayon's work stealing evens out the rest).
+fn rows_per_task(m: usize, threads: usize, mr: usize, tall: bool) -> usize {
+    let cap = if tall { MC_TALL } else { MC };
     let tasks = m.div_ceil(cap).next_multiple_of(threads).min(m.div_ceil(mr)).max(1);
     m.div_ceil(tasks).next_multiple_of(mr)
 }
@@ -1089,15 +1096,15 @@ mod tests {
     #[test]
     fn long_products_take_tall_tasks_and_short_ones_many() {
         // 2048³ on 2 threads: 8.6 GFLOP per thread, one 1024-row task each.
-        assert_eq!(rows_per_task((2048, 2048, 2048), 2, 6), 1026);
+        assert_eq!(rows_per_task(2048, 2, 6, is_long((2048, 2048, 2048), 2)), 1026);
         // The GPT's QKV product, 0.1 GFLOP per thread: twelve tasks of 174 rows.
-        assert_eq!(rows_per_task((2048, 128, 384), 2, 6), 174);
+        assert_eq!(rows_per_task(2048, 2, 6, is_long((2048, 128, 384), 2)), 174);
         // Never fewer tasks than threads, never a task under one tile.
-        assert_eq!(rows_per_task((128, 784, 256), 2, 6), 66);
-        assert_eq!(rows_per_task((5, 3000, 3000), 4, 6), 6);
+        assert_eq!(rows_per_task(128, 2, 6, is_long((128, 784, 256), 2)), 66);
+        assert_eq!(rows_per_task(5, 4, 6, is_long((5, 3000, 3000), 4)), 6);
         // 768³ on 2 threads, 0.23 GFLOP per thread and 768 deep and wide: tall.
         assert!(is_long((768, 768, 768), 2));
-        assert_eq!(rows_per_task((768, 768, 768), 2, 6), 384);
+        assert_eq!(rows_per_task(768, 2, 6, is_long((768, 768, 768), 2)), 384);
         // The GPT's 2048 x 128 x 512 has as much work, but is 128 deep: short tasks.
         assert!(!is_long((2048, 128, 512), 2));
         assert!(!is_long((512, 512, 512), 4));
