@@ -33,7 +33,9 @@
 //!   starts, so the tile is read from L1 after its first panel ([`PANELS_PER_BLOCK`], depth
 //!   [`KC`]).
 //! - A long product runs in tall tasks, so B crosses from L3 less often ([`MC_TALL`]); a
-//!   short one in many, so a late-waking thread can still steal ([`MC`]).
+//!   short one in many, so a late-waking thread can still steal ([`MC`]). While the pool's
+//!   workers poll (`on_worker`), none wakes late, and any product of more than a block of
+//!   rows per thread runs in tall tasks.
 //! - A row-major B is read in place, like A, when packing it would cost more than it buys
 //!   (`IN_PLACE_B_MAX_M`, `IN_PLACE_B_MIN`). That is the case in a weight gradient, whose B
 //!   is a whole batch of activations and whose A has only a layer's width of rows, and in
