@@ -108,6 +108,13 @@ const TALL_SHARE_FLOPS: f64 = 1e9;
 /// `2048 x 512 x 128`, 128 wide, lost in one set of rounds (1.02-1.04x to 0.97-0.98x) and not
 /// in another, hence [`TALL_MIN_DEPTH`] for both. The GPT step did not move.
 const TALL_SHARE_FLOPS_DEEP: f64 = 1.2e8;
+/// Least depth of a slice whose kernels prefetch their tile of C. Below it the 24 prefetches
+/// of a tile cost load slots the depth loop needs (its loads are 10 per 24 FMAs) and hide
+/// nothing. One thread, against the `gemm` crate (three alternated rounds): `128 x 10 x 128`
+/// 0.99x -> 1.06-1.07x, `128 x 32 x 128` 0.99x -> 1.05-1.06x, `2048 x 64 x 128` 0.96-0.98x
+/// -> 1.01x, `2048 x 128 x 384` 0.96-0.97x -> 1.00x; 512³ to 2048³ (512-deep slices, C from
+/// L3 or memory) within noise, 384- and 367-deep slices too.
+const PREFETCH_C_MIN_DEPTH: usize = 256;
 /// Least depth and width for [`TALL_SHARE_FLOPS_DEEP`].
 const TALL_MIN_DEPTH: usize = 256;
 
@@ -958,10 +965,13 @@ unsafe fn kernel<S: Simd, const ROWS: usize, const MR: usize, const VECS: usize>
     use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
     // C's tile is read (or written) only after the depth loop; asking for its lines (64 bytes
     // each) now lets them arrive from L3 while the multiply-adds run, instead of stalling
-    // the stores.
-    for i in 0..rows {
-        for line in (0..cols).step_by(64 / std::mem::size_of::<S::E>()) {
-            _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * ldc + line).cast::<i8>());
+    // the stores. A shallow slice has too few multiply-adds to hide anything behind, and its
+    // C is usually still in cache (see `PREFETCH_C_MIN_DEPTH`).
+    if kc >= PREFETCH_C_MIN_DEPTH {
+        for i in 0..rows {
+            for line in (0..cols).step_by(64 / std::mem::size_of::<S::E>()) {
+                _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * ldc + line).cast::<i8>());
+            }
         }
     }
     let mut acc = [[S::zero(); VECS]; ROWS];
