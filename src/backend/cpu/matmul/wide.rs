@@ -507,8 +507,9 @@ fn slice_depth(k: usize) -> usize {
 }
 
 /// Rows per task for a product of `m` rows: at most [`MC`] or, for `tall` tasks (a long
-/// product, see [`is_long`]), [`MC_TALL`], in whole tiles of `mr` rows, and enough tasks that
-/// every thread gets a near-equal share (rayon's work stealing evens out the rest).
+/// product, see [`is_long`], or any while the workers poll: see `tiled`), [`MC_TALL`], in
+/// whole tiles of `mr` rows, and enough tasks that every thread gets a near-equal share
+/// (rayon's work stealing evens out the rest).
 fn rows_per_task(m: usize, threads: usize, mr: usize, tall: bool) -> usize {
     let cap = if tall { MC_TALL } else { MC };
     let tasks = m.div_ceil(cap).next_multiple_of(threads).min(m.div_ceil(mr)).max(1);
