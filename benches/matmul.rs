@@ -197,7 +197,7 @@ fn rewrite_from_both_cores(b: &mut [f32], round: usize) {
 
 /// Median time in seconds of `product(b)`, preceded by `rewrite_from_both_cores(b)` when
 /// `rewrite`, over `rounds` rounds of `reps` each.
-fn median_in_step_context(
+fn median_product_time(
     b: &mut [f32],
     rewrite: bool,
     rounds: usize,
@@ -227,14 +227,9 @@ fn median(values: &mut [f64]) -> f64 {
 
 /// Best time in seconds of each of `variants` products over `rounds` rounds, the variants
 /// taking turns (`run(i)` runs variant `i`, once untimed, then once timed) so all of them see
-/// the same load on a shared machine. `quiet(i)` follows variant `i`'s timed run, to stop
-/// what it leaves running ([`stop_openblas`]).
-fn interleaved_best(
-    rounds: usize,
-    variants: usize,
-    mut run: impl FnMut(usize),
-    mut quiet: impl FnMut(usize),
-) -> Vec<f64> {
+/// the same load on a shared machine. OpenBLAS's threads, left spinning by its variant, are
+/// stopped after every timed run ([`stop_openblas`]; a no-op after the others).
+fn interleaved_best(rounds: usize, variants: usize, mut run: impl FnMut(usize)) -> Vec<f64> {
     let mut best = vec![f64::INFINITY; variants];
     for _ in 0..rounds {
         for (i, best_i) in best.iter_mut().enumerate() {
@@ -242,7 +237,7 @@ fn interleaved_best(
             let start = Instant::now();
             run(i);
             *best_i = best_i.min(start.elapsed().as_secs_f64());
-            quiet(i);
+            stop_openblas();
         }
     }
     best
@@ -332,23 +327,14 @@ fn bench_matmul(c: &mut Criterion) {
         // Interleaved best-of timings for the summary line, so all the variants see the same
         // load.
         let variants = 3 + OPENBLAS_VARIANTS;
-        let best = interleaved_best(
-            7,
-            variants,
-            |i| match i {
-                0 => (engine.1)(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut out),
-                1 => yardstick_gemm(m, k, n, &a, &b, &mut out),
-                2 => yardstick_matrixmultiply(m, k, n, &a, &b, &mut out),
-                #[cfg(feature = "openblas-bench")]
-                3 => openblas::gemm(m, k, n, &a, &b, &mut out),
-                _ => unreachable!("no summary variant {i}"),
-            },
-            |i| {
-                if i == 3 {
-                    stop_openblas()
-                }
-            },
-        );
+        let best = interleaved_best(7, variants, |i| match i {
+            0 => (engine.1)(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut out),
+            1 => yardstick_gemm(m, k, n, &a, &b, &mut out),
+            2 => yardstick_matrixmultiply(m, k, n, &a, &b, &mut out),
+            #[cfg(feature = "openblas-bench")]
+            3 => openblas::gemm(m, k, n, &a, &b, &mut out),
+            _ => unreachable!("no summary variant {i}"),
+        });
         let (ours, theirs, mm) = (best[0], best[1], best[2]);
         let gflops = 2.0 * (m * n * k) as f64 / ours / 1e9;
         println!(
@@ -375,10 +361,10 @@ fn bench_matmul(c: &mut Criterion) {
                 let (mut ours, mut theirs) = (vec![], vec![]);
                 glassbox::on_worker(|| {
                     for _ in 0..5 {
-                        ours.push(median_in_step_context(&mut b, rewrite, 5, reps, |b| {
+                        ours.push(median_product_time(&mut b, rewrite, 5, reps, |b| {
                             (engine.1)(MatRef::row_major(&a, m, k), MatRef::row_major(b, k, n), &mut out)
                         }));
-                        theirs.push(median_in_step_context(&mut b, rewrite, 5, reps, |b| {
+                        theirs.push(median_product_time(&mut b, rewrite, 5, reps, |b| {
                             yardstick_gemm(m, k, n, &a, b, &mut out)
                         }));
                     }
@@ -432,22 +418,13 @@ fn bench_matmul_f64(c: &mut Criterion) {
         group.finish();
         stop_openblas();
         let variants = 2 + OPENBLAS_VARIANTS;
-        let best = interleaved_best(
-            7,
-            variants,
-            |i| match i {
-                0 => (engine.1)(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut out),
-                1 => yardstick_gemm(m, k, n, &a, &b, &mut out),
-                #[cfg(feature = "openblas-bench")]
-                2 => openblas::gemm(m, k, n, &a, &b, &mut out),
-                _ => unreachable!("no summary variant {i}"),
-            },
-            |i| {
-                if i == 2 {
-                    stop_openblas()
-                }
-            },
-        );
+        let best = interleaved_best(7, variants, |i| match i {
+            0 => (engine.1)(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut out),
+            1 => yardstick_gemm(m, k, n, &a, &b, &mut out),
+            #[cfg(feature = "openblas-bench")]
+            2 => openblas::gemm(m, k, n, &a, &b, &mut out),
+            _ => unreachable!("no summary variant {i}"),
+        });
         let (ours, theirs) = (best[0], best[1]);
         let gflops = 2.0 * (m * n * k) as f64 / ours / 1e9;
         println!(

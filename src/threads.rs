@@ -7,7 +7,7 @@
 //! op. A small model's step is dozens of short ops, so the switches add up: the MNIST MLP's
 //! step measured 1.79 ms on one thread driven from `main` and 1.14 ms driven from a worker.
 //! From a worker, a kernel's pieces go on that worker's own queue, it works on them itself,
-//! and idle workers steal the rest. (The GEMM, which forks twice per product, moves itself
+//! and idle workers steal the rest. (The GEMM, whose larger products fork twice, moves itself
 //! onto a worker when called from outside; the other kernels do not.)
 //!
 //! Stealing is only quick if the thief is awake. A rayon worker that finds nothing to do for

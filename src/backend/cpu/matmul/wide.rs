@@ -294,12 +294,13 @@ unsafe fn tiled<S: Simd, const MR: usize, const VECS: usize>(
     // each packing the panels of B it needs, as it goes: one fork, not a fork to pack B and a
     // second to multiply by it. A deep one splits the depth (`depth_parts`), any other B's
     // panels (`split_columns`).
-    if in_place_panels == 0 && !per_task && split_depth(m, k, threads) {
+    let one_fork = in_place_panels == 0 && !per_task;
+    if one_fork && split_depth(m, k, threads) {
         // SAFETY: the caller vouched for S; the operands were checked above.
         unsafe { depth_parts::<S, MR, VECS>(a, b, c, ldc, threads, output) };
         return;
     }
-    if in_place_panels == 0 && !per_task && split_columns(m, n_panels, threads) {
+    if one_fork && split_columns(m, n_panels, threads) {
         let out = SharedOutput(c.as_mut_ptr());
         let b_panels = PanelsB { b: &b, packed: PackedB::PerTask, in_place_panels: 0 };
         (0..threads).into_par_iter().for_each(|task| {
@@ -346,9 +347,8 @@ unsafe fn tiled<S: Simd, const MR: usize, const VECS: usize>(
 /// ([`split_columns`]).
 struct SharedOutput<E>(*mut E);
 
-// SAFETY: tasks write through the pointer only to parts that no other task touches (their
-// own columns of C, or their own partial sum: see `tiled` and `depth_parts`), and the buffer
-// outlives them (the parallel loop returns before its owner does).
+// SAFETY: tasks write through the pointer only to their own columns of C, which no other task
+// touches (see `tiled`), and C outlives them (the parallel loop returns before `tiled` does).
 unsafe impl<E: Send> Sync for SharedOutput<E> {}
 
 impl<E> SharedOutput<E> {
@@ -412,23 +412,16 @@ unsafe fn depth_parts<S: Simd, const MR: usize, const VECS: usize>(
 ) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let mut partial = pool::reuse::<S::E>((parts - 1) * m * n);
-    let (c_len, c_out, partial_out) = (c.len(), SharedOutput(c.as_mut_ptr()), SharedOutput(partial.as_mut_ptr()));
-    (0..parts).into_par_iter().for_each(|part| {
+    // Part 0 writes C itself; part p > 0 overwrites the (p - 1)-th M N of `partial`.
+    let targets = rayon::iter::once((&mut *c, ldc, output))
+        .chain(partial.par_chunks_mut(m * n).map(|sums| (sums, n, Output::Overwrite)));
+    targets.enumerate().for_each(|(part, (target, ld, out))| {
         let depth = part * k / parts..(part + 1) * k / parts;
         let a_part = MatRef { offset: a.offset + depth.start * a.col_stride, cols: depth.len(), ..a };
         let b_part = MatRef { offset: b.offset + depth.start * b.row_stride, rows: depth.len(), ..b };
-        // SAFETY: part 0 alone writes C (`c_len` values from its start); part p > 0 alone
-        // writes values (p - 1) M N .. p M N of `partial`, which holds (parts - 1) M N. Both
-        // outlive the parallel loop. The operands' depth ranges lie inside the checked ones.
-        unsafe {
-            let (target, ld, out) = if part == 0 {
-                (std::slice::from_raw_parts_mut(c_out.get(), c_len), ldc, output)
-            } else {
-                let at = partial_out.get().add((part - 1) * m * n);
-                (std::slice::from_raw_parts_mut(at, m * n), n, Output::Overwrite)
-            };
-            tiled::<S, MR, VECS>(a_part, b_part, target, ld, false, out)
-        }
+        // SAFETY: the caller vouched for S; the operands' depth ranges lie inside the checked
+        // ones, and each target holds M rows of N values `ld` apart.
+        unsafe { tiled::<S, MR, VECS>(a_part, b_part, target, ld, false, out) }
     });
     // The sums are added in parallel too, each task taking a block of C's rows. On the caller
     // alone the addition took a tenth of `128 x 784 x 256` (reading the other core's sums):
