@@ -4,8 +4,10 @@
 //! read them at their best), the GPT step's QKV projection and its weight gradient, and
 //! squares from 512 to 2048.
 //!
-//! For the MLP's shapes a second summary line times each product right after both cores
-//! rewrite B, as a training step leaves its operands, against the crate in the same way.
+//! A second summary line times each product from a rayon worker while the other workers poll
+//! (`on_worker`, as the training loops call the GEMM), against the crate called the same way.
+//! For the MLP's shapes a third times it right after both cores rewrite B, as a training step
+//! leaves its operands.
 //!
 //! Criterion prints throughput in elements/s; one element is one multiply-add, so multiply by
 //! 2 to read flop/s. After each shape a summary line gives GFLOP/s of the engine's GEMM
@@ -14,6 +16,11 @@
 //! throughput relative to each yardstick (best of 7 timed runs each, interleaved, all
 //! threads). Issue 3's targets: >= 1.05x `gemm` and >= 90% of the FMA peak at 512..2048, and
 //! no worse than `gemm` at the MLP's shapes.
+//!
+//! Beside the FMA peak the run measures v6's register tile alone (`tile_ceiling`: the kernel
+//! over a tile of A in L1 and a block of B in L2, nothing else), and each summary line gives
+//! the product's share of that too. The FMA peak runs multiply-adds on registers only; the
+//! tile's loads of B cost it some of that rate, which no product with this tile can win back.
 //!
 //! The last groups (`f64_*`) time the engine's f64 GEMM against the crate's at three shapes;
 //! their summary lines measure against the f64 FMA peak, half the f32 one.
@@ -27,7 +34,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use glassbox::backend::cpu::matmul::{versions, MatRef};
+use glassbox::backend::cpu::matmul::{tile_ceiling, versions, MatRef, TileCeiling};
 use glassbox::backend::cpu::peak::FmaPeak;
 use glassbox::rng::Rng;
 use glassbox::tensor::{Float, HostBuffer};
@@ -272,8 +279,31 @@ fn fma_peak() -> FmaPeak {
     })
 }
 
+/// v6's register tile alone on all threads (`tile_ceiling`), measured once per run right after
+/// the FMA peak: the share of the peak that a product with this tile can reach here. `None`
+/// where the engine does not run v6.
+fn tile_alone() -> Option<TileCeiling> {
+    static TILE: OnceLock<Option<TileCeiling>> = OnceLock::new();
+    *TILE.get_or_init(|| {
+        let peak = fma_peak();
+        let tile = tile_ceiling(rayon::current_num_threads(), 10, Duration::from_millis(100))?;
+        println!(
+            "v6's {} x {} register tile alone ({}-deep calls over a block of {} panels of B): {:.0} GFLOP/s = {:.0}% \
+             of the FMA peak",
+            tile.tile.0,
+            tile.tile.1,
+            tile.depth,
+            tile.panels,
+            tile.gflops,
+            100.0 * tile.gflops / peak.gflops
+        );
+        Some(tile)
+    })
+}
+
 fn bench_matmul(c: &mut Criterion) {
     let peak = fma_peak();
+    let tile = tile_alone();
     #[cfg(feature = "openblas-bench")]
     openblas::set_threads(rayon::current_num_threads());
     // (name, M, K, N).
@@ -337,9 +367,11 @@ fn bench_matmul(c: &mut Criterion) {
         });
         let (ours, theirs, mm) = (best[0], best[1], best[2]);
         let gflops = 2.0 * (m * n * k) as f64 / ours / 1e9;
+        let of_tile =
+            tile.map(|t| format!(", {:.0}% of the tile alone", 100.0 * gflops / t.gflops)).unwrap_or_default();
         println!(
-            "summary {label}: {} {gflops:.0} GFLOP/s on {} threads ({:.0}% of the FMA peak) = {:.2}x the gemm \
-             crate, {:.2}x matrixmultiply{}",
+            "summary {label}: {} {gflops:.0} GFLOP/s on {} threads ({:.0}% of the FMA peak{of_tile}) = {:.2}x the \
+             gemm crate, {:.2}x matrixmultiply{}",
             engine.0,
             rayon::current_num_threads(),
             100.0 * gflops / peak.gflops,
@@ -348,16 +380,18 @@ fn bench_matmul(c: &mut Criterion) {
             against_openblas(&best, 3, ours)
         );
 
-        // The MLP's products again, from a rayon worker while the pool's other workers poll
-        // for jobs, as in the training examples (`on_worker`). From `main`, as above, a product
-        // of tens of microseconds is largely the two thread switches and the wake-up that every
-        // call pays, ours and the crate's. Twice: on the same read-only B, hot in both cores'
-        // caches, and with B rewritten by both cores before each product, as a training step
-        // leaves it (there, times include the rewrite, the same for both).
-        if label.starts_with("mlp_") && rayon::current_num_threads() > 1 {
+        // Every product again, from a rayon worker while the pool's other workers poll for
+        // jobs, as the training examples run them (`on_worker`). From `main`, as above, a
+        // product of tens of microseconds is largely the two thread switches and the wake-up
+        // that every call pays, ours and the crate's. On the same read-only B, hot in both
+        // cores' caches; and for the MLP's products, also with B rewritten by both cores before
+        // each product, as a training step leaves it (there, times include the rewrite, the
+        // same for both).
+        if rayon::current_num_threads() > 1 {
             let mut b = b.clone();
             let reps = (20_000_000 / (m * n * k)).clamp(5, 200);
-            for rewrite in [false, true] {
+            let rewrites: &[bool] = if label.starts_with("mlp_") { &[false, true] } else { &[false] };
+            for &rewrite in rewrites {
                 let (mut ours, mut theirs) = (vec![], vec![]);
                 glassbox::on_worker(|| {
                     for _ in 0..5 {

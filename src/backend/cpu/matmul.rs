@@ -628,6 +628,98 @@ fn wide_as<T: Float, E: simd::Element>(
     true
 }
 
+/// What v6's f32 register tile reaches alone on this machine: [`tile_ceiling`]'s measurement.
+#[derive(Clone, Copy, Debug)]
+pub struct TileCeiling {
+    /// Rows and columns of the register tile (6 x 64 with AVX-512, 6 x 16 with AVX2).
+    pub tile: (usize, usize),
+    /// Depth of each call of the tile's kernel: the product's depth slice.
+    pub depth: usize,
+    /// Panels of B in the block that each tile of A walks (512 KiB, held in L2).
+    pub panels: usize,
+    /// Billions of f32 flops per second, all threads together (the best round).
+    pub gflops: f64,
+    /// Threads that ran it at once.
+    pub threads: usize,
+}
+
+/// Measures v6's f32 register tile alone, the way the product runs its inner loops but with
+/// nothing else: on each of `threads` threads, a packed tile of A held in L1 walks a block of
+/// packed panels of B held in L2, over and over, adding into one tile of C. No packing, no
+/// tasks, no partial tiles, no C beyond one tile. Best of `rounds` rounds of about
+/// `round_time` each, as [`peak::fma_peak`](super::peak::fma_peak) measures the FMA loop.
+///
+/// The FMA peak counts only multiply-adds on registers; this counts them with the loads that
+/// feed them (per step of the 6 x 64 tile, four 64-byte loads of B and six broadcasts of A
+/// for 24 FMAs). Their ratio is the share of the FMA peak that a product with this tile can
+/// reach here, and a product's rate divided by this one is what the rest of it (packing,
+/// tasks, edges, C) costs. `cargo bench --bench matmul` prints both.
+///
+/// `None` where the engine does not run v6 (no AVX2 + FMA, `GLASSBOX_ISA=portable`, or not
+/// x86-64).
+///
+/// ```
+/// use std::time::Duration;
+/// if let Some(tile) = glassbox::backend::cpu::matmul::tile_ceiling(1, 1, Duration::from_millis(10)) {
+///     assert_eq!(tile.tile.0, 6);
+///     assert!(tile.gflops > 0.0);
+/// }
+/// ```
+pub fn tile_ceiling(threads: usize, rounds: usize, round_time: std::time::Duration) -> Option<TileCeiling> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::time::Instant;
+        let avx512 = match isa::detect() {
+            Isa::Avx512 => true,
+            Isa::Avx2Fma => false,
+            Isa::Portable => return None,
+        };
+        let (rows, cols, depth, panels) = wide::tile_alone_shape(avx512);
+        let threads = threads.max(1);
+        let flops_per_pass = (2 * rows * cols * depth * panels) as f64;
+        let round = || -> f64 {
+            let results: Vec<(usize, std::time::Duration)> = std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..threads)
+                    .map(|_| {
+                        scope.spawn(move || {
+                            // Values near 1 that stay finite and normal through any number of
+                            // passes (C grows by about 0.05 per pass).
+                            let a = HostBuffer::from(
+                                (0..rows * depth).map(|i| (i % 7) as f32 * 1e-3).collect::<Vec<f32>>(),
+                            );
+                            let b_len = depth * cols * panels;
+                            let b = HostBuffer::from((0..b_len).map(|i| (i % 5) as f32 * 1e-3).collect::<Vec<f32>>());
+                            let mut c = HostBuffer::<f32>::zeroed(rows * cols);
+                            let start = Instant::now();
+                            let mut passes = 0;
+                            while start.elapsed() < round_time {
+                                // SAFETY: isa::detect() returned AVX-512 (avx512f, avx2, fma
+                                // seen by isa::supported) or AVX2 + FMA; the buffers have the
+                                // lengths `tile_alone` checks.
+                                unsafe { wide::tile_alone(avx512, &a, &b, &mut c, 16) };
+                                passes += 16;
+                            }
+                            std::hint::black_box(&c);
+                            (passes, start.elapsed())
+                        })
+                    })
+                    .collect();
+                workers.into_iter().map(|w| w.join().expect("tile_ceiling thread panicked")).collect()
+            });
+            let passes: usize = results.iter().map(|(n, _)| n).sum();
+            let wall = results.iter().map(|(_, t)| *t).max().unwrap_or_default();
+            passes as f64 * flops_per_pass / wall.as_secs_f64() / 1e9
+        };
+        let gflops = (0..rounds.max(1)).map(|_| round()).fold(0.0, f64::max);
+        Some(TileCeiling { tile: (rows, cols), depth, panels, gflops, threads })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (threads, rounds, round_time);
+        None
+    }
+}
+
 /// Picks the tile size and compiled kernel for this CPU.
 /// Accumulates `A B` onto C (rows `ldc` apart); callers zero C first for a plain product.
 fn packed_for_isa<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], ldc: usize, parallel: bool) {

@@ -1069,6 +1069,72 @@ unsafe fn depth_step<S: Simd, const ROWS: usize, const VECS: usize>(
     }
 }
 
+/// What [`tile_alone`] runs with this instruction set (`avx512`, else AVX2): the f32 register
+/// tile's rows and columns, the depth of each kernel call ([`KC`]) and the panels of B in a
+/// block ([`panels_per_block`]), as the product runs them on a B wide enough for the full tile.
+pub(super) fn tile_alone_shape(avx512: bool) -> (usize, usize, usize, usize) {
+    let cols = if avx512 { 4 * <f32 as Element>::Avx512::LANES } else { 2 * <f32 as Element>::Avx2::LANES };
+    (6, cols, KC, panels_per_block(cols, 4))
+}
+
+/// The register tile alone, as the product runs it but with nothing else: `passes` times, a
+/// packed tile of A (`rows x KC`, [`tile_alone_shape`]) walks a block of packed panels of B
+/// ([`panels_per_block`] of them, `KC x cols` each), each panel one call of [`kernel`] adding
+/// into the same tile of C. A tile of A (12 KiB) stays in L1 and the block (512 KiB) in L2,
+/// as in the product's inner loops; there is no packing, no task, no edge and no C beyond one
+/// tile. So its rate bounds what the product can reach with this tile on this machine: the
+/// bench reports it beside the FMA peak. `a` holds `rows * KC` values, `b` the block, `c`
+/// one tile (`rows * cols`, rows `cols` apart).
+///
+/// # Safety
+/// The CPU must support AVX-512F (with AVX2 and FMA) when `avx512`, else AVX2 and FMA.
+pub(super) unsafe fn tile_alone(avx512: bool, a: &[f32], b: &[f32], c: &mut [f32], passes: usize) {
+    // SAFETY: the caller vouched for the instruction set.
+    unsafe {
+        if avx512 {
+            tile_alone_as::<<f32 as Element>::Avx512, 4>(a, b, c, passes)
+        } else {
+            tile_alone_as::<<f32 as Element>::Avx2, 2>(a, b, c, passes)
+        }
+    }
+}
+
+/// [`tile_alone`] for instruction set `S` and a `6 x LANES VECS` tile.
+///
+/// # Safety
+/// The CPU must support `S`.
+unsafe fn tile_alone_as<S: Simd<E = f32>, const VECS: usize>(a: &[f32], b: &[f32], c: &mut [f32], passes: usize) {
+    let nr = S::LANES * VECS;
+    let panel = KC * nr;
+    let panels = panels_per_block(nr, 4);
+    assert!(
+        a.len() == 6 * KC && b.len() == panels * panel && c.len() == 6 * nr,
+        "tile_alone: A of {}, B of {}, C of {} values; the tile needs {}, {} and {}",
+        a.len(),
+        b.len(),
+        c.len(),
+        6 * KC,
+        panels * panel,
+        6 * nr
+    );
+    let c = c.as_mut_ptr();
+    // SAFETY: the caller vouched for `S`; A holds one packed 6 x KC tile, B `panels` packed
+    // KC x nr panels and C one 6 x nr tile, rows nr apart (all checked just above).
+    unsafe {
+        S::run(
+            #[inline(always)]
+            || {
+                for _ in 0..passes {
+                    for p in 0..panels {
+                        let (a_at, b_at) = ((a.as_ptr(), TileA::Packed), (b.as_ptr().add(p * panel), TileB::Packed));
+                        kernel::<S, 6, 6, VECS>(KC, a_at, b_at, c, nr, 6, nr, Output::Accumulate, 0);
+                    }
+                }
+            },
+        )
+    }
+}
+
 /// Masks of a tile's `cols` valid columns, one per vector: all lanes of the vectors inside
 /// the matrix, fewer (or none) at its right edge.
 ///
@@ -1097,6 +1163,33 @@ mod tests {
         unsafe { transpose_6x16(std::array::from_fn(|i| rows[i].as_ptr()), panel.as_mut_ptr()) };
         let expected: Vec<f32> = (0..96).map(|f| (100 * (f % 6) + f / 6) as f32).collect();
         assert_eq!(panel.to_vec(), expected);
+    }
+
+    #[test]
+    fn the_tile_alone_computes_what_it_is_timed_for() {
+        // Small integers, so every sum is exact and any lost or doubled multiply-add shows.
+        for avx512 in [true, false] {
+            let detected = if avx512 { is_x86_feature_detected!("avx512f") } else { is_x86_feature_detected!("avx2") };
+            if !(detected && is_x86_feature_detected!("fma")) {
+                eprintln!("skipped: this CPU lacks the {} kernel's features", if avx512 { "AVX-512" } else { "AVX2" });
+                continue;
+            }
+            let (rows, cols, depth, panels) = tile_alone_shape(avx512);
+            let a: Vec<f32> = (0..rows * depth).map(|i| (i % 3) as f32).collect();
+            // Each panel its own values (i / (depth * cols) is the panel).
+            let b: Vec<f32> = (0..panels * depth * cols).map(|i| ((i * 7 + i / (depth * cols)) % 4) as f32).collect();
+            let mut c = vec![1.0f32; rows * cols];
+            // SAFETY: the features were checked above; the lengths are the shape's.
+            unsafe { tile_alone(avx512, &a, &b, &mut c, 2) };
+            for (at, &got) in c.iter().enumerate() {
+                let (i, j) = (at / cols, at % cols);
+                let one_pass: f32 = (0..panels)
+                    .flat_map(|panel| (0..depth).map(move |p| (panel, p)))
+                    .map(|(panel, p)| a[p * rows + i] * b[(panel * depth + p) * cols + j])
+                    .sum();
+                assert_eq!(got, 1.0 + 2.0 * one_pass, "avx512 {avx512}: C[{i}][{j}]");
+            }
+        }
     }
 
     #[test]
