@@ -10,6 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use glassbox::backend::cpu::matmul::tile_ceiling;
 use glassbox::backend::cpu::peak::{fma_peak, stream_bandwidth, Bandwidth, FmaPeak, ACCUMULATORS};
 use glassbox::backend::cpu::{ladders, Ladder, Limit};
 use glassbox::inspect::{format_bytes, format_duration, Align, TextTable};
@@ -79,6 +80,21 @@ fn main() {
         peaks.fma_all.threads,
         peaks.fma_all.isa.name()
     );
+    // The GEMM's register tile alone: the share of the FMA peak its loads let it reach here,
+    // which bounds every product's share below.
+    let tiles = (tile_ceiling(1, PEAK_ROUNDS, PEAK_ROUND_TIME), tile_ceiling(threads, PEAK_ROUNDS, PEAK_ROUND_TIME));
+    if let (Some(one), Some(all)) = tiles {
+        println!(
+            "  GEMM tile alone:   {:>8.1} GFLOP/s on 1 thread, {:>8.1} on {threads} (v6's {} x {} tile over a block of B in \
+             L2, nothing else: {:.0}% and {:.0}% of the FMA peak)",
+            one.gflops,
+            all.gflops,
+            one.tile.0,
+            one.tile.1,
+            100.0 * one.gflops / peaks.fma_one.gflops,
+            100.0 * all.gflops / peaks.fma_all.gflops
+        );
+    }
     println!(
         "  memory bandwidth:  {:>8.1} GB/s    on 1 thread, {:>8.1} on {threads} (STREAM triad over {}, best of {STREAM_REPS})",
         peaks.bw_one.gbytes_per_s,
