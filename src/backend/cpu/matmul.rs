@@ -651,9 +651,9 @@ pub struct TileCeiling {
 ///
 /// The FMA peak counts only multiply-adds on registers; this counts them with the loads that
 /// feed them (per step of the 6 x 64 tile, four 64-byte loads of B and six broadcasts of A
-/// for 24 FMAs). Their ratio is the share of the FMA peak that a product with this tile can
-/// reach here, and a product's rate divided by this one is what the rest of it (packing,
-/// tasks, edges, C) costs. `cargo bench --bench matmul` prints both.
+/// for 24 FMAs). Its share of the FMA peak is the most that a product with this tile can
+/// reach here, and a product's rate divided by this one shows what the rest of it (packing,
+/// tasks, edges, C) costs. `cargo bench --bench matmul` and `kernel_report` print both.
 ///
 /// `None` where the engine does not run v6 (no AVX2 + FMA, `GLASSBOX_ISA=portable`, or not
 /// x86-64).
@@ -682,8 +682,9 @@ pub fn tile_ceiling(threads: usize, rounds: usize, round_time: std::time::Durati
                 let workers: Vec<_> = (0..threads)
                     .map(|_| {
                         scope.spawn(move || {
-                            // Values near 1 that stay finite and normal through any number of
-                            // passes (C grows by about 0.05 per pass).
+                            // Small values with normal products (1e-6 and up): C grows by
+                            // about 0.01 a pass, so it stays finite and clear of subnormals
+                            // (whose slow assists would skew the timing) however long a round.
                             let a = HostBuffer::from(
                                 (0..rows * depth).map(|i| (i % 7) as f32 * 1e-3).collect::<Vec<f32>>(),
                             );
