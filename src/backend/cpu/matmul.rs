@@ -11,14 +11,14 @@
 //! | `matmul_v3_blocked` | tiles of `BLOCK` x `BLOCK_COLS` | a tile of B stays in cache while a slab of rows of A uses it, instead of all of B streaming through the cache for every row |
 //! | `matmul_v4_packed` | packed panels + an `MR x NR` register tile, compiled for AVX-512 / AVX2+FMA at run time | operands are copied once into the exact order the inner kernel reads them; the kernel keeps `MR x NR` sums in registers and does `MR + NR` loads per `MR * NR` fused multiply-adds |
 //! | `matmul_v5_packed_parallel` | v4 with row blocks spread over rayon threads | every core works (B packed first, then one fork); small products stay on one thread |
-//! | `matmul_v6_wide` | (f32 and f64, AVX-512 or AVX2) a 6 x 64 f32 tile (12 x 32 for narrow B; 6 x 16 with AVX2), A read in place, B packed once per product, or per task in long ones (`matmul/wide.rs`) | 10 loads per 24 FMAs instead of 13 per 12, so the FMA units set the pace; no pass over A; each tile of A walks a block of B's panels held in L2 |
+//! | `matmul_v6_wide` | (f32 and f64, AVX-512, AVX2 or NEON) a 6 x 64 f32 tile (12 x 32 for narrow B; 6 x 16 with AVX2 or NEON), A read in place, B packed once per product, or per task in long ones (`matmul/wide.rs`) | 10 loads per 24 FMAs instead of 13 per 12, so the FMA units set the pace; no pass over A; each tile of A walks a block of B's panels held in L2 |
 //!
 //! All versions accept strided operands ([`MatRef`]), so `A^T B` and `A B^T` (what backward
 //! needs) run without materializing a transpose: the packing step reads through the strides.
 //! `benches/matmul.rs` measures the ladder; the engine calls [`gemm`], which runs v6 where it
 //! applies and v4 / v5 elsewhere.
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use std::any::TypeId;
 use std::cell::RefCell;
 
@@ -30,11 +30,12 @@ use super::isa::Isa;
 use super::pool;
 use crate::tensor::{Float, HostBuffer, Layout};
 
-// v6 is written in x86-64 vector instructions; other architectures run v5 (and the ladder's
-// v6 entry falls back to it there).
-#[cfg(target_arch = "x86_64")]
+// v6 is written against a few vector operations (`simd.rs`) implemented for x86-64 (AVX-512,
+// AVX2) and aarch64 (NEON); other architectures run v5 (and the ladder's v6 entry falls back
+// to it there).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod simd;
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod wide;
 
 /// A read-only strided matrix: element `(i, j)` is `data[offset + i * row_stride + j * col_stride]`.
@@ -67,7 +68,7 @@ impl<'a, T: Float> MatRef<'a, T> {
     }
 
     /// The same view over `data`, a buffer of another element type with the same layout.
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     fn with_data<U>(self, data: &[U]) -> MatRef<'_, U> {
         MatRef {
             data,
@@ -439,7 +440,7 @@ unsafe fn macro_kernel_avx512_f32(
 }
 
 /// `s` seen as `&[U]` when `T` is `U`.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn same_type<T: Float, U: Float>(s: &[T]) -> Option<&[U]> {
     (TypeId::of::<T>() == TypeId::of::<U>()).then(|| {
         // SAFETY: T and U have the same TypeId, so they are the same type: the memory is a
@@ -449,7 +450,7 @@ fn same_type<T: Float, U: Float>(s: &[T]) -> Option<&[U]> {
 }
 
 /// `s` seen as `&mut [U]` when `T` is `U`.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn same_type_mut<T: Float, U: Float>(s: &mut [T]) -> Option<&mut [U]> {
     (TypeId::of::<T>() == TypeId::of::<U>()).then(|| {
         // SAFETY: as in `same_type`; the exclusive borrow of `s` is moved into the result.
@@ -511,9 +512,10 @@ fn worth_parallel<T>(a: &MatRef<'_, T>, b: &MatRef<'_, T>) -> bool {
     2 * a.rows * a.cols * b.cols >= PARALLEL_MIN_FLOPS && rayon::current_num_threads() > 1
 }
 
-/// v6: for f32 and f64 on AVX-512 or AVX2, the kernel of `matmul/wide.rs` (a tile of 6 x 4 or
-/// 12 x 2 vectors, 6 x 64 or 12 x 32 for f32, or 6 x 2 vectors with AVX2; A read in place; B
-/// in blocks held in L2); elsewhere v5. Parallel when the product is big enough.
+/// v6: for f32 and f64 on AVX-512, AVX2 or NEON (aarch64), the kernel of `matmul/wide.rs` (a
+/// tile of 6 x 4 or 12 x 2 vectors, 6 x 64 or 12 x 32 for f32 with AVX-512, 6 x 16 with
+/// NEON, or 6 x 2 vectors with AVX2; A read in place; B in blocks held in L2); elsewhere v5.
+/// Parallel when the product is big enough.
 pub fn matmul_v6_wide<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T]) {
     gemm(a, b, c, true);
 }
@@ -576,7 +578,7 @@ fn best<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], ldc: usize, p
         // 0.50-0.75x to 0.69-0.82x the `gemm` crate, and its squares did not move.
         return crate::threads::in_pool(move || best(a, b, c, ldc, parallel, output));
     }
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     if a.cols > 0
         && (wide_as::<T, f32>(a, b, c, ldc, parallel, output) || wide_as::<T, f64>(a, b, c, ldc, parallel, output))
     {
@@ -596,9 +598,10 @@ fn best<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], ldc: usize, p
     packed_for_isa(a, b, c, ldc, parallel);
 }
 
-/// Runs the product through v6 (`wide.rs`) when this CPU has AVX-512 or AVX2 and `T` is `E`
-/// (f32 or f64, each a type of its own to `wide.rs`); returns whether it did.
-#[cfg(target_arch = "x86_64")]
+/// Runs the product through v6 (`wide.rs`) when `T` is `E` (f32 or f64, each a type of its own
+/// to `wide.rs`) and this CPU has AVX-512 or AVX2 (on x86-64; aarch64 always has NEON);
+/// returns whether it did.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn wide_as<T: Float, E: simd::Element>(
     a: MatRef<'_, T>,
     b: MatRef<'_, T>,
@@ -607,7 +610,9 @@ fn wide_as<T: Float, E: simd::Element>(
     parallel: bool,
     output: Output<'_, T>,
 ) -> bool {
+    #[cfg(target_arch = "x86_64")]
     let isa = isa::detect();
+    #[cfg(target_arch = "x86_64")]
     if !matches!(isa, Isa::Avx512 | Isa::Avx2Fma) {
         return false;
     }
@@ -624,7 +629,12 @@ fn wide_as<T: Float, E: simd::Element>(
     let (a, b) = (a.with_data(a_data), b.with_data(b_data));
     // SAFETY: isa::detect() returned this instruction set, so isa::supported saw its features
     // (avx512f, avx2 and fma; or avx2 and fma) on this CPU.
-    unsafe { wide::gemm(isa == Isa::Avx512, a, b, c, ldc, parallel, output) };
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        wide::gemm(isa == Isa::Avx512, a, b, c, ldc, parallel, output)
+    };
+    #[cfg(target_arch = "aarch64")]
+    wide::gemm_neon(a, b, c, ldc, parallel, output);
     true
 }
 

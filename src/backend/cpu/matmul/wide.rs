@@ -1,9 +1,11 @@
-//! v6, the f32 and f64 GEMM the engine runs on AVX-512 and AVX2 CPUs (other CPUs run v5). It
-//! is written once against the few vector operations of [`Simd`] and compiled for each
-//! instruction set and element type (`simd.rs`): AVX-512's 16-lane (f32) or 8-lane (f64)
-//! vectors and mask registers, AVX2's 8 or 4 lanes and vector masks. The figures below are
-//! AVX-512's for f32 (f64 tiles are as many vectors, half as wide); AVX2 has 16 registers, so
-//! its tile is 6 x 16 (12 accumulators).
+//! v6, the f32 and f64 GEMM the engine runs on AVX-512 and AVX2 CPUs and on aarch64 (other
+//! CPUs run v5). It is written once against the few vector operations of [`Simd`] and compiled
+//! for each instruction set and element type (`simd.rs`): AVX-512's 16-lane (f32) or 8-lane
+//! (f64) vectors and mask registers, AVX2's 8 or 4 lanes and vector masks, NEON's 4 or 2
+//! lanes (partial vectors through a small array). The figures below are AVX-512's for f32
+//! (f64 tiles are as many vectors, half as wide); AVX2 has 16 registers, so its tile is
+//! 6 x 16 (12 accumulators); NEON has 32, so its tile is 6 x 4 vectors like AVX-512's
+//! (6 x 16 f32).
 //!
 //! Three changes from v5, each answering something a profile of the GPT training step showed:
 //!
@@ -51,6 +53,7 @@
 //!   task per thread that packs only the part of B it uses: a share of the depth when the
 //!   product is deep ([`split_depth`]), else a share of B's panels ([`split_columns`]).
 
+#[cfg(target_arch = "x86_64")]
 use std::any::TypeId;
 use std::ops::Range;
 
@@ -114,6 +117,7 @@ const TALL_SHARE_FLOPS_DEEP: f64 = 1.2e8;
 /// 0.99x -> 1.06-1.07x, `128 x 32 x 128` 0.99x -> 1.05-1.06x, `2048 x 64 x 128` 0.96-0.98x
 /// -> 1.01x, `2048 x 128 x 384` 0.96-0.97x -> 1.00x; 512³ to 2048³ (512-deep slices, C from
 /// L3 or memory) within noise, 384- and 367-deep slices too.
+#[cfg(target_arch = "x86_64")]
 const PREFETCH_C_MIN_DEPTH: usize = 256;
 /// Least depth and width for [`TALL_SHARE_FLOPS_DEEP`].
 const TALL_MIN_DEPTH: usize = 256;
@@ -182,6 +186,7 @@ enum TileB {
 ///
 /// # Safety
 /// The CPU must support AVX-512F (with AVX2 and FMA) when `avx512`, else AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
 pub(super) unsafe fn gemm<E: Element>(
     avx512: bool,
     a: MatRef<'_, E>,
@@ -200,6 +205,31 @@ pub(super) unsafe fn gemm<E: Element>(
             tiled::<E::Avx512, 12, 2>(a, b, c, ldc, parallel, output)
         } else {
             tiled::<E::Avx512, 6, 4>(a, b, c, ldc, parallel, output)
+        }
+    }
+}
+
+/// [`gemm`] on aarch64, with NEON's 128-bit vectors: a 6 x 4 vector tile (6 x 16 f32, 6 x 8
+/// f64; 24 of NEON's 32 registers hold the accumulators, 4 the step's B and one A's
+/// broadcast), or 12 x 2 vectors where B's width rounds up to four vectors much worse than to
+/// two, by the same rule as AVX-512's. NEON is part of every aarch64 CPU, so nothing needs
+/// checking at run time.
+#[cfg(target_arch = "aarch64")]
+pub(super) fn gemm_neon<E: Element>(
+    a: MatRef<'_, E>,
+    b: MatRef<'_, E>,
+    c: &mut [E],
+    ldc: usize,
+    parallel: bool,
+    output: Output<'_, E>,
+) {
+    let (n, lanes) = (b.cols, E::Neon::LANES);
+    // SAFETY: `tiled` asks only that the CPU support `S`, and NEON is in the aarch64 baseline.
+    unsafe {
+        if n.next_multiple_of(4 * lanes) * 7 > n.next_multiple_of(2 * lanes) * 8 {
+            tiled::<E::Neon, 12, 2>(a, b, c, ldc, parallel, output)
+        } else {
+            tiled::<E::Neon, 6, 4>(a, b, c, ldc, parallel, output)
         }
     }
 }
@@ -788,9 +818,15 @@ unsafe fn pack_a<S: Simd, const MR: usize>(
         // Six whole row-major f32 rows go 16 depth steps at a time through a transpose in
         // AVX-512 registers; the steps after the last whole 16 (and any other A, f64, or AVX2)
         // take the loop below.
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut transposed = 0;
-        let f32_avx512 = TypeId::of::<S::E>() == TypeId::of::<f32>() && S::LANES == 16;
-        if f32_avx512 && MR == 6 && panel_rows == 6 && a.col_stride == 1 {
+        #[cfg(target_arch = "x86_64")]
+        if TypeId::of::<S::E>() == TypeId::of::<f32>()
+            && S::LANES == 16
+            && MR == 6
+            && panel_rows == 6
+            && a.col_stride == 1
+        {
             let row = |i: usize| a.data.as_ptr().add(a.offset + (i0 + r0 + i) * a.row_stride + p0).cast::<f32>();
             let rows: [*const f32; 6] = std::array::from_fn(row);
             let dst_f32 = dst.as_mut_ptr().cast::<f32>();
@@ -839,6 +875,7 @@ unsafe fn pack_a<S: Simd, const MR: usize>(
 /// step `(16 j + l) / 6` of row `(16 j + l) % 6`. Row pair `q` (rows `2q`, `2q + 1`) supplies
 /// it through a two-table permute: index `step` picks from row `2q`, `16 + step` from row
 /// `2q + 1`. `PAIR_LANES[j][q]` marks the lanes whose row belongs to pair `q`.
+#[cfg(target_arch = "x86_64")]
 const PAIR_INDEX: [[[i32; 16]; 3]; 6] = {
     let mut table = [[[0; 16]; 3]; 6];
     let mut j = 0;
@@ -855,6 +892,7 @@ const PAIR_INDEX: [[[i32; 16]; 3]; 6] = {
 };
 
 /// See [`PAIR_INDEX`].
+#[cfg(target_arch = "x86_64")]
 const PAIR_LANES: [[u16; 3]; 6] = {
     let mut masks = [[0; 3]; 6];
     let mut j = 0;
@@ -877,6 +915,7 @@ const PAIR_LANES: [[u16; 3]; 6] = {
 ///
 /// # Safety
 /// AVX-512F; each `rows[i]` readable for 16 values, `dst` writable for 96.
+#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn transpose_6x16(rows: [*const f32; 6], dst: *mut f32) {
     use std::arch::x86_64::*;
@@ -956,35 +995,69 @@ unsafe fn kernel<S: Simd, const ROWS: usize, const MR: usize, const VECS: usize>
     output: Output<'_, S::E>,
     j0: usize,
 ) {
-    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
     // C's tile is read (or written) only after the depth loop; asking for its lines (64 bytes
     // each) now lets them arrive from L3 while the multiply-adds run, instead of stalling
     // the stores. A shallow slice has too few multiply-adds to hide anything behind, and its
-    // C is usually still in cache (see `PREFETCH_C_MIN_DEPTH`).
+    // C is usually still in cache (see `PREFETCH_C_MIN_DEPTH`). (aarch64's prefetch intrinsic
+    // is not stable Rust yet; there the stores wait.)
+    #[cfg(target_arch = "x86_64")]
     if kc >= PREFETCH_C_MIN_DEPTH {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         for i in 0..rows {
             for line in (0..cols).step_by(64 / std::mem::size_of::<S::E>()) {
                 _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * ldc + line).cast::<i8>());
             }
         }
     }
-    let mut acc = [[S::zero(); VECS]; ROWS];
     // Each pair of layouts gets its own loop, so its addresses are a fixed pattern the
-    // compiler can strength-reduce.
+    // compiler can strength-reduce. Each arm finishes its own tile, so no array of
+    // accumulators flows out of a `match` (on aarch64 that merge spilled them in the loop).
     let lanes = S::LANES;
     let packed_b = |p: usize, v: usize| b.add(lanes * (VECS * p + v));
+    let tile = TileC { c, ldc, rows, cols, output, j0 };
+    // SAFETY (each arm): the caller's promises for A's tile, B's panel, C's tile and the bias.
     match (a_layout, b_layout) {
         (TileA::Rows(lda), TileB::Packed) => {
-            depth_loop::<S, ROWS, VECS>(kc, &mut acc, |i, p| a.add(i * lda + p), packed_b)
+            store_tile::<S, ROWS, VECS>(depth_loop::<S, ROWS, VECS>(kc, |i, p| a.add(i * lda + p), packed_b), tile)
         }
-        (TileA::Packed, TileB::Packed) => depth_loop::<S, ROWS, VECS>(kc, &mut acc, |i, p| a.add(p * MR + i), packed_b),
-        (TileA::Rows(lda), TileB::Rows(ldb)) => {
-            depth_loop::<S, ROWS, VECS>(kc, &mut acc, |i, p| a.add(i * lda + p), |p, v| b.add(p * ldb + lanes * v))
+        (TileA::Packed, TileB::Packed) => {
+            store_tile::<S, ROWS, VECS>(depth_loop::<S, ROWS, VECS>(kc, |i, p| a.add(p * MR + i), packed_b), tile)
         }
-        (TileA::Packed, TileB::Rows(ldb)) => {
-            depth_loop::<S, ROWS, VECS>(kc, &mut acc, |i, p| a.add(p * MR + i), |p, v| b.add(p * ldb + lanes * v))
-        }
+        (TileA::Rows(lda), TileB::Rows(ldb)) => store_tile::<S, ROWS, VECS>(
+            depth_loop::<S, ROWS, VECS>(kc, |i, p| a.add(i * lda + p), |p, v| b.add(p * ldb + lanes * v)),
+            tile,
+        ),
+        (TileA::Packed, TileB::Rows(ldb)) => store_tile::<S, ROWS, VECS>(
+            depth_loop::<S, ROWS, VECS>(kc, |i, p| a.add(p * MR + i), |p, v| b.add(p * ldb + lanes * v)),
+            tile,
+        ),
     }
+}
+
+/// Where [`store_tile`] puts a tile: `rows x cols` values of C from `c`, rows `ldc` apart,
+/// written as `output` says (with a bias, its values from column `j0`).
+#[derive(Clone, Copy)]
+struct TileC<'b, E> {
+    c: *mut E,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    output: Output<'b, E>,
+    j0: usize,
+}
+
+/// The end of [`kernel`]: adds the bias to the accumulators when `output` asks, then writes
+/// (or adds) the tile's `rows x cols` values into C with masked stores.
+///
+/// # Safety
+/// Runs inside `S::run`; `rows <= ROWS`; C's tile must be writable, and a bias hold `j0 +
+/// cols` values.
+#[inline(always)]
+unsafe fn store_tile<S: Simd, const ROWS: usize, const VECS: usize>(
+    mut acc: [[S::V; VECS]; ROWS],
+    TileC { c, ldc, rows, cols, output, j0 }: TileC<'_, S::E>,
+) {
+    let lanes = S::LANES;
     let masks = lane_masks::<S, VECS>(cols);
     if let Output::Bias(bias) = output {
         let at = bias.as_ptr().add(j0);
@@ -1022,22 +1095,26 @@ unsafe fn kernel<S: Simd, const ROWS: usize, const MR: usize, const VECS: usize>
 #[inline(always)]
 unsafe fn depth_loop<S: Simd, const ROWS: usize, const VECS: usize>(
     kc: usize,
-    acc: &mut [[S::V; VECS]; ROWS],
     a_at: impl Fn(usize, usize) -> *const S::E,
     b_at: impl Fn(usize, usize) -> *const S::E,
-) {
+) -> [[S::V; VECS]; ROWS] {
+    let mut acc = [[S::zero(); VECS]; ROWS];
     let mut p = 0;
-    while ROWS <= 6 && p + 4 <= kc {
-        depth_step::<S, ROWS, VECS>(acc, p, &a_at, &b_at);
-        depth_step::<S, ROWS, VECS>(acc, p + 1, &a_at, &b_at);
-        depth_step::<S, ROWS, VECS>(acc, p + 2, &a_at, &b_at);
-        depth_step::<S, ROWS, VECS>(acc, p + 3, &a_at, &b_at);
+    // Not on aarch64: there the compiler schedules the later steps' loads of B ahead, runs
+    // out of NEON's 32 registers (24 hold the accumulators) and spills 5 to 13 of them per
+    // trip; one step per trip keeps them all in registers.
+    while cfg!(target_arch = "x86_64") && ROWS <= 6 && p + 4 <= kc {
+        depth_step::<S, ROWS, VECS>(&mut acc, p, &a_at, &b_at);
+        depth_step::<S, ROWS, VECS>(&mut acc, p + 1, &a_at, &b_at);
+        depth_step::<S, ROWS, VECS>(&mut acc, p + 2, &a_at, &b_at);
+        depth_step::<S, ROWS, VECS>(&mut acc, p + 3, &a_at, &b_at);
         p += 4;
     }
     while p < kc {
-        depth_step::<S, ROWS, VECS>(acc, p, &a_at, &b_at);
+        depth_step::<S, ROWS, VECS>(&mut acc, p, &a_at, &b_at);
         p += 1;
     }
+    acc
 }
 
 /// One depth step `p` of [`depth_loop`]: `VECS` loads of B, then a broadcast of each row's A
@@ -1072,6 +1149,7 @@ unsafe fn depth_step<S: Simd, const ROWS: usize, const VECS: usize>(
 /// What [`tile_alone`] runs with this instruction set (`avx512`, else AVX2): the f32 register
 /// tile's rows and columns, the depth of each kernel call ([`KC`]) and the panels of B in a
 /// block ([`panels_per_block`]), as the product runs them on a B wide enough for the full tile.
+#[cfg(target_arch = "x86_64")]
 pub(super) fn tile_alone_shape(avx512: bool) -> (usize, usize, usize, usize) {
     let cols = if avx512 { 4 * <f32 as Element>::Avx512::LANES } else { 2 * <f32 as Element>::Avx2::LANES };
     (6, cols, KC, panels_per_block(cols, 4))
@@ -1088,6 +1166,7 @@ pub(super) fn tile_alone_shape(avx512: bool) -> (usize, usize, usize, usize) {
 ///
 /// # Safety
 /// The CPU must support AVX-512F (with AVX2 and FMA) when `avx512`, else AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
 pub(super) unsafe fn tile_alone(avx512: bool, a: &[f32], b: &[f32], c: &mut [f32], passes: usize) {
     // SAFETY: the caller vouched for the instruction set.
     unsafe {
@@ -1103,6 +1182,7 @@ pub(super) unsafe fn tile_alone(avx512: bool, a: &[f32], b: &[f32], c: &mut [f32
 ///
 /// # Safety
 /// The CPU must support `S`.
+#[cfg(target_arch = "x86_64")]
 unsafe fn tile_alone_as<S: Simd<E = f32>, const VECS: usize>(a: &[f32], b: &[f32], c: &mut [f32], passes: usize) {
     let nr = S::LANES * VECS;
     let panel = KC * nr;
@@ -1151,6 +1231,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(target_arch = "x86_64")]
     fn six_rows_transpose_into_the_panel_order() {
         if !is_x86_feature_detected!("avx512f") {
             eprintln!("skipped: this CPU has no AVX-512F");
@@ -1166,6 +1247,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_arch = "x86_64")]
     fn the_tile_alone_computes_what_it_is_timed_for() {
         // Small integers, so every sum is exact and any lost or doubled multiply-add shows.
         for avx512 in [true, false] {
