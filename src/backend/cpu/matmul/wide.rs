@@ -201,7 +201,7 @@ pub(super) unsafe fn gemm<E: Element>(
     unsafe {
         if !avx512 {
             tiled::<E::Avx2, 6, 2>(a, b, c, ldc, parallel, output)
-        } else if n.next_multiple_of(4 * lanes) * 7 > n.next_multiple_of(2 * lanes) * 8 {
+        } else if narrow_tile_fits_better(n, lanes) {
             tiled::<E::Avx512, 12, 2>(a, b, c, ldc, parallel, output)
         } else {
             tiled::<E::Avx512, 6, 4>(a, b, c, ldc, parallel, output)
@@ -226,12 +226,19 @@ pub(super) fn gemm_neon<E: Element>(
     let (n, lanes) = (b.cols, E::Neon::LANES);
     // SAFETY: `tiled` asks only that the CPU support `S`, and NEON is in the aarch64 baseline.
     unsafe {
-        if n.next_multiple_of(4 * lanes) * 7 > n.next_multiple_of(2 * lanes) * 8 {
+        if narrow_tile_fits_better(n, lanes) {
             tiled::<E::Neon, 12, 2>(a, b, c, ldc, parallel, output)
         } else {
             tiled::<E::Neon, 6, 4>(a, b, c, ldc, parallel, output)
         }
     }
+}
+
+/// True when a B `n` wide fits the 12 x 2 vector tile much better than the 6 x 4 one (vectors
+/// of `lanes`): when rounding `n` up to four vectors costs more than 8/7 of rounding it up to
+/// two, the wide tile's padding outweighs its fewer loads per FMA.
+fn narrow_tile_fits_better(n: usize, lanes: usize) -> bool {
+    n.next_multiple_of(4 * lanes) * 7 > n.next_multiple_of(2 * lanes) * 8
 }
 
 /// The product with an `MR x LANES VECS` register tile of instruction set `S`.
