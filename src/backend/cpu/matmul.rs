@@ -641,7 +641,7 @@ fn wide_as<T: Float, E: simd::Element>(
 /// What v6's f32 register tile reaches alone on this machine: [`tile_ceiling`]'s measurement.
 #[derive(Clone, Copy, Debug)]
 pub struct TileCeiling {
-    /// Rows and columns of the register tile (6 x 64 with AVX-512, 6 x 16 with AVX2).
+    /// Rows and columns of the register tile (6 x 64 with AVX-512, 6 x 16 with AVX2 or NEON).
     pub tile: (usize, usize),
     /// Depth of each call of the tile's kernel: the product's depth slice.
     pub depth: usize,
@@ -665,8 +665,8 @@ pub struct TileCeiling {
 /// reach here, and a product's rate divided by this one shows what the rest of it (packing,
 /// tasks, edges, C) costs. `cargo bench --bench matmul` and `kernel_report` print both.
 ///
-/// `None` where the engine does not run v6 (no AVX2 + FMA, `GLASSBOX_ISA=portable`, or not
-/// x86-64).
+/// `None` where the engine does not run v6 (an x86-64 CPU without AVX2 + FMA, or with
+/// `GLASSBOX_ISA=portable`; any architecture but x86-64 and aarch64).
 ///
 /// ```
 /// use std::time::Duration;
@@ -676,15 +676,18 @@ pub struct TileCeiling {
 /// }
 /// ```
 pub fn tile_ceiling(threads: usize, rounds: usize, round_time: std::time::Duration) -> Option<TileCeiling> {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     {
         use std::time::Instant;
-        let avx512 = match isa::detect() {
-            Isa::Avx512 => true,
-            Isa::Avx2Fma => false,
+        #[cfg(target_arch = "x86_64")]
+        let vectors = match isa::detect() {
+            Isa::Avx512 => wide::TileVectors::Avx512,
+            Isa::Avx2Fma => wide::TileVectors::Avx2,
             Isa::Portable => return None,
         };
-        let (rows, cols, depth, panels) = wide::tile_alone_shape(avx512);
+        #[cfg(target_arch = "aarch64")]
+        let vectors = wide::TileVectors::Neon;
+        let (rows, cols, depth, panels) = wide::tile_alone_shape(vectors);
         let threads = threads.max(1);
         let flops_per_pass = (2 * rows * cols * depth * panels) as f64;
         let round = || -> f64 {
@@ -705,9 +708,10 @@ pub fn tile_ceiling(threads: usize, rounds: usize, round_time: std::time::Durati
                             let mut passes = 0;
                             while start.elapsed() < round_time {
                                 // SAFETY: isa::detect() returned AVX-512 (avx512f, avx2, fma
-                                // seen by isa::supported) or AVX2 + FMA; the buffers have the
-                                // lengths `tile_alone` checks.
-                                unsafe { wide::tile_alone(avx512, &a, &b, &mut c, 16) };
+                                // seen by isa::supported) or AVX2 + FMA, or this is aarch64,
+                                // which always has NEON; the buffers have the lengths
+                                // `tile_alone` checks.
+                                unsafe { wide::tile_alone(vectors, &a, &b, &mut c, 16) };
                                 passes += 16;
                             }
                             std::hint::black_box(&c);
@@ -724,7 +728,7 @@ pub fn tile_ceiling(threads: usize, rounds: usize, round_time: std::time::Durati
         let gflops = (0..rounds.max(1)).map(|_| round()).fold(0.0, f64::max);
         Some(TileCeiling { tile: (rows, cols), depth, panels, gflops, threads })
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         let _ = (threads, rounds, round_time);
         None

@@ -981,8 +981,8 @@ unsafe fn short_tile<S: Simd, const MR: usize, const VECS: usize>(
 }
 
 /// The register tile: `C[0..rows, 0..cols] (+)= A_tile B_panel`, `kc` deep, with `ROWS x VECS`
-/// vector accumulators (AVX-512's 6 x 4 or 12 x 2 zmm, AVX2's 6 x 2 ymm for the full tiles)
-/// filled by [`depth_loop`], then masked stores into C. A packed tile of A is `MR` values per
+/// vector accumulators (AVX-512's and NEON's 6 x 4 or 12 x 2, AVX2's 6 x 2 for the full
+/// tiles) filled by [`depth_loop`], then masked stores into C ([`store_tile`]). A packed tile of A is `MR` values per
 /// depth step, of which the first `ROWS` are used.
 ///
 /// # Safety
@@ -1090,9 +1090,9 @@ unsafe fn store_tile<S: Simd, const ROWS: usize, const VECS: usize>(
 /// The multiply-adds of one tile: for each of `kc` depth steps, `VECS` loads of B, then each
 /// row's A value (at `a_at(row, step)`) is broadcast into `VECS` FMAs.
 ///
-/// Tiles of up to 6 rows run four steps per loop trip, so the loop's own counter and pointer
-/// updates (which compete with the FMAs for execution ports) are paid once per 96 FMAs rather
-/// than once per 24. The 12-row tile does not: unrolled, the compiler hoists the broadcasts of
+/// On x86, tiles of up to 6 rows run four steps per loop trip, so the loop's own counter and
+/// pointer updates (which compete with the FMAs for execution ports) are paid once per 96 FMAs
+/// rather than once per 24 (on aarch64 that unrolling spills, see the loop). The 12-row tile does not: unrolled, the compiler hoists the broadcasts of
 /// later steps ahead of the FMAs of earlier ones, runs out of registers, and spills the
 /// accumulators to the stack, which halved its speed.
 ///
@@ -1153,12 +1153,32 @@ unsafe fn depth_step<S: Simd, const ROWS: usize, const VECS: usize>(
     }
 }
 
-/// What [`tile_alone`] runs with this instruction set (`avx512`, else AVX2): the f32 register
-/// tile's rows and columns, the depth of each kernel call ([`KC`]) and the panels of B in a
-/// block ([`panels_per_block`]), as the product runs them on a B wide enough for the full tile.
-#[cfg(target_arch = "x86_64")]
-pub(super) fn tile_alone_shape(avx512: bool) -> (usize, usize, usize, usize) {
-    let cols = if avx512 { 4 * <f32 as Element>::Avx512::LANES } else { 2 * <f32 as Element>::Avx2::LANES };
+/// The vector instructions [`tile_alone`] runs the f32 tile with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum TileVectors {
+    /// AVX-512F (with AVX2 and FMA): the 6 x 64 tile.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    /// AVX2 with FMA: the 6 x 16 tile.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// NEON: the 6 x 16 tile.
+    #[cfg(target_arch = "aarch64")]
+    Neon,
+}
+
+/// What [`tile_alone`] runs with `vectors`: the f32 register tile's rows and columns, the depth
+/// of each kernel call ([`KC`]) and the panels of B in a block ([`panels_per_block`]), as the
+/// product runs them on a B wide enough for the full tile.
+pub(super) fn tile_alone_shape(vectors: TileVectors) -> (usize, usize, usize, usize) {
+    let cols = match vectors {
+        #[cfg(target_arch = "x86_64")]
+        TileVectors::Avx512 => 4 * <f32 as Element>::Avx512::LANES,
+        #[cfg(target_arch = "x86_64")]
+        TileVectors::Avx2 => 2 * <f32 as Element>::Avx2::LANES,
+        #[cfg(target_arch = "aarch64")]
+        TileVectors::Neon => 4 * <f32 as Element>::Neon::LANES,
+    };
     (6, cols, KC, panels_per_block(cols, 4))
 }
 
@@ -1172,15 +1192,18 @@ pub(super) fn tile_alone_shape(avx512: bool) -> (usize, usize, usize, usize) {
 /// one tile (`rows * cols`, rows `cols` apart).
 ///
 /// # Safety
-/// The CPU must support AVX-512F (with AVX2 and FMA) when `avx512`, else AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-pub(super) unsafe fn tile_alone(avx512: bool, a: &[f32], b: &[f32], c: &mut [f32], passes: usize) {
+/// The CPU must support `vectors` (AVX-512F with AVX2 and FMA; AVX2 and FMA; NEON is always
+/// there).
+pub(super) unsafe fn tile_alone(vectors: TileVectors, a: &[f32], b: &[f32], c: &mut [f32], passes: usize) {
     // SAFETY: the caller vouched for the instruction set.
     unsafe {
-        if avx512 {
-            tile_alone_as::<<f32 as Element>::Avx512, 4>(a, b, c, passes)
-        } else {
-            tile_alone_as::<<f32 as Element>::Avx2, 2>(a, b, c, passes)
+        match vectors {
+            #[cfg(target_arch = "x86_64")]
+            TileVectors::Avx512 => tile_alone_as::<<f32 as Element>::Avx512, 4>(a, b, c, passes),
+            #[cfg(target_arch = "x86_64")]
+            TileVectors::Avx2 => tile_alone_as::<<f32 as Element>::Avx2, 2>(a, b, c, passes),
+            #[cfg(target_arch = "aarch64")]
+            TileVectors::Neon => tile_alone_as::<<f32 as Element>::Neon, 4>(a, b, c, passes),
         }
     }
 }
@@ -1189,7 +1212,6 @@ pub(super) unsafe fn tile_alone(avx512: bool, a: &[f32], b: &[f32], c: &mut [f32
 ///
 /// # Safety
 /// The CPU must support `S`.
-#[cfg(target_arch = "x86_64")]
 unsafe fn tile_alone_as<S: Simd<E = f32>, const VECS: usize>(a: &[f32], b: &[f32], c: &mut [f32], passes: usize) {
     let nr = S::LANES * VECS;
     let panel = KC * nr;
@@ -1253,30 +1275,44 @@ mod tests {
         assert_eq!(panel.to_vec(), expected);
     }
 
+    /// The instruction sets this CPU can run [`tile_alone`] with.
+    fn tile_vectors_here() -> Vec<TileVectors> {
+        #[cfg(target_arch = "x86_64")]
+        let all = [
+            (TileVectors::Avx512, is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma")),
+            (TileVectors::Avx2, is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")),
+        ];
+        #[cfg(target_arch = "aarch64")]
+        let all = [(TileVectors::Neon, true)];
+        all.iter()
+            .filter_map(|&(vectors, here)| {
+                if !here {
+                    eprintln!("skipped: this CPU lacks {vectors:?}");
+                }
+                here.then_some(vectors)
+            })
+            .collect()
+    }
+
     #[test]
-    #[cfg(target_arch = "x86_64")]
     fn the_tile_alone_computes_what_it_is_timed_for() {
         // Small integers, so every sum is exact and any lost or doubled multiply-add shows.
-        for avx512 in [true, false] {
-            let detected = if avx512 { is_x86_feature_detected!("avx512f") } else { is_x86_feature_detected!("avx2") };
-            if !(detected && is_x86_feature_detected!("fma")) {
-                eprintln!("skipped: this CPU lacks the {} kernel's features", if avx512 { "AVX-512" } else { "AVX2" });
-                continue;
-            }
-            let (rows, cols, depth, panels) = tile_alone_shape(avx512);
+        for vectors in tile_vectors_here() {
+            let (rows, cols, depth, panels) = tile_alone_shape(vectors);
             let a: Vec<f32> = (0..rows * depth).map(|i| (i % 3) as f32).collect();
             // Each panel its own values (i / (depth * cols) is the panel).
             let b: Vec<f32> = (0..panels * depth * cols).map(|i| ((i * 7 + i / (depth * cols)) % 4) as f32).collect();
             let mut c = vec![1.0f32; rows * cols];
-            // SAFETY: the features were checked above; the lengths are the shape's.
-            unsafe { tile_alone(avx512, &a, &b, &mut c, 2) };
+            // SAFETY: the features were checked by `tile_vectors_here`; the lengths are the
+            // shape's.
+            unsafe { tile_alone(vectors, &a, &b, &mut c, 2) };
             for (at, &got) in c.iter().enumerate() {
                 let (i, j) = (at / cols, at % cols);
                 let one_pass: f32 = (0..panels)
                     .flat_map(|panel| (0..depth).map(move |p| (panel, p)))
                     .map(|(panel, p)| a[p * rows + i] * b[(panel * depth + p) * cols + j])
                     .sum();
-                assert_eq!(got, 1.0 + 2.0 * one_pass, "avx512 {avx512}: C[{i}][{j}]");
+                assert_eq!(got, 1.0 + 2.0 * one_pass, "{vectors:?}: C[{i}][{j}]");
             }
         }
     }
