@@ -11,7 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use glassbox::backend::cpu::matmul::tile_ceiling;
-use glassbox::backend::cpu::peak::{fma_peak, stream_bandwidth, Bandwidth, FmaIsa, FmaPeak, ACCUMULATORS};
+use glassbox::backend::cpu::peak::{fma_peak, stream_bandwidth, Bandwidth, FmaPeak, ACCUMULATORS};
 use glassbox::backend::cpu::{ladders, Ladder, Limit};
 use glassbox::inspect::{format_bytes, format_duration, Align, TextTable};
 
@@ -84,24 +84,15 @@ fn main() {
     // which bounds every product's share below.
     let tiles = (tile_ceiling(1, PEAK_ROUNDS, PEAK_ROUND_TIME), tile_ceiling(threads, PEAK_ROUNDS, PEAK_ROUND_TIME));
     if let (Some(one), Some(all)) = tiles {
-        // Where the FMA peak is the scalar loop (aarch64: there is no NEON loop in `peak.rs`
-        // yet), the vector tile's share of it would mean nothing.
-        let share = if peaks.fma_all.isa == FmaIsa::Scalar {
-            "the FMA peak here is a scalar loop, so no share of it is given".to_string()
-        } else {
-            format!(
-                "{:.0}% and {:.0}% of the FMA peak",
-                100.0 * one.gflops / peaks.fma_one.gflops,
-                100.0 * all.gflops / peaks.fma_all.gflops
-            )
-        };
         println!(
             "  GEMM tile alone:   {:>8.1} GFLOP/s on 1 thread, {:>8.1} on {threads} (v6's {} x {} tile over a block of B in \
-             L2, nothing else: {share})",
+             L2, nothing else: {:.0}% and {:.0}% of the FMA peak)",
             one.gflops,
             all.gflops,
             one.tile.0,
             one.tile.1,
+            100.0 * one.gflops / peaks.fma_one.gflops,
+            100.0 * all.gflops / peaks.fma_all.gflops
         );
     }
     println!(
