@@ -678,7 +678,6 @@ pub struct TileCeiling {
 pub fn tile_ceiling(threads: usize, rounds: usize, round_time: std::time::Duration) -> Option<TileCeiling> {
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     {
-        use std::time::Instant;
         #[cfg(target_arch = "x86_64")]
         let vectors = match isa::detect() {
             Isa::Avx512 => wide::TileVectors::Avx512,
@@ -689,43 +688,24 @@ pub fn tile_ceiling(threads: usize, rounds: usize, round_time: std::time::Durati
         let vectors = wide::TileVectors::Neon;
         let (rows, cols, depth, panels) = wide::tile_alone_shape(vectors);
         let threads = threads.max(1);
-        let flops_per_pass = (2 * rows * cols * depth * panels) as f64;
-        let round = || -> f64 {
-            let results: Vec<(usize, std::time::Duration)> = std::thread::scope(|scope| {
-                let workers: Vec<_> = (0..threads)
-                    .map(|_| {
-                        scope.spawn(move || {
-                            // Small values with normal products (1e-6 and up): C grows by
-                            // about 0.01 a pass, so it stays finite and clear of subnormals
-                            // (whose slow assists would skew the timing) however long a round.
-                            let a = HostBuffer::from(
-                                (0..rows * depth).map(|i| (i % 7) as f32 * 1e-3).collect::<Vec<f32>>(),
-                            );
-                            let b_len = depth * cols * panels;
-                            let b = HostBuffer::from((0..b_len).map(|i| (i % 5) as f32 * 1e-3).collect::<Vec<f32>>());
-                            let mut c = HostBuffer::<f32>::zeroed(rows * cols);
-                            let start = Instant::now();
-                            let mut passes = 0;
-                            while start.elapsed() < round_time {
-                                // SAFETY: isa::detect() returned AVX-512 (avx512f, avx2, fma
-                                // seen by isa::supported) or AVX2 + FMA, or this is aarch64,
-                                // which always has NEON; the buffers have the lengths
-                                // `tile_alone` checks.
-                                unsafe { wide::tile_alone(vectors, &a, &b, &mut c, 16) };
-                                passes += 16;
-                            }
-                            std::hint::black_box(&c);
-                            (passes, start.elapsed())
-                        })
-                    })
-                    .collect();
-                workers.into_iter().map(|w| w.join().expect("tile_ceiling thread panicked")).collect()
-            });
-            let passes: usize = results.iter().map(|(n, _)| n).sum();
-            let wall = results.iter().map(|(_, t)| *t).max().unwrap_or_default();
-            passes as f64 * flops_per_pass / wall.as_secs_f64() / 1e9
+        let pass_flops = (2 * rows * cols * depth * panels) as f64;
+        // Small values with normal products (1e-6 and up): C grows by about 0.01 a pass, so it
+        // stays finite and clear of subnormals (whose slow assists would skew the timing)
+        // however long a round.
+        let operands = || {
+            let a: Vec<f32> = (0..rows * depth).map(|i| (i % 7) as f32 * 1e-3).collect();
+            let b: Vec<f32> = (0..depth * cols * panels).map(|i| (i % 5) as f32 * 1e-3).collect();
+            (HostBuffer::from(a), HostBuffer::from(b), HostBuffer::<f32>::zeroed(rows * cols))
         };
-        let gflops = (0..rounds.max(1)).map(|_| round()).fold(0.0, f64::max);
+        let sixteen_passes = |(a, b, c): &mut (HostBuffer<f32>, HostBuffer<f32>, HostBuffer<f32>)| {
+            // SAFETY: isa::detect() returned AVX-512 (avx512f, avx2, fma seen by
+            // isa::supported) or AVX2 + FMA, or this is aarch64, which always has NEON; the
+            // buffers have the lengths `tile_alone` checks.
+            unsafe { wide::tile_alone(vectors, a, b, c, 16) };
+            std::hint::black_box(&*c);
+            16.0 * pass_flops
+        };
+        let gflops = super::peak::best_rate(threads, rounds, round_time, operands, sixteen_passes);
         Some(TileCeiling { tile: (rows, cols), depth, panels, gflops, threads })
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]

@@ -135,8 +135,8 @@ unsafe fn fma_loop_avx2(iterations: u64, start: f32, mul: f32, add: f32) -> f32 
 #[cfg(target_arch = "aarch64")]
 fn fma_loop_neon(iterations: u64, start: f32, mul: f32, add: f32) -> f32 {
     use std::arch::aarch64::*;
-    // SAFETY (every intrinsic here): NEON is part of every aarch64 CPU; the loads and stores
-    // touch only the local four-value arrays.
+    // SAFETY (every intrinsic here): NEON is part of every aarch64 CPU, and none of these
+    // touches memory.
     unsafe {
         let (m, a) = (vdupq_n_f32(mul), vdupq_n_f32(add));
         let mut acc = [vdupq_n_f32(start); ACCUMULATORS];
@@ -203,31 +203,56 @@ pub struct FmaPeak {
 pub fn fma_peak(threads: usize, rounds: usize, round_time: Duration) -> FmaPeak {
     let isa = FmaIsa::detect();
     let threads = threads.max(1);
+    let chunk_flops = FMA_CHUNK as f64 * isa.flops_per_iteration();
+    // mul < 1 keeps x bounded (it tends to add / (1 - mul) = 1), so no lane overflows or goes
+    // denormal however long the loop runs.
+    let gflops = best_rate(
+        threads,
+        rounds,
+        round_time,
+        || (),
+        |_| {
+            std::hint::black_box(fma_loop(isa, FMA_CHUNK, 1.0, 0.999_9, 1e-4));
+            chunk_flops
+        },
+    );
+    FmaPeak { gflops, isa, threads }
+}
+
+/// Billions of flops per second that `work` reaches on `threads` threads at once, all
+/// together: the best of `rounds` rounds of about `round_time` each. In a round each thread
+/// builds its own state with `setup` (not timed), then calls `work` on it, which returns the
+/// flops it did, until the time is up. It times [`fma_peak`] and the GEMM's tile alone
+/// (`matmul::tile_ceiling`).
+pub(crate) fn best_rate<S>(
+    threads: usize,
+    rounds: usize,
+    round_time: Duration,
+    setup: impl Fn() -> S + Sync,
+    work: impl Fn(&mut S) -> f64 + Sync,
+) -> f64 {
     let round = || -> f64 {
-        let results: Vec<(u64, Duration)> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads)
+        let results: Vec<(f64, Duration)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads.max(1))
                 .map(|_| {
-                    scope.spawn(move || {
+                    scope.spawn(|| {
+                        let mut state = setup();
                         let start = Instant::now();
-                        let mut iterations = 0u64;
-                        // mul < 1 keeps x bounded (it tends to add / (1 - mul) = 1), so no lane
-                        // overflows or goes denormal however long the loop runs.
+                        let mut flops = 0.0;
                         while start.elapsed() < round_time {
-                            std::hint::black_box(fma_loop(isa, FMA_CHUNK, 1.0, 0.999_9, 1e-4));
-                            iterations += FMA_CHUNK;
+                            flops += work(&mut state);
                         }
-                        (iterations, start.elapsed())
+                        (flops, start.elapsed())
                     })
                 })
                 .collect();
-            workers.into_iter().map(|w| w.join().expect("FMA peak thread panicked")).collect()
+            workers.into_iter().map(|w| w.join().expect("a measuring thread panicked")).collect()
         });
-        let iterations: u64 = results.iter().map(|(n, _)| n).sum();
+        let flops: f64 = results.iter().map(|(f, _)| f).sum();
         let wall = results.iter().map(|(_, t)| *t).max().unwrap_or_default();
-        iterations as f64 * isa.flops_per_iteration() / wall.as_secs_f64() / 1e9
+        flops / wall.as_secs_f64() / 1e9
     };
-    let gflops = (0..rounds.max(1)).map(|_| round()).fold(0.0, f64::max);
-    FmaPeak { gflops, isa, threads }
+    (0..rounds.max(1)).map(|_| round()).fold(0.0, f64::max)
 }
 
 /// The STREAM triad: `a[i] = b[i] + s * c[i]`, split over rayon's threads.

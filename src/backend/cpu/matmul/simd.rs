@@ -67,6 +67,11 @@ pub(super) trait Simd: Copy + Send + Sync + 'static {
     type E: Float;
     /// Elements per vector.
     const LANES: usize;
+    /// Whether the depth loop of a tile of up to 6 rows runs four steps per trip (see
+    /// `wide::depth_loop`). With NEON it does not: the compiler then loads the later steps'
+    /// B ahead, runs out of the 32 registers (24 hold the accumulators) and spills 5 to 13 of
+    /// them per trip.
+    const UNROLL_DEPTH: bool;
     /// One vector of `LANES` elements.
     type V: Copy;
     /// Which lanes of a vector a masked load, store or gather touches.

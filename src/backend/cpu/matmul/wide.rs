@@ -2,7 +2,7 @@
 //! CPUs run v5). It is written once against the few vector operations of [`Simd`] and compiled
 //! for each instruction set and element type (`simd.rs`): AVX-512's 16-lane (f32) or 8-lane
 //! (f64) vectors and mask registers, AVX2's 8 or 4 lanes and vector masks, NEON's 4 or 2
-//! lanes (partial vectors through a small array). The figures below are AVX-512's for f32
+//! lanes (partial vectors a lane at a time). The figures below are AVX-512's for f32
 //! (f64 tiles are as many vectors, half as wide); AVX2 has 16 registers, so its tile is
 //! 6 x 16 (12 accumulators); NEON has 32, so its tile is 6 x 4 vectors like AVX-512's
 //! (6 x 16 f32).
@@ -982,8 +982,8 @@ unsafe fn short_tile<S: Simd, const MR: usize, const VECS: usize>(
 
 /// The register tile: `C[0..rows, 0..cols] (+)= A_tile B_panel`, `kc` deep, with `ROWS x VECS`
 /// vector accumulators (AVX-512's and NEON's 6 x 4 or 12 x 2, AVX2's 6 x 2 for the full
-/// tiles) filled by [`depth_loop`], then masked stores into C ([`store_tile`]). A packed tile of A is `MR` values per
-/// depth step, of which the first `ROWS` are used.
+/// tiles) filled by [`depth_loop`], then masked stores into C ([`store_tile`]). A packed tile
+/// of A is `MR` values per depth step, of which the first `ROWS` are used.
 ///
 /// # Safety
 /// Runs inside `S::run`; `rows <= ROWS <= MR`. A's `ROWS x kc` tile must be readable as `a.1`
@@ -1092,9 +1092,10 @@ unsafe fn store_tile<S: Simd, const ROWS: usize, const VECS: usize>(
 ///
 /// On x86, tiles of up to 6 rows run four steps per loop trip, so the loop's own counter and
 /// pointer updates (which compete with the FMAs for execution ports) are paid once per 96 FMAs
-/// rather than once per 24 (on aarch64 that unrolling spills, see the loop). The 12-row tile does not: unrolled, the compiler hoists the broadcasts of
-/// later steps ahead of the FMAs of earlier ones, runs out of registers, and spills the
-/// accumulators to the stack, which halved its speed.
+/// rather than once per 24 (with NEON that unrolling spills: [`Simd::UNROLL_DEPTH`]). The
+/// 12-row tile does not: unrolled, the compiler hoists the broadcasts of later steps ahead of
+/// the FMAs of earlier ones, runs out of registers, and spills the accumulators to the stack,
+/// which halved its speed.
 ///
 /// # Safety
 /// Runs inside `S::run`; `a_at(i, p)` must be readable for `i < ROWS`, `p < kc`, and
@@ -1107,10 +1108,7 @@ unsafe fn depth_loop<S: Simd, const ROWS: usize, const VECS: usize>(
 ) -> [[S::V; VECS]; ROWS] {
     let mut acc = [[S::zero(); VECS]; ROWS];
     let mut p = 0;
-    // Not on aarch64: there the compiler schedules the later steps' loads of B ahead, runs
-    // out of NEON's 32 registers (24 hold the accumulators) and spills 5 to 13 of them per
-    // trip; one step per trip keeps them all in registers.
-    while cfg!(target_arch = "x86_64") && ROWS <= 6 && p + 4 <= kc {
+    while S::UNROLL_DEPTH && ROWS <= 6 && p + 4 <= kc {
         depth_step::<S, ROWS, VECS>(&mut acc, p, &a_at, &b_at);
         depth_step::<S, ROWS, VECS>(&mut acc, p + 1, &a_at, &b_at);
         depth_step::<S, ROWS, VECS>(&mut acc, p + 2, &a_at, &b_at);

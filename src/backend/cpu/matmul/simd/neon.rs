@@ -83,6 +83,7 @@ unsafe fn gathered<E: Float, const LANES: usize>(count: usize, at: *const E, str
 impl Simd for NeonF32 {
     type E = f32;
     const LANES: usize = 4;
+    const UNROLL_DEPTH: bool = false;
     type V = float32x4_t;
     type Mask = usize;
     type Offsets = usize;
@@ -157,6 +158,7 @@ impl Simd for NeonF32 {
 impl Simd for NeonF64 {
     type E = f64;
     const LANES: usize = 2;
+    const UNROLL_DEPTH: bool = false;
     type V = float64x2_t;
     type Mask = usize;
     type Offsets = usize;

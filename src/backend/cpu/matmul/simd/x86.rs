@@ -37,6 +37,7 @@ unsafe fn with_avx2<R>(body: impl FnOnce() -> R) -> R {
 impl Simd for Avx512F32 {
     type E = f32;
     const LANES: usize = 16;
+    const UNROLL_DEPTH: bool = true;
     type V = __m512;
     type Mask = __mmask16;
     type Offsets = __m512i;
@@ -104,6 +105,7 @@ impl Simd for Avx512F32 {
 impl Simd for Avx2F32 {
     type E = f32;
     const LANES: usize = 8;
+    const UNROLL_DEPTH: bool = true;
     type V = __m256;
     type Mask = __m256i;
     type Offsets = __m256i;
@@ -169,6 +171,7 @@ impl Simd for Avx2F32 {
 impl Simd for Avx512F64 {
     type E = f64;
     const LANES: usize = 8;
+    const UNROLL_DEPTH: bool = true;
     type V = __m512d;
     type Mask = __mmask8;
     type Offsets = __m256i;
@@ -232,6 +235,7 @@ impl Simd for Avx512F64 {
 impl Simd for Avx2F64 {
     type E = f64;
     const LANES: usize = 4;
+    const UNROLL_DEPTH: bool = true;
     type V = __m256d;
     type Mask = __m256i;
     type Offsets = __m128i;
