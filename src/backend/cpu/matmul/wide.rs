@@ -162,10 +162,13 @@ enum TileA {
 
 /// How the kernel finds the `LANES` values of vector `v` at depth step `p` of B's panel.
 #[derive(Clone, Copy, Debug)]
-enum TileB {
+enum TileB<E> {
     /// B's rows are contiguous: the step is at `p * step + LANES v` (B row-major, read in
     /// place).
     Rows(usize),
+    /// As `Rows`, and each vector read is also stored where `Packed` would read it, in the
+    /// panel that starts at the pointer: the kernel packs the panel for the tiles after it.
+    RowsCopied(usize, *mut E),
     /// A packed panel: the step is at `(p * VECS + v) * LANES`.
     Packed,
 }
@@ -680,7 +683,7 @@ impl<E: Float> PanelsB<'_, '_, E> {
     /// The start of panel `panel` (of `nr` columns) at depth `p0`, `kc` deep, and how the
     /// kernel steps through it. `own_block` is the task's block of panels from `block_start`
     /// on, packed by [`pack_block`] (used only with [`PackedB::PerTask`]).
-    fn panel(&self, p0: usize, kc: usize, panel: usize, nr: usize, own_block: (usize, &[E])) -> (*const E, TileB) {
+    fn panel(&self, p0: usize, kc: usize, panel: usize, nr: usize, own_block: (usize, &[E])) -> (*const E, TileB<E>) {
         let b = self.b;
         if panel < self.in_place_panels {
             // In bounds: rows p0 .. p0 + kc <= K and columns panel * nr + nr <= N of a B
@@ -736,6 +739,13 @@ unsafe fn row_block<S: Simd, const MR: usize, const VECS: usize>(
     let depth = slice_depth(k);
     let per_task = matches!(b_panels.packed, PackedB::PerTask);
     let panels_per_block = panels_per_block(nr, std::mem::size_of::<S::E>());
+    // A task that packs its own B (`PackedB::PerTask`) copies a row-major B's whole panels
+    // inside the first tile's kernel (`TileB::RowsCopied`) rather than in a pass of its own:
+    // that kernel loads every vector of the panel anyway, and a store per load fits beside its
+    // multiply-adds. The separate pass read the panel from L3 and wrote it to L2 before any
+    // tile used it; fused, the first tile pays only the stores. From a polling worker on 2
+    // threads (Zen 5, five runs): 512² +0.3-3.1%, 1024² +1.1-2.2%, 2048² +0.9-2.1%.
+    let copy_in_first_tile = per_task && b_panels.b.col_stride == 1 && rows >= MR;
     let mut own_block = if per_task { pool::reuse::<S::E>(depth * nr * panels_per_block) } else { HostBuffer::new() };
     // A last, partial tile of at most 6 rows runs a kernel of exactly its rows (`short_tile`),
     // which reads no row past A's end: it too is read in place. (A 12-row tile's last 7 to 11
@@ -756,28 +766,41 @@ unsafe fn row_block<S: Simd, const MR: usize, const VECS: usize>(
         // read from L1 after its first use, passes over all of the block's panels.
         for block in panel_range.clone().step_by(panels_per_block) {
             let panels = block..panel_range.end.min(block + panels_per_block);
-            if per_task {
+            if per_task && !copy_in_first_tile {
                 pack_block::<S, VECS>(b_panels.b, p0, kc, panels.clone(), &mut own_block);
+            } else if per_task {
+                // The first tile's kernel copies the whole panels; a last, partial one (whose
+                // zero padding no kernel loads from B) is packed here.
+                for panel in panels.clone().filter(|&panel| (panel + 1) * nr > n) {
+                    let at = (panel - block) * kc * nr;
+                    pack_panel::<S, VECS>(b_panels.b, p0, panel * nr, &mut own_block[at..at + kc * nr]);
+                }
             }
             for r0 in (0..rows).step_by(MR) {
                 let tile = r0 / MR;
+                let tile_rows = MR.min(rows - r0);
                 let (a_tile, a_layout) = if tile < in_place_tiles {
                     (a.data.as_ptr().add(a.offset + (i0 + r0) * a.row_stride + p0), TileA::Rows(a.row_stride))
                 } else {
                     (panels_a.as_ptr().add(tile * MR * kc), TileA::Packed)
                 };
-                let tile_rows = MR.min(rows - r0);
                 for panel in panels.clone() {
                     let j0 = panel * nr;
                     let cols = nr.min(n - j0);
-                    let (b_panel, b_layout) = b_panels.panel(p0, kc, panel, nr, (block, &own_block));
+                    let (b_panel, b_layout) = if copy_in_first_tile && r0 == 0 && j0 + nr <= n {
+                        let (b, to) = (b_panels.b, own_block[(panel - block) * kc * nr..].as_mut_ptr());
+                        (b.data[b.offset + p0 * b.row_stride + j0..].as_ptr(), TileB::RowsCopied(b.row_stride, to))
+                    } else {
+                        b_panels.panel(p0, kc, panel, nr, (block, &own_block))
+                    };
                     let c_tile = c_rows.add(r0 * ldc + j0);
                     // SAFETY: in-place tiles of A are rows i0 + r0 .. + tile_rows <= M (a
                     // whole tile, or a last one of at most 6 rows, whose kernel has exactly
                     // its rows) and depth p0 .. + kc <= K of a row-major A checked in
                     // bounds; packed tiles are MR x kc panels inside `panels_a` (tile <
-                    // rows / MR rounded up). B's
-                    // panel is kc x NR values, packed or (a whole panel) in place. C's
+                    // rows / MR rounded up). B's panel is kc x NR values, packed, or (a whole
+                    // panel) read in place, and then perhaps copied into its kc x NR run of
+                    // the task's block (`own_block` holds the block's panels). C's
                     // tile_rows rows of `cols` values from `c_tile` lie inside `c_rows` (rows
                     // r0 + tile_rows <= rows, ldc apart; j0 + cols <= n), and a bias holds n
                     // values (checked by `best`).
@@ -955,7 +978,7 @@ unsafe fn transpose_6x16(rows: [*const f32; 6], dst: *mut f32) {
 unsafe fn short_tile<S: Simd, const MR: usize, const VECS: usize>(
     kc: usize,
     a: (*const S::E, TileA),
-    b: (*const S::E, TileB),
+    b: (*const S::E, TileB<S::E>),
     c: *mut S::E,
     ldc: usize,
     rows: usize,
@@ -994,7 +1017,7 @@ unsafe fn short_tile<S: Simd, const MR: usize, const VECS: usize>(
 unsafe fn kernel<S: Simd, const ROWS: usize, const MR: usize, const VECS: usize>(
     kc: usize,
     (a, a_layout): (*const S::E, TileA),
-    (b, b_layout): (*const S::E, TileB),
+    (b, b_layout): (*const S::E, TileB<S::E>),
     c: *mut S::E,
     ldc: usize,
     rows: usize,
@@ -1017,28 +1040,49 @@ unsafe fn kernel<S: Simd, const ROWS: usize, const MR: usize, const VECS: usize>
         }
     }
     // Each pair of layouts gets its own loop, so its addresses are a fixed pattern the
-    // compiler can strength-reduce. Each arm finishes its own tile, so no array of
-    // accumulators flows out of a `match` (on aarch64 that merge spilled them in the loop).
-    let lanes = S::LANES;
-    let packed_b = |p: usize, v: usize| b.add(lanes * (VECS * p + v));
+    // compiler can strength-reduce: the layout of A picks its closures here, that of B in
+    // `with_b`. Each arm finishes its own tile, so no array of accumulators flows out of a
+    // `match` (on aarch64 that merge spilled them in the loop).
+    let b = (b, b_layout);
     let tile = TileC { c, ldc, rows, cols, output, j0 };
     // SAFETY (each arm): the caller's promises for A's tile, B's panel, C's tile and the bias.
-    match (a_layout, b_layout) {
-        (TileA::Rows(lda), TileB::Packed) => {
-            store_tile::<S, ROWS, VECS>(depth_loop::<S, ROWS, VECS>(kc, |i, p| a.add(i * lda + p), packed_b), tile)
-        }
-        (TileA::Packed, TileB::Packed) => {
-            store_tile::<S, ROWS, VECS>(depth_loop::<S, ROWS, VECS>(kc, |i, p| a.add(p * MR + i), packed_b), tile)
-        }
-        (TileA::Rows(lda), TileB::Rows(ldb)) => store_tile::<S, ROWS, VECS>(
-            depth_loop::<S, ROWS, VECS>(kc, |i, p| a.add(i * lda + p), |p, v| b.add(p * ldb + lanes * v)),
-            tile,
-        ),
-        (TileA::Packed, TileB::Rows(ldb)) => store_tile::<S, ROWS, VECS>(
-            depth_loop::<S, ROWS, VECS>(kc, |i, p| a.add(p * MR + i), |p, v| b.add(p * ldb + lanes * v)),
-            tile,
-        ),
+    match a_layout {
+        TileA::Rows(lda) => with_b::<S, ROWS, VECS>(kc, |i, p| a.add(i * lda + p), b, tile),
+        TileA::Packed => with_b::<S, ROWS, VECS>(kc, |i, p| a.add(p * MR + i), b, tile),
     }
+}
+
+/// The second half of [`kernel`]'s dispatch: B's layout, for A's `a_at` as chosen.
+///
+/// # Safety
+/// As [`kernel`]; `a_at` follows the caller's A.
+#[inline(always)]
+unsafe fn with_b<S: Simd, const ROWS: usize, const VECS: usize>(
+    kc: usize,
+    a_at: impl Fn(usize, usize) -> *const S::E,
+    (b, b_layout): (*const S::E, TileB<S::E>),
+    tile: TileC<'_, S::E>,
+) {
+    let lanes = S::LANES;
+    let (in_rows, packed) =
+        (move |ldb: usize| move |p, v| b.add(p * ldb + lanes * v), move |p, v| b.add(lanes * (VECS * p + v)));
+    let copied = |to: *mut S::E| move |p, v| Some(to.add(lanes * (VECS * p + v)));
+    // SAFETY (each arm): the caller's promises.
+    match b_layout {
+        TileB::Rows(ldb) => {
+            store_tile::<S, ROWS, VECS>(depth_loop::<S, ROWS, VECS>(kc, a_at, in_rows(ldb), no_copy), tile)
+        }
+        TileB::Packed => store_tile::<S, ROWS, VECS>(depth_loop::<S, ROWS, VECS>(kc, a_at, packed, no_copy), tile),
+        TileB::RowsCopied(ldb, to) => {
+            store_tile::<S, ROWS, VECS>(depth_loop::<S, ROWS, VECS>(kc, a_at, in_rows(ldb), copied(to)), tile)
+        }
+    }
+}
+
+/// The copy target of an operand that is only read: none.
+#[inline(always)]
+fn no_copy<E>(_: usize, _: usize) -> Option<*mut E> {
+    None
 }
 
 /// Where [`store_tile`] puts a tile: `rows x cols` values of C from `c`, rows `ldc` apart,
@@ -1087,8 +1131,10 @@ unsafe fn store_tile<S: Simd, const ROWS: usize, const VECS: usize>(
     }
 }
 
-/// The multiply-adds of one tile: for each of `kc` depth steps, `VECS` loads of B, then each
-/// row's A value (at `a_at(row, step)`) is broadcast into `VECS` FMAs.
+/// The multiply-adds of one tile: for each of `kc` depth steps, `VECS` loads of B (each also
+/// stored at `b_to(step, vector)` where that is `Some`: the copy that packs B's panel), then
+/// each row's A value (at `a_at(row, step)`) is broadcast into `VECS` FMAs. `b_to` is either
+/// always `None` ([`no_copy`]) or always `Some`, so the test vanishes when it inlines.
 ///
 /// On x86, tiles of up to 6 rows run four steps per loop trip, so the loop's own counter and
 /// pointer updates (which compete with the FMAs for execution ports) are paid once per 96 FMAs
@@ -1098,32 +1144,35 @@ unsafe fn store_tile<S: Simd, const ROWS: usize, const VECS: usize>(
 /// which halved its speed.
 ///
 /// # Safety
-/// Runs inside `S::run`; `a_at(i, p)` must be readable for `i < ROWS`, `p < kc`, and
-/// `b_at(p, v)` `LANES` values for `p < kc`, `v < VECS`.
+/// Runs inside `S::run`; `a_at(i, p)` must be readable for `i < ROWS`, `p < kc`,
+/// `b_at(p, v)` `LANES` values for `p < kc`, `v < VECS`, and a `Some` of `b_to(p, v)`
+/// writable for as many, overlapping no other operand.
 #[inline(always)]
 unsafe fn depth_loop<S: Simd, const ROWS: usize, const VECS: usize>(
     kc: usize,
     a_at: impl Fn(usize, usize) -> *const S::E,
     b_at: impl Fn(usize, usize) -> *const S::E,
+    b_to: impl Fn(usize, usize) -> Option<*mut S::E>,
 ) -> [[S::V; VECS]; ROWS] {
     let mut acc = [[S::zero(); VECS]; ROWS];
+    let (a, b) = (&a_at, (&b_at, &b_to));
     let mut p = 0;
     while S::UNROLL_DEPTH && ROWS <= 6 && p + 4 <= kc {
-        depth_step::<S, ROWS, VECS>(&mut acc, p, &a_at, &b_at);
-        depth_step::<S, ROWS, VECS>(&mut acc, p + 1, &a_at, &b_at);
-        depth_step::<S, ROWS, VECS>(&mut acc, p + 2, &a_at, &b_at);
-        depth_step::<S, ROWS, VECS>(&mut acc, p + 3, &a_at, &b_at);
+        depth_step::<S, ROWS, VECS>(&mut acc, p, a, b);
+        depth_step::<S, ROWS, VECS>(&mut acc, p + 1, a, b);
+        depth_step::<S, ROWS, VECS>(&mut acc, p + 2, a, b);
+        depth_step::<S, ROWS, VECS>(&mut acc, p + 3, a, b);
         p += 4;
     }
     while p < kc {
-        depth_step::<S, ROWS, VECS>(&mut acc, p, &a_at, &b_at);
+        depth_step::<S, ROWS, VECS>(&mut acc, p, a, b);
         p += 1;
     }
     acc
 }
 
-/// One depth step `p` of [`depth_loop`]: `VECS` loads of B, then a broadcast of each row's A
-/// value into `VECS` FMAs.
+/// One depth step `p` of [`depth_loop`]: `VECS` loads of B (and their copies), then a
+/// broadcast of each row's A value into `VECS` FMAs.
 ///
 /// A function rather than a closure so that it can be inlined by force: the kernel's
 /// functions have no target features of their own (they are compiled inside `S::run`), and a
@@ -1137,11 +1186,14 @@ unsafe fn depth_step<S: Simd, const ROWS: usize, const VECS: usize>(
     acc: &mut [[S::V; VECS]; ROWS],
     p: usize,
     a_at: &impl Fn(usize, usize) -> *const S::E,
-    b_at: &impl Fn(usize, usize) -> *const S::E,
+    (b_at, b_to): (&impl Fn(usize, usize) -> *const S::E, &impl Fn(usize, usize) -> Option<*mut S::E>),
 ) {
     let mut b_p = [S::zero(); VECS];
     for (v, b_pv) in b_p.iter_mut().enumerate() {
         *b_pv = S::load(b_at(p, v));
+        if let Some(to) = b_to(p, v) {
+            S::store(to, *b_pv);
+        }
     }
     for (i, acc_i) in acc.iter_mut().enumerate() {
         let a_ip = S::splat(*a_at(i, p));
