@@ -1,7 +1,7 @@
 //! The CPU GEMM ladder against two yardsticks measured in the same run: the `gemm` crate
 //! (built with its AVX-512 kernels, feature `x86-v4`) and `matrixmultiply`. Shapes: the
-//! MNIST MLP's first forward product and its backward products (row-major, so the yardsticks
-//! read them at their best), the GPT step's QKV projection and its weight gradient, and
+//! MNIST MLP's first and last forward products and its backward products (row-major, so the
+//! yardsticks read them at their best), the GPT step's QKV projection and its weight gradient, and
 //! squares from 512 to 2048.
 //!
 //! A second summary line times each product from a rayon worker while the other workers poll
@@ -309,6 +309,7 @@ fn bench_matmul(c: &mut Criterion) {
     // (name, M, K, N).
     let shapes = [
         ("mlp_fwd_128x784x256", 128, 784, 256),
+        ("mlp_fwd3_128x128x10", 128, 128, 10),
         ("mlp_dw_784x128x256", 784, 128, 256),
         ("mlp_dw2_128x128x256", 128, 128, 256),
         ("mlp_dw3_10x128x128", 10, 128, 128),

@@ -18,7 +18,11 @@ fn check_all_versions<T: Float>(tol: f64) {
     // is read in place by v6 but for the last, partial panel. The five after it have at most
     // four tiles of rows, so v6 reads any row-major B in place (whole panels of 64 columns, of
     // 32 for the 70-wide one, then a packed partial panel), with last tiles of 4 rows, 8 of a
-    // 12-row tile, 3, 6 of a 12-row tile (which runs the 6-row kernel), and 4.
+    // 12-row tile, 3, 6 of a 12-row tile (which runs the 6-row kernel), and 4. The last three
+    // are no wider than a vector (f32: all three with AVX-512, the last two with AVX2; f64: the
+    // last two with AVX-512, the last with AVX2), which v6 multiplies with a tile one vector
+    // wide: 24 rows with AVX-512, 12 with AVX2. Their last tiles: of 24 rows, 13 (the full
+    // kernel on zero padding), 9 (the 12-row kernel) and 21; of 12 rows, 9 and 9.
     let shapes = [
         (1, 1, 1),
         (1, 7, 3),
@@ -34,6 +38,9 @@ fn check_all_versions<T: Float>(tol: f64) {
         (3, 520, 1100),
         (18, 40, 20),
         (22, 90, 200),
+        (61, 45, 10),
+        (33, 600, 8),
+        (45, 30, 4),
     ];
     let mut rng = Rng::new(42);
     for &(m, k, n) in &shapes {
@@ -218,11 +225,12 @@ fn strided_output_leaves_the_rest_of_the_matrix_alone() {
 /// against the naive product above): overwriting, adding onto rows inside a wider matrix, and
 /// with a bias; B row-major and transposed. `130 x 1031 x 200` splits its depth unevenly
 /// (515 + 516, or 343 + 344 + 344); `100 x 300 x 384` has 6 panels of 64 f32 columns (12 of 32
-/// f64 ones, 24 of AVX2's 16).
+/// f64 ones, 24 of AVX2's 16). `300 x 200 x 10` is neither: tasks of rows, each with the tile
+/// one vector wide (see `check_all_versions`).
 fn check_short_products_split_over_threads<T: Float>(tol: f64) {
     use glassbox::backend::cpu::matmul::{gemm_strided, matmul_bias, matmul_v4_packed};
     let mut rng = Rng::new(17);
-    for (m, k, n) in [(130, 1031, 200), (100, 300, 384)] {
+    for (m, k, n) in [(130, 1031, 200), (100, 300, 384), (300, 200, 10)] {
         let a = random::<T>(m * k, &mut rng);
         let b = random::<T>(k * n, &mut rng);
         let bt: Vec<T> = (0..n * k).map(|idx| b[(idx % k) * n + idx / k]).collect();
