@@ -226,7 +226,7 @@ pub(super) unsafe fn gemm<E: Element>(
 /// [`gemm`] on aarch64, with NEON's 128-bit vectors: a 6 x 4 vector tile (6 x 16 f32, 6 x 8
 /// f64; 24 of NEON's 32 registers hold the accumulators, 4 the step's B and one A's
 /// broadcast), or 12 x 2 vectors where B's width rounds up to four vectors much worse than to
-/// two, by the same rule as AVX-512's. NEON is part of every aarch64 CPU, so nothing needs
+/// two, or 24 x 1 where B is no wider than a vector, by the same rules as AVX-512's. NEON is part of every aarch64 CPU, so nothing needs
 /// checking at run time.
 #[cfg(target_arch = "aarch64")]
 pub(super) fn gemm_neon<E: Element>(
