@@ -86,8 +86,8 @@ static KEPT_AWAKE: AtomicUsize = AtomicUsize::new(0);
 
 /// True while a loop run by [`on_worker`] keeps the pool's other workers polling: a job forked
 /// now starts on another worker within a microsecond or so, not after a wake-up of tens of
-/// microseconds. The GEMM splits its products into fewer, taller tasks then.
-#[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(dead_code))] // only v6 asks
+/// microseconds. The GEMM then forks smaller products, and splits them into fewer, taller
+/// tasks.
 pub(crate) fn workers_polling() -> bool {
     KEPT_AWAKE.load(Ordering::Relaxed) > 0
 }

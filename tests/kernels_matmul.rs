@@ -278,3 +278,26 @@ fn short_products_split_by_depth_or_columns_stay_correct() {
     check_short_products_split_over_threads::<f32>(F32_ACCUMULATED);
     check_short_products_split_over_threads::<f64>(F64_TIGHT);
 }
+
+/// While the pool's workers poll (`on_worker`, as the training loops run), products from 2^19
+/// flops fork, not from 2^21: these small ones now split, by rows (the square, and
+/// `10 x 1200 x 64`, whose B is read in place), by columns (`256 x 10 x 256`,
+/// `100 x 50 x 100`) or by depth (`32 x 1100 x 16`, with the tile one vector wide). Checked
+/// against v4, from a polling worker of the global pool (on one core they run on one thread).
+#[test]
+fn small_products_forked_from_a_polling_worker_stay_correct() {
+    use glassbox::backend::cpu::matmul::{matmul_v4_packed, matmul_v6_wide};
+    let mut rng = Rng::new(23);
+    for (m, k, n) in [(64, 64, 64), (10, 1200, 64), (256, 10, 256), (100, 50, 100), (32, 1100, 16)] {
+        let a = random::<f32>(m * k, &mut rng);
+        let b = random::<f32>(k * n, &mut rng);
+        let mut reference = vec![0.0f32; m * n];
+        matmul_v4_packed(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut reference);
+        let reference: Vec<f64> = reference.iter().map(|&x| x as f64).collect();
+        let mut c = vec![f32::NAN; m * n];
+        glassbox::on_worker(|| matmul_v6_wide(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut c));
+        let got: Vec<f64> = c.iter().map(|&x| x as f64).collect();
+        let what = format!("v6 {m}x{k}x{n} from a polling worker");
+        assert_close(&got, &reference, F32_ACCUMULATED * (k as f64).sqrt(), &what);
+    }
+}

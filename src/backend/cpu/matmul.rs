@@ -221,6 +221,12 @@ const MC: usize = 96;
 const NC: usize = 1024;
 /// Products below this many flops stay on one thread (a rayon split costs microseconds).
 const PARALLEL_MIN_FLOPS: usize = 1 << 21;
+/// The same while the pool's workers poll (`threads::workers_polling`, as in the training
+/// loops): a fork then wakes no one, and splits pay from a quarter of the size. From a polling
+/// worker on 2 threads (Zen 5, v6, two rounds): `256 x 10 x 256` +56-58%, `128 x 32 x 128`
+/// +34%, `100 x 50 x 100` +42-43%, `64 x 64 x 64` +6-21%, `48 x 96 x 64` -1 to -4%; halved
+/// again, to 2^18, `128 x 10 x 128` and `64 x 64 x 32` lost 3-24%.
+const PARALLEL_MIN_FLOPS_POLLING: usize = 1 << 19;
 
 /// Copies rows `i0..i0 + mc`, depth `p0..p0 + kc` of A into panels of `MR` rows, each panel
 /// stored depth-major (`MR` values per depth step), zero-padding the last panel. Returns the
@@ -509,13 +515,14 @@ pub fn matmul_v5_packed_parallel<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c
 }
 
 fn worth_parallel<T>(a: &MatRef<'_, T>, b: &MatRef<'_, T>) -> bool {
-    2 * a.rows * a.cols * b.cols >= PARALLEL_MIN_FLOPS && rayon::current_num_threads() > 1
+    let min = if crate::threads::workers_polling() { PARALLEL_MIN_FLOPS_POLLING } else { PARALLEL_MIN_FLOPS };
+    2 * a.rows * a.cols * b.cols >= min && rayon::current_num_threads() > 1
 }
 
 /// v6: for f32 and f64 on AVX-512, AVX2 or NEON (aarch64), the kernel of `matmul/wide.rs` (a
 /// tile of 6 x 4 or 12 x 2 vectors, 6 x 64 or 12 x 32 for f32 with AVX-512, 6 x 16 with
-/// NEON, or 6 x 2 vectors with AVX2; A read in place; B in blocks held in L2); elsewhere v5.
-/// Parallel when the product is big enough.
+/// NEON, or 6 x 2 vectors with AVX2, and 24 x 1 (AVX2: 12 x 1) for a B one vector wide; A read
+/// in place; B in blocks held in L2); elsewhere v5. Parallel when the product is big enough.
 pub fn matmul_v6_wide<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T]) {
     gemm(a, b, c, true);
 }
