@@ -206,28 +206,22 @@ pub(super) unsafe fn gemm<E: Element>(
     parallel: bool,
     output: Output<'_, E>,
 ) {
-    let (n, lanes) = (b.cols, E::Avx512::LANES);
     // SAFETY: the caller vouched for the instruction set.
     unsafe {
-        if !avx512 && n <= E::Avx2::LANES {
+        if avx512 {
+            tiled_32_registers::<E::Avx512>(a, b, c, ldc, parallel, output)
+        } else if b.cols <= E::Avx2::LANES {
             tiled::<E::Avx2, 12, 1>(a, b, c, ldc, parallel, output)
-        } else if !avx512 {
-            tiled::<E::Avx2, 6, 2>(a, b, c, ldc, parallel, output)
-        } else if n <= lanes {
-            tiled::<E::Avx512, 24, 1>(a, b, c, ldc, parallel, output)
-        } else if narrow_tile_fits_better(n, lanes) {
-            tiled::<E::Avx512, 12, 2>(a, b, c, ldc, parallel, output)
         } else {
-            tiled::<E::Avx512, 6, 4>(a, b, c, ldc, parallel, output)
+            tiled::<E::Avx2, 6, 2>(a, b, c, ldc, parallel, output)
         }
     }
 }
 
-/// [`gemm`] on aarch64, with NEON's 128-bit vectors: a 6 x 4 vector tile (6 x 16 f32, 6 x 8
-/// f64; 24 of NEON's 32 registers hold the accumulators, 4 the step's B and one A's
-/// broadcast), or 12 x 2 vectors where B's width rounds up to four vectors much worse than to
-/// two, or 24 x 1 where B is no wider than a vector, by the same rules as AVX-512's. NEON is part of every aarch64 CPU, so nothing needs
-/// checking at run time.
+/// [`gemm`] on aarch64, with NEON's 128-bit vectors: the tiles of AVX-512, chosen by the same
+/// rules ([`tiled_32_registers`]), as NEON has 32 registers too: 6 x 4 vectors (6 x 16 f32,
+/// 6 x 8 f64; 24 registers hold the accumulators, 4 the step's B and one A's broadcast),
+/// 12 x 2 or 24 x 1. NEON is part of every aarch64 CPU, so nothing needs checking at run time.
 #[cfg(target_arch = "aarch64")]
 pub(super) fn gemm_neon<E: Element>(
     a: MatRef<'_, E>,
@@ -237,15 +231,34 @@ pub(super) fn gemm_neon<E: Element>(
     parallel: bool,
     output: Output<'_, E>,
 ) {
-    let (n, lanes) = (b.cols, E::Neon::LANES);
-    // SAFETY: `tiled` asks only that the CPU support `S`, and NEON is in the aarch64 baseline.
+    // SAFETY: `tiled_32_registers` asks only that the CPU support `S`, and NEON is in the
+    // aarch64 baseline.
+    unsafe { tiled_32_registers::<E::Neon>(a, b, c, ldc, parallel, output) }
+}
+
+/// The product on an instruction set with 32 vector registers (AVX-512, NEON), its tile chosen
+/// by B's width: 24 x 1 vectors for a B no wider than a vector, 12 x 2 where the 6 x 4 tile's
+/// padding outweighs its fewer loads ([`narrow_tile_fits_better`]), else 6 x 4.
+///
+/// # Safety
+/// The CPU must support `S`.
+unsafe fn tiled_32_registers<S: Simd>(
+    a: MatRef<'_, S::E>,
+    b: MatRef<'_, S::E>,
+    c: &mut [S::E],
+    ldc: usize,
+    parallel: bool,
+    output: Output<'_, S::E>,
+) {
+    let (n, lanes) = (b.cols, S::LANES);
+    // SAFETY: the caller vouched for S.
     unsafe {
         if n <= lanes {
-            tiled::<E::Neon, 24, 1>(a, b, c, ldc, parallel, output)
+            tiled::<S, 24, 1>(a, b, c, ldc, parallel, output)
         } else if narrow_tile_fits_better(n, lanes) {
-            tiled::<E::Neon, 12, 2>(a, b, c, ldc, parallel, output)
+            tiled::<S, 12, 2>(a, b, c, ldc, parallel, output)
         } else {
-            tiled::<E::Neon, 6, 4>(a, b, c, ldc, parallel, output)
+            tiled::<S, 6, 4>(a, b, c, ldc, parallel, output)
         }
     }
 }
