@@ -6,10 +6,17 @@
 //! its time in page faults and zeroing. So a dropped [`CpuStorage`] of at least
 //! [`MIN_POOLED_ELEMENTS`] elements parks its buffer here, keyed by element type and length,
 //! and the next kernel asking for that size takes it back (already paged in). The pool holds
-//! at most [`MAX_POOLED_BYTES`] (or what [`set_capacity`] says); past that, dropped buffers
-//! are freed as usual.
+//! at most [`MAX_POOLED_BYTES`] (or what [`set_capacity`] says).
+//!
+//! When a buffer arrives at a full pool, the buffers parked longest ago are freed to make
+//! room for it. A steady loop re-parks the sizes it uses every step, so those stay young,
+//! while sizes nobody asks for again (an earlier phase's, a different batch size's, or
+//! outputs that some path allocates without the pool) age out. Without that, such leftovers
+//! once filled the pool for good: the fused-kernel bench's naive softmax parked 512 MiB of
+//! `2048 x 65` outputs, and from then on the `4096 x 4096` ones found no room, so every run
+//! faulted 64 MiB of fresh pages in and ran at a sixth of its speed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -23,14 +30,55 @@ pub const MAX_POOLED_BYTES: usize = 512 << 20;
 static CAPACITY: AtomicUsize = AtomicUsize::new(MAX_POOLED_BYTES);
 
 /// Sets how many bytes the pool may park (0 turns pooling off); buffers already parked beyond
-/// it are kept until taken.
+/// it are kept until taken, or freed when the next buffer is parked.
 pub fn set_capacity(bytes: usize) {
     CAPACITY.store(bytes, Ordering::Relaxed);
 }
 
+/// The parked buffers, by element type and length, each list oldest first, and each buffer
+/// with the tick at which it was parked.
+#[derive(Default)]
 struct Pool {
-    free: HashMap<(DType, usize), Vec<CpuStorage>>,
+    free: HashMap<(DType, usize), VecDeque<(u64, CpuStorage)>>,
     bytes: usize,
+    tick: u64,
+}
+
+impl Pool {
+    /// The buffer of this size parked most recently (its pages the likeliest to be in cache).
+    fn take(&mut self, key: (DType, usize)) -> Option<CpuStorage> {
+        let (_, storage) = self.free.get_mut(&key)?.pop_back()?;
+        self.bytes -= key.1 * key.0.size_in_bytes();
+        Some(storage)
+    }
+
+    /// Parks `storage`, first taking out the buffers parked longest ago until it fits within
+    /// `capacity`; returns those (to be freed outside the lock), or `storage` itself when it
+    /// is larger than the whole capacity.
+    fn park(&mut self, storage: CpuStorage, capacity: usize) -> Vec<CpuStorage> {
+        let key = (storage.dtype(), storage.len());
+        let bytes = key.1 * key.0.size_in_bytes();
+        if bytes > capacity {
+            return vec![storage];
+        }
+        let mut evicted = Vec::new();
+        while self.bytes + bytes > capacity {
+            // The oldest buffer is at the front of one of the lists; there are a few dozen
+            // sizes at most, so a scan is cheap beside the free it leads to. (Emptied lists
+            // stay, so that a steady loop parks without allocating a list each time.)
+            let fronts = self.free.iter().filter_map(|(&key, list)| Some((list.front()?.0, key)));
+            let Some((_, oldest)) = fronts.min_by_key(|&(tick, _)| tick) else {
+                break;
+            };
+            let (_, old) = self.free.get_mut(&oldest).and_then(VecDeque::pop_front).expect("the front was just seen");
+            self.bytes -= oldest.1 * oldest.0.size_in_bytes();
+            evicted.push(old);
+        }
+        self.tick += 1;
+        self.bytes += bytes;
+        self.free.entry(key).or_default().push_back((self.tick, storage));
+        evicted
+    }
 }
 
 static POOL: Mutex<Option<Pool>> = Mutex::new(None);
@@ -59,7 +107,7 @@ pub fn clear() {
     let drained = POOL.lock().ok().and_then(|mut p| p.take());
     // Dropped outside the lock: each CpuStorage's Drop would otherwise try to re-enter it.
     if let Some(pool) = drained {
-        for storage in pool.free.into_values().flatten() {
+        for (_, storage) in pool.free.into_values().flatten() {
             free_without_pooling(storage);
         }
     }
@@ -83,12 +131,7 @@ pub fn filled<T: Float>(len: usize, value: T) -> HostBuffer<T> {
 /// or zeros): for kernels that overwrite every element, skipping a pass of zeroing.
 pub fn reuse<T: Float>(len: usize) -> HostBuffer<T> {
     if len >= MIN_POOLED_ELEMENTS {
-        let recycled = POOL.lock().ok().and_then(|mut guard| {
-            let pool = guard.as_mut()?;
-            let storage = pool.free.get_mut(&(T::DTYPE, len))?.pop()?;
-            pool.bytes -= len * T::DTYPE.size_in_bytes();
-            Some(storage)
-        });
+        let recycled = POOL.lock().ok().and_then(|mut guard| guard.as_mut()?.take((T::DTYPE, len)));
         match recycled {
             Some(storage) => {
                 HITS.fetch_add(1, Ordering::Relaxed);
@@ -111,28 +154,18 @@ pub fn give_back<T: Float>(buffer: HostBuffer<T>) {
 }
 
 /// Called by `CpuStorage`'s `Drop` with the buffer it held: parks it if it is worth keeping
-/// and there is room, else lets it go.
+/// (making room by freeing the buffers parked longest ago), else lets it go.
 pub(crate) fn recycle(storage: CpuStorage) {
-    let (dtype, len) = (storage.dtype(), storage.len());
-    let bytes = len * dtype.size_in_bytes();
-    if len < MIN_POOLED_ELEMENTS {
+    if storage.len() < MIN_POOLED_ELEMENTS {
         free_without_pooling(storage);
         return;
     }
-    let rejected = match POOL.lock() {
-        Ok(mut guard) => {
-            let pool = guard.get_or_insert_with(|| Pool { free: HashMap::new(), bytes: 0 });
-            if pool.bytes + bytes <= CAPACITY.load(Ordering::Relaxed) {
-                pool.bytes += bytes;
-                pool.free.entry((dtype, len)).or_default().push(storage);
-                None
-            } else {
-                Some(storage)
-            }
-        }
-        Err(_) => Some(storage),
+    let freed = match POOL.lock() {
+        Ok(mut guard) => guard.get_or_insert_with(Pool::default).park(storage, CAPACITY.load(Ordering::Relaxed)),
+        Err(_) => vec![storage],
     };
-    if let Some(storage) = rejected {
+    // Freed outside the lock: returning large blocks to the OS takes a while.
+    for storage in freed {
         free_without_pooling(storage);
     }
 }
@@ -149,6 +182,45 @@ fn free_without_pooling(mut storage: CpuStorage) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The eviction order, on a pool of the test's own (the process-wide one is shared with
+    /// every test running beside this one).
+    #[test]
+    fn a_full_pool_frees_the_buffers_parked_longest_ago_and_lends_the_newest() {
+        let (small, mid) = (MIN_POOLED_ELEMENTS, 2 * MIN_POOLED_ELEMENTS);
+        let buffer = |len: usize| -> (CpuStorage, *const f32) {
+            let b = HostBuffer::<f32>::zeroed(len);
+            let ptr = b.as_ptr();
+            (CpuStorage::F32(b), ptr)
+        };
+        let address = |s: &CpuStorage| match s {
+            CpuStorage::F32(b) => b.as_ptr(),
+            CpuStorage::F64(_) => panic!("only f32 buffers are parked here"),
+        };
+        let addresses = |list: Vec<CpuStorage>| list.iter().map(address).collect::<Vec<_>>();
+        let mut pool = Pool::default();
+        // Room for exactly a small, a mid-sized and a small buffer, parked in that order.
+        let capacity = (small + mid + small) * 4;
+        let parked = [buffer(small), buffer(mid), buffer(small)];
+        let ptrs: Vec<_> = parked.iter().map(|(_, p)| *p).collect();
+        for (storage, _) in parked {
+            assert!(pool.park(storage, capacity).is_empty(), "room for all three");
+        }
+        // One more small buffer: the oldest of all goes (the first small one), not the oldest
+        // of another size (the mid-sized one).
+        let (newest, newest_ptr) = buffer(small);
+        assert_eq!(addresses(pool.park(newest, capacity)), vec![ptrs[0]]);
+        assert_eq!(pool.bytes, capacity);
+        // Of the two small ones parked, the newest is lent first.
+        assert_eq!(pool.take((DType::F32, small)).map(|s| address(&s)), Some(newest_ptr));
+        assert_eq!(pool.take((DType::F32, small)).map(|s| address(&s)), Some(ptrs[2]));
+        assert_eq!(pool.take((DType::F32, small)).map(|s| address(&s)), None);
+        // A buffer larger than the whole capacity is handed back, and nothing else leaves.
+        let (huge, huge_ptr) = buffer(4 * mid);
+        assert_eq!(addresses(pool.park(huge, capacity)), vec![huge_ptr]);
+        assert_eq!(pool.take((DType::F32, mid)).map(|s| address(&s)), Some(ptrs[1]));
+        assert!(pool.free.values().all(VecDeque::is_empty) && pool.bytes == 0, "nothing is left");
+    }
 
     // One test, not two: the pool is process-wide, and a capacity change in one test would
     // race with the other's expectation of reuse.
