@@ -63,9 +63,9 @@ impl Pool {
         }
         let mut evicted = Vec::new();
         while self.bytes + bytes > capacity {
-            // The oldest buffer is at the front of one of the lists; there are a few dozen
-            // sizes at most, so a scan is cheap beside the free it leads to. (Emptied lists
-            // stay, so that a steady loop parks without allocating a list each time.)
+            // The oldest buffer is at the front of one of the lists. A scan over every size
+            // seen (a few dozen in a training loop) is cheap beside the free it leads to.
+            // (Emptied lists stay, so that a steady loop parks without allocating a list.)
             let fronts = self.free.iter().filter_map(|(&key, list)| Some((list.front()?.0, key)));
             let Some((_, oldest)) = fronts.min_by_key(|&(tick, _)| tick) else {
                 break;

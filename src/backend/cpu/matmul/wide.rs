@@ -85,6 +85,10 @@ fn panels_per_block(nr: usize, bytes: usize) -> usize {
     PANELS_PER_BLOCK.max(1024 / (nr * bytes))
 }
 
+/// The most panels a block holds: [`panels_per_block`] for the narrowest panels, NEON's f64
+/// ones a vector (2 values, 16 bytes) wide.
+const MAX_PANELS_PER_BLOCK: usize = 64;
+
 /// Largest block of rows a task takes in a product that is short (see [`TALL_SHARE_FLOPS`]):
 /// with many tasks per thread, rayon's work stealing evens out a thread that starts late
 /// (waking a sleeping worker takes tens of microseconds) or is slowed by other work.
@@ -709,7 +713,18 @@ impl<E: Float> PanelsB<'_, '_, E> {
     /// The start of panel `panel` (of `nr` columns) at depth `p0`, `kc` deep, and how the
     /// kernel steps through it. `own_block` is the task's block of panels from `block_start`
     /// on, packed by [`pack_block`] (used only with [`PackedB::PerTask`]).
-    fn panel(&self, p0: usize, kc: usize, panel: usize, nr: usize, own_block: (usize, &[E])) -> (*const E, TileB<E>) {
+    ///
+    /// # Safety
+    /// With [`PackedB::PerTask`], `own_block`'s pointer holds the block's packed panels from
+    /// `block_start` to `panel`.
+    unsafe fn panel(
+        &self,
+        p0: usize,
+        kc: usize,
+        panel: usize,
+        nr: usize,
+        own_block: (usize, *const E),
+    ) -> (*const E, TileB<E>) {
         let b = self.b;
         if panel < self.in_place_panels {
             // In bounds: rows p0 .. p0 + kc <= K and columns panel * nr + nr <= N of a B
@@ -724,7 +739,8 @@ impl<E: Float> PanelsB<'_, '_, E> {
             }
             PackedB::PerTask => {
                 let (block_start, block) = own_block;
-                (block[(panel - block_start) * kc * nr..].as_ptr(), TileB::Packed)
+                // SAFETY: the caller's promise.
+                (unsafe { block.add((panel - block_start) * kc * nr) }, TileB::Packed)
             }
         }
     }
@@ -765,6 +781,10 @@ unsafe fn row_block<S: Simd, const MR: usize, const VECS: usize>(
     let depth = slice_depth(k);
     let per_task = matches!(b_panels.packed, PackedB::PerTask);
     let panels_per_block = panels_per_block(nr, std::mem::size_of::<S::E>());
+    assert!(
+        panels_per_block <= MAX_PANELS_PER_BLOCK,
+        "matmul v6: {panels_per_block} panels of {nr} per block, more than {MAX_PANELS_PER_BLOCK}"
+    );
     // A task that packs its own B (`PackedB::PerTask`) copies a row-major B's whole panels
     // inside the first tile's kernel (`TileB::RowsCopied`) rather than in a pass of its own:
     // that kernel loads every vector of the panel anyway, and a store per load fits beside its
@@ -802,6 +822,17 @@ unsafe fn row_block<S: Simd, const MR: usize, const VECS: usize>(
                     pack_panel::<S, VECS>(b_panels.b, p0, panel * nr, &mut own_block[at..at + kc * nr]);
                 }
             }
+            // Each panel's start and layout, worked out once per block rather than again for
+            // every tile of rows that walks it (a large share of a shallow product's time).
+            // Both the copies made by the first tile and the reads of later ones go through
+            // `own`, the task's block.
+            let own = own_block.as_mut_ptr();
+            let mut panel_at = [(std::ptr::null(), TileB::Packed); MAX_PANELS_PER_BLOCK];
+            for (at, panel) in panel_at.iter_mut().zip(panels.clone()) {
+                // SAFETY: `own_block` holds the block's panels (packed above, or by the first
+                // tile's kernel before any later tile reads them).
+                *at = b_panels.panel(p0, kc, panel, nr, (block, own));
+            }
             for r0 in (0..rows).step_by(MR) {
                 let tile = r0 / MR;
                 let tile_rows = MR.min(rows - r0);
@@ -810,14 +841,14 @@ unsafe fn row_block<S: Simd, const MR: usize, const VECS: usize>(
                 } else {
                     (panels_a.as_ptr().add(tile * MR * kc), TileA::Packed)
                 };
-                for panel in panels.clone() {
+                for (panel, &packed_at) in panels.clone().zip(&panel_at) {
                     let j0 = panel * nr;
                     let cols = nr.min(n - j0);
                     let (b_panel, b_layout) = if copy_in_first_tile && r0 == 0 && j0 + nr <= n {
-                        let (b, to) = (b_panels.b, own_block[(panel - block) * kc * nr..].as_mut_ptr());
+                        let (b, to) = (b_panels.b, own.add((panel - block) * kc * nr));
                         (b.data[b.offset + p0 * b.row_stride + j0..].as_ptr(), TileB::RowsCopied(b.row_stride, to))
                     } else {
-                        b_panels.panel(p0, kc, panel, nr, (block, &own_block))
+                        packed_at
                     };
                     let c_tile = c_rows.add(r0 * ldc + j0);
                     // SAFETY: in-place tiles of A are rows i0 + r0 .. + tile_rows <= M (a
@@ -1153,13 +1184,35 @@ unsafe fn store_tile<S: Simd, const ROWS: usize, const VECS: usize>(
             }
         }
     }
+    // One loop for each kind of output, rather than the test inside the loop: the compiler
+    // kept it there, a compare and a branch per row of every tile.
+    if let Output::Accumulate = output {
+        store_rows::<S, ROWS, VECS, true>(&acc, c, ldc, rows, &masks);
+    } else {
+        store_rows::<S, ROWS, VECS, false>(&acc, c, ldc, rows, &masks);
+    }
+}
+
+/// The stores of [`store_tile`]: the first `rows` rows of `acc` into C from `c` (rows `ldc`
+/// apart) through `masks`, added onto C's values with `ADD_ONTO`.
+///
+/// # Safety
+/// As [`store_tile`].
+#[inline(always)]
+unsafe fn store_rows<S: Simd, const ROWS: usize, const VECS: usize, const ADD_ONTO: bool>(
+    acc: &[[S::V; VECS]; ROWS],
+    c: *mut S::E,
+    ldc: usize,
+    rows: usize,
+    masks: &[S::Mask; VECS],
+) {
     for (i, acc_i) in acc.iter().enumerate().take(rows) {
         // A vector's address may lie past the end of C when `cols` ends before it; its mask is
         // then empty, so nothing is read or written there (masked lanes never fault).
         let row = c.add(i * ldc);
         for (v, (&mask, &sum)) in masks.iter().zip(acc_i).enumerate() {
-            let at = row.wrapping_add(lanes * v);
-            let sum = if let Output::Accumulate = output { S::add(sum, S::load_masked(mask, at)) } else { sum };
+            let at = row.wrapping_add(S::LANES * v);
+            let sum = if ADD_ONTO { S::add(sum, S::load_masked(mask, at)) } else { sum };
             S::store_masked(at, mask, sum);
         }
     }
