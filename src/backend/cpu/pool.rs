@@ -44,11 +44,16 @@ struct Pool {
     tick: u64,
 }
 
+/// The bytes of a buffer of `len` elements of `dtype` (a key of [`Pool::free`]).
+fn bytes_of((dtype, len): (DType, usize)) -> usize {
+    len * dtype.size_in_bytes()
+}
+
 impl Pool {
     /// The buffer of this size parked most recently (its pages the likeliest to be in cache).
     fn take(&mut self, key: (DType, usize)) -> Option<CpuStorage> {
         let (_, storage) = self.free.get_mut(&key)?.pop_back()?;
-        self.bytes -= key.1 * key.0.size_in_bytes();
+        self.bytes -= bytes_of(key);
         Some(storage)
     }
 
@@ -57,7 +62,7 @@ impl Pool {
     /// is larger than the whole capacity.
     fn park(&mut self, storage: CpuStorage, capacity: usize) -> Vec<CpuStorage> {
         let key = (storage.dtype(), storage.len());
-        let bytes = key.1 * key.0.size_in_bytes();
+        let bytes = bytes_of(key);
         if bytes > capacity {
             return vec![storage];
         }
@@ -71,7 +76,7 @@ impl Pool {
                 break;
             };
             let (_, old) = self.free.get_mut(&oldest).and_then(VecDeque::pop_front).expect("the front was just seen");
-            self.bytes -= oldest.1 * oldest.0.size_in_bytes();
+            self.bytes -= bytes_of(oldest);
             evicted.push(old);
         }
         self.tick += 1;
